@@ -1,0 +1,343 @@
+"""Backfill: walk ``ingest/`` as a stream, route each file, skip committed runs, process.
+
+- The walk is a generator over ``os.scandir``: the listing is never held in memory, and
+  at most ``jobs`` inputs are in flight.
+- Routing is by content (magic bytes); the extension is only a hint. A file whose
+  hinted worker already committed it is skipped after a ``stat`` and one small read of
+  the ``_seen`` pointer, without reading the input's content.
+- Each input runs in its own forked child, so a native crash in a decoder (an abort or
+  a segfault) ends as a classified error for that input and never stops the backfill.
+- Resuming after Ctrl-C or a kill needs nothing special: committed runs are skipped and
+  claims left by dead processes are taken over at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from multiprocessing.connection import Connection, wait
+from pathlib import Path, PurePosixPath
+from typing import Any, TextIO
+
+from shared.config import MountConfig
+from shared.errors import MountworksError, RefusedPath, UsageError
+from shared.paths import InputRef, input_from_path, resolve_input
+from shared.runs import RunLayout, stat_fingerprint
+from shared.runtime import Outcome, commit_crash, run_item
+from shared.events import WorkItem
+from shared.worker import SNIFF_BYTES, WorkerSpec
+
+MAX_LISTED_FAILURES = 50
+SLOWEST_LISTED = 5
+
+
+def walk_files(top: Path) -> Iterator[Path]:
+    """Every regular file (or symlink to one) below ``top``, depth first, streamed."""
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                subdirs = []
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirs.append(Path(entry.path))
+                    elif entry.is_file() or entry.is_symlink():
+                        yield Path(entry.path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        stack.extend(sorted(subdirs, reverse=True))
+
+
+def committed_without_reading(spec: WorkerSpec, ref: InputRef, options: Mapping[str, Any],
+                              st: os.stat_result, cfg: MountConfig, retry_failed: bool) -> bool:
+    """Is this input already committed by this worker? Metadata only: no content read."""
+    layout = RunLayout(cfg, spec.name, ref)
+    normalized = spec.parse_options(options).to_manifest()
+    run_id = layout.seen_run_id(stat_fingerprint(spec.name, spec.version, normalized, st))
+    if run_id is None:
+        return False
+    commit = layout.latest_commit(run_id)
+    return commit is not None and not (retry_failed and commit.failed)
+
+
+@dataclass
+class WorkerTally:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retryable: int = 0
+    refused: int = 0
+    internal_error: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        key = {"done": "done", "already-done": "skipped", "already-failed": "skipped", "skipped": "skipped",
+               "failed": "failed", "retryable": "retryable", "refused": "refused"}.get(
+            outcome.status, "internal_error")
+        setattr(self, key, getattr(self, key) + 1)
+        self.bytes_in += int(outcome.extra.get("bytes_in", 0))
+        self.bytes_out += int(outcome.extra.get("bytes_out", 0))
+        self.seconds += outcome.duration_ms / 1000
+
+
+@dataclass
+class Summary:
+    """What a backfill did; printed as JSON on stdout."""
+
+    files: int = 0
+    unrouted: int = 0
+    would_process: int = 0
+    workers: dict[str, WorkerTally] = field(default_factory=dict)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    slowest: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, outcome: Outcome) -> None:
+        self.workers.setdefault(outcome.worker, WorkerTally()).add(outcome)
+        if outcome.status in ("failed", "retryable", "refused", "internal-error") and (
+            len(self.failures) < MAX_LISTED_FAILURES
+        ):
+            self.failures.append(outcome.summary())
+        if outcome.status == "done":
+            self.slowest.append({"input": outcome.input, "worker": outcome.worker,
+                                 "duration_ms": outcome.duration_ms})
+            self.slowest = sorted(self.slowest, key=lambda s: -float(s["duration_ms"]))[:SLOWEST_LISTED]
+
+    def total(self, key: str) -> int:
+        return sum(int(getattr(t, key)) for t in self.workers.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.total("internal_error"):
+            return 1
+        if self.total("retryable") or self.interrupted:
+            return 75
+        return 0
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("done", "skipped", "failed", "retryable", "refused", "internal_error")
+        return {
+            "files": self.files,
+            "unrouted": self.unrouted,
+            **({"would_process": self.would_process} if self.would_process else {}),
+            "totals": {k: self.total(k) for k in keys},
+            "workers": {name: {**vars(t), "seconds": round(t.seconds, 3)} for name, t in self.workers.items()},
+            "failures": self.failures,
+            "slowest": self.slowest,
+            "interrupted": self.interrupted,
+            "duration_s": round(time.monotonic() - self.started, 3),
+        }
+
+
+class Progress:
+    """A one-line progress display on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def update(self, summary: Summary, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self.last < (0.2 if self.tty else 10.0)):
+            return
+        self.last = now
+        elapsed = max(now - summary.started, 1e-6)
+        handled = sum(summary.total(k) for k in ("done", "skipped", "failed", "retryable", "refused",
+                                                   "internal_error"))
+        line = (f"backfill: {summary.files} files | done {summary.total('done')} skipped {summary.total('skipped')} "
+                f"failed {summary.total('failed')} retry {summary.total('retryable')} "
+                f"unrouted {summary.unrouted} | {handled / elapsed:.1f}/s")
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _child(conn: Connection, spec: WorkerSpec, item: WorkItem, cfg: MountConfig, retry_failed: bool,
+           wait_seconds: float | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
+    outcome = run_item(spec, item, cfg, retry_failed=retry_failed, wait_seconds=wait_seconds)
+    conn.send({"status": outcome.status, "run_id": outcome.run_id, "code": outcome.code,
+               "message": outcome.message, "duration_ms": outcome.duration_ms,
+               "extra": {k: v for k, v in outcome.extra.items() if k in ("bytes_in", "bytes_out")}})
+    conn.close()
+
+
+@dataclass
+class _Running:
+    process: Any
+    conn: Connection
+    spec: WorkerSpec
+    item: WorkItem
+
+
+class IsolatedPool:
+    """Runs each input in a forked child, at most ``jobs`` at a time."""
+
+    def __init__(self, jobs: int, cfg: MountConfig, retry_failed: bool, wait_seconds: float | None = None) -> None:
+        self.jobs = jobs
+        self.wait_seconds = wait_seconds
+        self.cfg = cfg
+        self.retry_failed = retry_failed
+        self.context = get_context("fork")
+        self.running: list[_Running] = []
+
+    def full(self) -> bool:
+        return len(self.running) >= self.jobs
+
+    def submit(self, spec: WorkerSpec, item: WorkItem) -> None:
+        spec.core()  # import the library once in the parent, so every fork starts warm
+        parent_end, child_end = self.context.Pipe(duplex=False)
+        process = self.context.Process(target=_child, args=(child_end, spec, item, self.cfg, self.retry_failed, self.wait_seconds), daemon=True)
+        process.start()
+        child_end.close()
+        self.running.append(_Running(process, parent_end, spec, item))
+
+    def collect(self, block: bool) -> list[Outcome]:
+        """Outcomes of the children that finished (waiting for one if ``block``)."""
+        if not self.running:
+            return []
+        ready = wait([r.process.sentinel for r in self.running], timeout=None if block else 0)
+        finished: list[Outcome] = []
+        for run in [r for r in self.running if r.process.sentinel in ready]:
+            run.process.join()
+            message: dict[str, Any] | None = None
+            with contextlib.suppress(EOFError, OSError):
+                if run.conn.poll():
+                    message = run.conn.recv()
+            run.conn.close()
+            self.running.remove(run)
+            if message is not None:
+                finished.append(Outcome(message["status"], run.item.key, run.spec.name, message["run_id"],
+                                        code=message["code"], message=message["message"],
+                                        duration_ms=message["duration_ms"], extra=message["extra"]))
+            else:
+                finished.append(_crashed(run, self.cfg, self.retry_failed))
+        return finished
+
+    def stop(self) -> None:
+        for run in self.running:
+            with contextlib.suppress(ProcessLookupError):
+                run.process.kill()
+            run.process.join()
+        self.running.clear()
+
+
+CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+
+
+def _crashed(run: _Running, cfg: MountConfig, retry_failed: bool) -> Outcome:
+    """A child that died without reporting: a native crash is a permanent input error
+    (committed as ``decoder-crash``); a kill from outside (OOM killer, operator) is retryable."""
+    code = run.process.exitcode or 0
+    sig = signal.Signals(-code) if code < 0 else None
+    how = f"was killed by {sig.name}" if sig else f"exited with status {code}"
+    message = f"the process handling this input {how} inside the {run.spec.name} library"
+    if sig in CRASH_SIGNALS and run.item.input is not None:
+        try:
+            return commit_crash(run.spec, run.item.input, run.item.options, cfg, message)
+        except MountworksError as exc:
+            message += f" (and its error record could not be written: {exc.message})"
+    return Outcome("retryable", run.item.key, run.spec.name, code="worker-killed", message=message)
+
+
+def backfill(
+    cfg: MountConfig,
+    specs: list[WorkerSpec],
+    *,
+    jobs: int,
+    options: Mapping[str, Any] | None = None,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    progress: Progress | None = None,
+) -> Summary:
+    """Process every file under ``ingest/`` with every worker that accepts it."""
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    summary = Summary()
+    progress = progress or Progress(sys.stderr, enabled=False)
+    pool = IsolatedPool(jobs, cfg, retry_failed)
+    options = dict(options or {})
+    try:
+        for path in walk_files(cfg.ingest_dir):
+            summary.files += 1
+            for outcome in pool.collect(block=False):
+                summary.add(outcome)
+            for spec, item in _route(cfg, specs, path, options, retry_failed, summary):
+                if dry_run:
+                    summary.would_process += 1
+                    continue
+                while pool.full():
+                    for outcome in pool.collect(block=True):
+                        summary.add(outcome)
+                pool.submit(spec, item)
+            progress.update(summary)
+        while pool.running:
+            for outcome in pool.collect(block=True):
+                summary.add(outcome)
+            progress.update(summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        pool.stop()
+    progress.update(summary, final=True)
+    return summary
+
+
+def _route(cfg: MountConfig, specs: list[WorkerSpec], path: Path, options: Mapping[str, Any],
+           retry_failed: bool, summary: Summary) -> list[tuple[WorkerSpec, WorkItem]]:
+    """The (worker, item) pairs to run for one file; committed ones are tallied as skipped."""
+    rel = PurePosixPath(path.relative_to(cfg.root).as_posix()).as_posix()
+    try:
+        ref = input_from_path(cfg, rel)
+        if ref is None:
+            return []
+        real = resolve_input(cfg, ref)
+        st = real.stat()
+    except (RefusedPath, OSError) as exc:
+        summary.unrouted += 1
+        summary.failures.append({"input": rel, "status": "refused", "error": {"code": "refused-path",
+                                                                               "message": str(exc)}})
+        return []
+    hinted = [s for s in specs if s.hinted_by(ref.name.name)]
+    skip = [s for s in hinted if _quiet(committed_without_reading, s, ref, options, st, cfg, retry_failed)]
+    if skip and len(skip) == len(hinted):
+        for spec in skip:
+            summary.add(Outcome("skipped", rel, spec.name))
+        return []
+    try:
+        with real.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError:
+        head = b""
+    chosen = [s for s in specs if s.accepts(head)]
+    if not chosen:
+        summary.unrouted += 1
+        return []
+    work = []
+    for spec in chosen:
+        if spec in skip or _quiet(committed_without_reading, spec, ref, options, st, cfg, retry_failed):
+            summary.add(Outcome("skipped", rel, spec.name))
+        else:
+            work.append((spec, WorkItem("backfill", rel, input=ref, options=options)))
+    return work
+
+
+def _quiet(check: Any, *args: Any) -> bool:
+    """A committed-check whose option errors surface later, in the run itself."""
+    try:
+        return bool(check(*args))
+    except UsageError:
+        return False

@@ -1,0 +1,109 @@
+"""Mount configuration: where the mount is and what its prefixes are called.
+
+Every setting has an environment variable (what Lambda uses) and can be passed as an
+explicit argument (what the CLI and tests use); an explicit argument always wins.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import UsageError
+
+ENV_MOUNT = "MOUNTWORKS_MOUNT"
+ENV_INGEST_PREFIX = "MOUNTWORKS_INGEST_PREFIX"
+ENV_WORKSPACE_PREFIX = "MOUNTWORKS_WORKSPACE_PREFIX"
+ENV_BUCKET_PREFIX = "MOUNTWORKS_BUCKET_PREFIX"
+ENV_CLAIM_LEASE = "MOUNTWORKS_CLAIM_LEASE_SECONDS"
+ENV_LOG_LEVEL = "MOUNTWORKS_LOG_LEVEL"
+ENV_LAMBDA_FUNCTION = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
+
+DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
+DEFAULT_INGEST_PREFIX = "ingest"
+DEFAULT_WORKSPACE_PREFIX = "workspace"
+DEFAULT_CLAIM_LEASE_SECONDS = 960.0  # Lambda's longest invocation (900 s) plus a margin
+
+
+def in_lambda(environ: Mapping[str, str] | None = None) -> bool:
+    return bool((os.environ if environ is None else environ).get(ENV_LAMBDA_FUNCTION))
+
+
+def _prefix(value: str, what: str) -> str:
+    cleaned = value.strip().strip("/")
+    if not cleaned or cleaned in (".", "..") or "\x00" in cleaned or ".." in cleaned.split("/"):
+        raise UsageError(f"{what} prefix {value!r} must be a plain relative folder name such as 'ingest'")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    """The mount root and the names of its two prefixes.
+
+    ``bucket_prefix`` is the S3 key prefix that the mount root maps to (empty when the
+    file system covers the whole bucket); event keys are taken relative to it.
+    """
+
+    root: Path
+    ingest_prefix: str = DEFAULT_INGEST_PREFIX
+    workspace_prefix: str = DEFAULT_WORKSPACE_PREFIX
+    bucket_prefix: str = ""
+    claim_lease_seconds: float = DEFAULT_CLAIM_LEASE_SECONDS
+
+    @property
+    def ingest_dir(self) -> Path:
+        return self.root / self.ingest_prefix
+
+    @property
+    def workspace_dir(self) -> Path:
+        return self.root / self.workspace_prefix
+
+    def worker_dir(self, worker: str) -> Path:
+        return self.workspace_dir / worker
+
+    @classmethod
+    def load(
+        cls,
+        root: str | Path | None = None,
+        *,
+        ingest_prefix: str | None = None,
+        workspace_prefix: str | None = None,
+        bucket_prefix: str | None = None,
+        claim_lease_seconds: float | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> MountConfig:
+        """Build the configuration: explicit arguments, then ``MOUNTWORKS_*``, then defaults."""
+        env = os.environ if environ is None else environ
+        lambda_mode = in_lambda(env)
+        raw_root = str(root) if root is not None else env.get(ENV_MOUNT)
+        if not raw_root:
+            if not lambda_mode:
+                raise UsageError(f"no mount root: pass --root DIR or set {ENV_MOUNT}")
+            raw_root = DEFAULT_MOUNT_IN_LAMBDA
+        if lambda_mode and not raw_root.startswith("/mnt/"):
+            raise UsageError(f"in Lambda the mount root must start with /mnt/ (got {raw_root!r})")
+        resolved = Path(raw_root).expanduser().resolve()
+        if not resolved.is_dir():
+            raise UsageError(f"mount root {raw_root!r} is not a directory")
+        ingest = _prefix(ingest_prefix or env.get(ENV_INGEST_PREFIX) or DEFAULT_INGEST_PREFIX, "ingest")
+        workspace = _prefix(
+            workspace_prefix or env.get(ENV_WORKSPACE_PREFIX) or DEFAULT_WORKSPACE_PREFIX, "workspace"
+        )
+        if ingest == workspace or ingest.startswith(workspace + "/") or workspace.startswith(ingest + "/"):
+            raise UsageError(f"the ingest ({ingest!r}) and workspace ({workspace!r}) prefixes must not overlap")
+        raw_bucket = bucket_prefix if bucket_prefix is not None else env.get(ENV_BUCKET_PREFIX, "")
+        lease_text = env.get(ENV_CLAIM_LEASE)
+        lease = claim_lease_seconds if claim_lease_seconds is not None else (
+            float(lease_text) if lease_text else DEFAULT_CLAIM_LEASE_SECONDS
+        )
+        if lease <= 0:
+            raise UsageError(f"the claim lease must be positive (got {lease})")
+        return cls(
+            root=resolved,
+            ingest_prefix=ingest,
+            workspace_prefix=workspace,
+            bucket_prefix=raw_bucket.strip("/"),
+            claim_lease_seconds=lease,
+        )

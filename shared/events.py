@@ -1,0 +1,151 @@
+"""Every trigger shape -> work items. Handlers never look inside events themselves.
+
+Accepted (see CONTRACT.md, "Triggers a Lambda handler accepts"):
+- S3 event notifications: ``Records[].s3``; keys are form-encoded and decoded once here;
+  only ``ObjectCreated:*`` records are work, others are skipped.
+- EventBridge "Object Created" events from S3: ``detail.object.key`` (sent decoded).
+- SQS messages whose body is either of the above (the SQS layer is in runtime.py, for
+  partial batch responses); S3's ``s3:TestEvent`` is skipped.
+- Direct invocation: ``{"input": "ingest/a/b.jpg", "options": {...}}``.
+- Step Functions Distributed Map items from an S3 ItemReader: one ``{"Key": ...}`` item,
+  or a batch ``{"Items": [...], "BatchInput": {"options": {...}}}``.
+
+A key that is unsafe becomes a *refused* item; one outside the ingest prefix a *skipped*
+item. Both are reported and logged by the runtime, never processed, never retried.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.config import MountConfig
+from shared.errors import RefusedPath, UsageError
+from shared.paths import InputRef, decode_s3_notification_key, input_from_bucket_key, input_from_path
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input to process, or the reason it will not be."""
+
+    source: str
+    key: str
+    input: InputRef | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+    refused: str | None = None
+
+
+def _item(source: str, key: str, cfg: MountConfig, options: Mapping[str, Any], *, bucket_key: bool) -> WorkItem:
+    try:
+        ref = input_from_bucket_key(cfg, key) if bucket_key else input_from_path(cfg, key)
+    except RefusedPath as exc:
+        return WorkItem(source, key, refused=exc.message)
+    if ref is None:
+        return WorkItem(source, key, skipped=f"outside the ingest prefix {cfg.ingest_prefix}/")
+    return WorkItem(source, key, input=ref, options=options)
+
+
+def _options(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UsageError(f"'options' must be an object, got {type(value).__name__}")
+    return value
+
+
+def is_sqs_event(event: Mapping[str, Any]) -> bool:
+    records = event.get("Records")
+    return isinstance(records, list) and bool(records) and all(
+        isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records
+    )
+
+
+def _s3_notification(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
+    from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event
+
+    items = []
+    for record in S3Event(dict(event)).records:
+        raw_key = record.s3.get_object.raw_event.get("key", "")
+        if not isinstance(raw_key, str):
+            items.append(WorkItem("s3", repr(raw_key), refused="the record's object key is not a string"))
+            continue
+        key = decode_s3_notification_key(raw_key)
+        if not record.event_name.startswith("ObjectCreated:"):
+            items.append(WorkItem("s3", key, skipped=f"{record.event_name} is not an object creation"))
+            continue
+        items.append(_item("s3", key, cfg, {}, bucket_key=True))
+    return items
+
+
+def _eventbridge(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
+    from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationEvent
+
+    detail = S3EventBridgeNotificationEvent(dict(event)).detail
+    key = detail.object.key
+    if event.get("detail-type") != "Object Created":
+        return [WorkItem("eventbridge", str(key), skipped=f"{event.get('detail-type')!r} is not Object Created")]
+    if not isinstance(key, str):
+        return [WorkItem("eventbridge", repr(key), refused="detail.object.key is not a string")]
+    return [_item("eventbridge", key, cfg, {}, bucket_key=True)]
+
+
+def _map_items(items: list[Any], batch_input: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
+    options = _options(batch_input.get("options"))
+    result = []
+    for entry in items:
+        if not isinstance(entry, Mapping):
+            result.append(WorkItem("map", repr(entry)[:200], refused="a Map item must be an object with a Key"))
+            continue
+        key = entry.get("Key", entry.get("key"))
+        if not isinstance(key, str):
+            result.append(WorkItem("map", repr(entry)[:200], refused="a Map item has no string 'Key'"))
+            continue
+        item_options = {**options, **_options(entry.get("options"))}
+        result.append(_item("map", key, cfg, item_options, bucket_key=True))
+    return result
+
+
+def work_items(event: Any, cfg: MountConfig) -> list[WorkItem]:
+    """Normalize any non-SQS trigger (and each SQS body) into work items."""
+    if not isinstance(event, Mapping):
+        raise UsageError(f"an event must be a JSON object, got {type(event).__name__}")
+    records = event.get("Records")
+    if isinstance(records, list):
+        if all(isinstance(r, Mapping) and "s3" in r for r in records):
+            return _s3_notification(event, cfg)
+        raise UsageError("event has Records that are not S3 notifications")
+    if event.get("source") == "aws.s3" and "detail" in event:
+        return _eventbridge(event, cfg)
+    if event.get("Event") == "s3:TestEvent":
+        return [WorkItem("s3", "", skipped="s3:TestEvent")]
+    if "input" in event:
+        path = event["input"]
+        if not isinstance(path, str):
+            raise UsageError("'input' must be a path relative to the mount root, such as ingest/a.jpg")
+        return [_item("direct", path, cfg, _options(event.get("options")), bucket_key=False)]
+    if isinstance(event.get("Items"), list):
+        batch_input = event.get("BatchInput") or {}
+        if not isinstance(batch_input, Mapping):
+            raise UsageError("'BatchInput' must be an object")
+        return _map_items(event["Items"], batch_input, cfg)
+    if "Key" in event:
+        return _map_items([event], {}, cfg)
+    raise UsageError(
+        "unrecognized event: expected an S3 notification, an EventBridge Object Created event, "
+        "an SQS event, a Step Functions Map item, or {\"input\": \"ingest/...\"}"
+    )
+
+
+def sqs_body_items(body: str, cfg: MountConfig) -> list[WorkItem]:
+    """Work items inside one SQS message body; a body that is not an S3 event is refused."""
+    try:
+        inner = json.loads(body)
+    except ValueError:
+        return [WorkItem("sqs", body[:200], refused="the SQS message body is not JSON")]
+    try:
+        return work_items(inner, cfg)
+    except UsageError as exc:
+        return [WorkItem("sqs", body[:200], refused=exc.message)]

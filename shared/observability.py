@@ -1,0 +1,72 @@
+"""Logs and metrics: a Powertools Logger (JSON on stderr) and EMF metrics per worker.
+
+Metrics are only emitted inside a Lambda invocation (the handler flushes them); the CLI
+records none, since EMF lines on stdout would corrupt its JSON output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from shared.config import ENV_LOG_LEVEL
+
+SERVICE = "mountworks"
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "mountworks")
+
+logger = Logger(
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE),
+    level=os.environ.get(ENV_LOG_LEVEL) or os.environ.get("POWERTOOLS_LOG_LEVEL") or "INFO",
+    logger_handler=logging.StreamHandler(sys.stderr),
+)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+_emit_metrics = False
+
+
+def enable_metrics(worker: str) -> None:
+    """Called by a Lambda handler: metrics from now on carry the worker's dimension."""
+    global _emit_metrics
+    _emit_metrics = True
+    metrics.set_default_dimensions(worker=worker)
+
+
+def set_log_level(level: str) -> None:
+    logger.setLevel(level.upper())
+
+
+def count(name: str, value: float = 1, unit: str = MetricUnit.Count.value) -> None:
+    if _emit_metrics:
+        metrics.add_metric(name=name, unit=unit, value=value)
+
+
+def record_outcome(status: str, *, bytes_in: int = 0, bytes_out: int = 0, duration_ms: float = 0) -> None:
+    """One metric set per input: Processed / Skipped / Failed / Retryable, bytes, duration."""
+    metric = {
+        "done": "Processed",
+        "already-done": "Skipped",
+        "already-failed": "Skipped",
+        "skipped": "Skipped",
+        "failed": "Failed",
+        "refused": "Refused",
+        "retryable": "Retryable",
+        "internal-error": "InternalErrors",
+    }.get(status, "InternalErrors")
+    count(metric)
+    if status == "done":
+        count("BytesIn", bytes_in, MetricUnit.Bytes.value)
+        count("BytesOut", bytes_out, MetricUnit.Bytes.value)
+        count("DurationMs", duration_ms, MetricUnit.Milliseconds.value)
+
+
+def log_context(**fields: Any) -> None:
+    """Add fields (worker, input, run_id) to every following log line of this invocation."""
+    logger.append_keys(**fields)
+
+
+def clear_context(*keys: str) -> None:
+    logger.remove_keys(list(keys))

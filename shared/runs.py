@@ -1,0 +1,367 @@
+"""Run identity, claims, outputs and the commit: the workspace side of the contract.
+
+Layout, for worker ``W`` and input ``ingest/<name>``::
+
+    workspace/W/<name>/<run-id>/            one run (``<run-id>.<n>`` for retry attempt n)
+        .claim.<g>.json                     claim generations; the highest is the holder
+        <outputs>                           written at their final paths
+        manifest.json | error.json          written last, exclusively: the commit
+    workspace/W/<name>/_seen/<fp>.json      stat fingerprint -> run-id, written after a commit
+
+Why this shape:
+- The run-id hashes the input's *content* with the worker version and options, so an
+  event, a retry and a backfill agree. Finding a committed run must not read content,
+  so a commit also leaves a ``_seen`` pointer keyed by (size, mtime, options, version):
+  one ``stat`` and one ``open`` answer "already committed?".
+- Only exclusive creates decide who wins: a claim generation, a manifest, an error
+  record. No renames, no hard links, no deletes of anything a reader may trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from shared.config import MountConfig
+from shared.errors import ClaimHeld, RefusedPath
+from shared.paths import InputRef, confine_output
+
+MANIFEST = "manifest.json"
+ERROR_RECORD = "error.json"
+SEEN_DIR = "_seen"
+CLAIM_PREFIX = ".claim."
+MANIFEST_SCHEMA = "mountworks.manifest/1"
+ERROR_SCHEMA = "mountworks.error/1"
+HASH_CHUNK = 1 << 20
+TORN_GRACE_SECONDS = 10.0  # an empty claim or commit file older than this was torn by a crash
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 and size of a file, streamed in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def run_id_for(worker: str, version: str, options: Mapping[str, Any], content_sha256: str) -> str:
+    """Deterministic run-id: same content, worker version and options -> same id."""
+    material = canonical_json([worker, version, options, content_sha256])
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def stat_fingerprint(worker: str, version: str, options: Mapping[str, Any], st: os.stat_result) -> str:
+    """What we can know about an input without reading it: the key of a ``_seen`` pointer."""
+    material = canonical_json([worker, version, options, st.st_size, st.st_mtime_ns])
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def write_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` with ``data`` only if it does not exist; False if it already did.
+
+    One ``write`` call after the exclusive create, then fsync, so a killed process leaves
+    either nothing, an empty file (recognised as torn), or the whole record.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """Parsed JSON object, or None when the file is missing; {} when torn (empty/garbled)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _age_seconds(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+# ---------------------------------------------------------------------------- commits
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A committed run: its directory and its record (manifest or error)."""
+
+    run_dir: Path
+    record: dict[str, Any]
+    failed: bool
+
+
+def read_commit(run_dir: Path) -> Commit | None:
+    """The commit in ``run_dir``; None when there is none (torn files are removed first).
+
+    A commit file that does not parse was torn by a crash between its exclusive create
+    and its single write: no reader ever trusted it, so it is removed once it is old
+    enough that no writer can still be inside that window.
+    """
+    for name, failed in ((MANIFEST, False), (ERROR_RECORD, True)):
+        path = run_dir / name
+        record = _read_json(path)
+        if record is None:
+            continue
+        if record.get("run_id"):
+            return Commit(run_dir, record, failed)
+        if _age_seconds(path) > TORN_GRACE_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return None
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def _host_identity() -> str:
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "unknown-boot"
+    return f"{socket.gethostname()}/{boot}"
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (guards against pid reuse)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds a run: generation ``g`` is the file ``.claim.<g>.json``."""
+
+    run_dir: Path
+    generation: int
+    holder: dict[str, Any]
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / f"{CLAIM_PREFIX}{self.generation}.json"
+
+
+def _claim_generations(run_dir: Path) -> list[int]:
+    generations = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(run_dir) as entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith(CLAIM_PREFIX) and name.endswith(".json"):
+                middle = name[len(CLAIM_PREFIX) : -len(".json")]
+                if middle.isdigit():
+                    generations.append(int(middle))
+    return sorted(generations)
+
+
+def current_claim(run_dir: Path) -> Claim | None:
+    generations = _claim_generations(run_dir)
+    if not generations:
+        return None
+    generation = generations[-1]
+    holder = _read_json(run_dir / f"{CLAIM_PREFIX}{generation}.json") or {}
+    return Claim(run_dir, generation, holder)
+
+
+def holder_is_gone(claim: Claim, *, now: float | None = None, check_local: bool = True) -> bool:
+    """True when a claim may be taken over.
+
+    At once when its holder is known to be dead (same host, process gone or replaced);
+    otherwise only after its lease. A torn (empty) claim counts as dead after a grace.
+    """
+    now = time.time() if now is None else now
+    holder = claim.holder
+    if not holder:
+        return _age_seconds(claim.path) > TORN_GRACE_SECONDS
+    if float(holder.get("expires_at", 0)) < now:
+        return True
+    if check_local and holder.get("host") == _host_identity():
+        pid = int(holder.get("pid", -1))
+        start = _process_start(pid) if pid > 0 else None
+        return start is None or start != holder.get("pid_start")
+    return False
+
+
+def acquire_claim(run_dir: Path, *, lease_seconds: float, check_local: bool = True) -> Claim:
+    """Take the run for this process, or raise ClaimHeld.
+
+    Exactly one of any number of concurrent callers wins, because each generation file is
+    created exclusively: the first claim is generation 0, a takeover of a dead holder's
+    generation ``g`` creates ``g + 1``.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    pid = os.getpid()
+    holder = {
+        "host": _host_identity(),
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "started_at": now,
+        "expires_at": now + lease_seconds,
+    }
+    existing = current_claim(run_dir)
+    if existing is not None and not holder_is_gone(existing, now=now, check_local=check_local):
+        raise ClaimHeld(
+            f"run {run_dir.name} is being processed by {existing.holder.get('host', '?')} "
+            f"pid {existing.holder.get('pid', '?')}; try again later"
+        )
+    generation = 0 if existing is None else existing.generation + 1
+    claim = Claim(run_dir, generation, holder)
+    if not write_exclusive(claim.path, canonical_json(holder).encode()):
+        raise ClaimHeld(f"run {run_dir.name} was claimed by another process a moment ago")
+    return claim
+
+
+def still_holds(claim: Claim) -> bool:
+    """True while no other process has taken the run over (checked before committing)."""
+    current = current_claim(claim.run_dir)
+    return current is not None and current.generation == claim.generation
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class Output:
+    """One output file as the worker describes it; the runtime adds size and hash."""
+
+    name: str
+    media_type: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class OutputDir:
+    """The only place a worker may write: its run directory, under its own prefix.
+
+    Every output name is confined to the run directory, which is itself checked to lie
+    under ``workspace/<worker>/``; ``ingest/`` and other workers' prefixes are out of reach.
+    """
+
+    def __init__(self, run_dir: Path, owner_dir: Path) -> None:
+        real_owner = Path(os.path.realpath(owner_dir))
+        if not Path(os.path.realpath(run_dir)).is_relative_to(real_owner):
+            raise RefusedPath(f"run directory {run_dir} is outside {owner_dir}")
+        self.run_dir = run_dir
+        self.outputs: list[Output] = []
+
+    def path(self, name: str, media_type: str, **facts: Any) -> Path:
+        """Reserve an output for a tool that writes by path (ffmpeg, pyarrow)."""
+        target = confine_output(self.run_dir, name)
+        if target.name in (MANIFEST, ERROR_RECORD) or target.name.startswith(CLAIM_PREFIX):
+            raise RefusedPath(f"output name {name!r} is reserved for the commit")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.outputs = [o for o in self.outputs if o.name != name]
+        self.outputs.append(Output(name, media_type, dict(facts)))
+        return target
+
+    @contextlib.contextmanager
+    def open(self, name: str, media_type: str, **facts: Any) -> Iterator[IO[bytes]]:
+        """Open an output for writing at its final path (truncating a crashed attempt's)."""
+        with self.path(name, media_type, **facts).open("wb") as f:
+            yield f
+
+    def write_bytes(self, name: str, data: bytes, media_type: str, **facts: Any) -> None:
+        self.path(name, media_type, **facts).write_bytes(data)
+
+    def update_facts(self, name: str, **facts: Any) -> None:
+        for output in self.outputs:
+            if output.name == name:
+                output.facts.update(facts)
+                return
+        raise KeyError(name)
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where one worker keeps the runs of one input."""
+
+    cfg: MountConfig
+    worker: str
+    ref: InputRef
+
+    @property
+    def owner_dir(self) -> Path:
+        return self.cfg.worker_dir(self.worker)
+
+    @property
+    def input_dir(self) -> Path:
+        return self.owner_dir.joinpath(*self.ref.name.parts)
+
+    def rel(self, path: Path) -> str:
+        """A path relative to the mount root, as manifests record it."""
+        return path.relative_to(self.cfg.root).as_posix()
+
+    def seen_path(self, fingerprint: str) -> Path:
+        return self.input_dir / SEEN_DIR / f"{fingerprint}.json"
+
+    def seen_run_id(self, fingerprint: str) -> str | None:
+        record = _read_json(self.seen_path(fingerprint))
+        run_id = (record or {}).get("run_id")
+        return run_id if isinstance(run_id, str) else None
+
+    def remember(self, fingerprint: str, run_id: str) -> None:
+        path = self.seen_path(fingerprint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_exclusive(path, canonical_json({"run_id": run_id}).encode())
+
+    def attempts(self, run_id: str) -> list[tuple[int, Path]]:
+        """The attempt directories of a run, oldest first: ``<run-id>``, ``<run-id>.2``, ..."""
+        found: list[tuple[int, Path]] = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.input_dir) as entries:
+            for entry in entries:
+                if entry.name == run_id:
+                    found.append((1, Path(entry.path)))
+                elif entry.name.startswith(run_id + ".") and entry.name[len(run_id) + 1 :].isdigit():
+                    found.append((int(entry.name[len(run_id) + 1 :]), Path(entry.path)))
+        return sorted(found)
+
+    def latest_commit(self, run_id: str) -> Commit | None:
+        attempts = self.attempts(run_id)
+        return read_commit(attempts[-1][1]) if attempts else None
+
+    def attempt_dir(self, run_id: str, attempt: int) -> Path:
+        return self.input_dir / (run_id if attempt == 1 else f"{run_id}.{attempt}")
+
+
+def commit_record(run_dir: Path, name: str, record: Mapping[str, Any]) -> bool:
+    """Write the commit file (manifest or error record) exclusively; False if one exists."""
+    data = (json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+    return write_exclusive(run_dir / name, data)

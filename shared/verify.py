@@ -1,0 +1,96 @@
+"""``verify``: re-hash every committed output against its manifest.
+
+Readers trust only what a manifest lists, so this is the check an operator runs after
+an incident: every listed output must exist, lie under its worker's own prefix, and
+have the recorded size and sha256.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.config import MountConfig
+from shared.errors import EXIT_DONE, EXIT_VERIFY_FAILED, UsageError
+from shared.paths import check_key
+from shared.runs import MANIFEST, hash_file
+
+
+@dataclass
+class VerifyReport:
+    manifests: int = 0
+    outputs: int = 0
+    problems: list[str] = field(default_factory=list)
+    bad_manifests: set[str] = field(default_factory=set)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_VERIFY_FAILED if self.problems else EXIT_DONE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"manifests": self.manifests, "outputs": self.outputs,
+                "ok": self.manifests - len(self.bad_manifests), "bad": sorted(self.bad_manifests),
+                "problems": self.problems}
+
+
+def _manifests(top: Path) -> Iterator[Path]:
+    if top.is_file() and top.name == MANIFEST:
+        yield top
+        return
+    yield from sorted(top.rglob(MANIFEST))
+
+
+def verify_manifest(cfg: MountConfig, manifest_path: Path) -> list[str]:
+    """Problems with one manifest (empty when it holds)."""
+    rel = manifest_path.relative_to(cfg.root).as_posix()
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        outputs = manifest["outputs"]
+        worker = manifest["worker"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{rel}: unreadable manifest ({exc})"]
+    problems = []
+    owner = f"{cfg.workspace_prefix}/{worker}/"
+    for output in outputs:
+        name = str(output.get("path", ""))
+        try:
+            check_key(name, what="output path")
+        except Exception as exc:
+            problems.append(f"{rel}: output {name!r} is not a safe relative path ({exc})")
+            continue
+        if not name.startswith(owner):
+            problems.append(f"{rel}: output {name} lies outside {owner}")
+            continue
+        path = cfg.root / name
+        if not path.is_file():
+            problems.append(f"{rel}: output {name} is missing")
+            continue
+        digest, size = hash_file(path)
+        if size != output.get("size"):
+            problems.append(f"{rel}: output {name} has {size} bytes, the manifest says {output.get('size')}")
+        elif digest != output.get("sha256"):
+            problems.append(f"{rel}: output {name} does not match its sha256")
+    return problems
+
+
+def verify_tree(cfg: MountConfig, below: str | None = None) -> VerifyReport:
+    top = cfg.workspace_dir
+    if below:
+        top = cfg.root.joinpath(*check_key(below.strip("/"), what="verify path").parts)
+        if not top.exists():
+            raise UsageError(f"nothing to verify at {below}")
+    report = VerifyReport()
+    for manifest_path in _manifests(top):
+        report.manifests += 1
+        problems = verify_manifest(cfg, manifest_path)
+        try:
+            report.outputs += len(json.loads(manifest_path.read_text()).get("outputs") or [])
+        except (OSError, ValueError, AttributeError):
+            pass
+        if problems:
+            report.bad_manifests.add(manifest_path.relative_to(cfg.root).as_posix())
+            report.problems.extend(problems)
+    return report

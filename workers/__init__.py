@@ -1,0 +1,1 @@
+"""mountworks workers: one package per worker, plus the command line (``workers.cli``)."""

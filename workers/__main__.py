@@ -1,0 +1,5 @@
+"""``python -m workers`` is the ``mountworks`` command."""
+
+from workers.cli import main
+
+raise SystemExit(main())

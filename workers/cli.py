@@ -1,0 +1,236 @@
+"""The ``mountworks`` command line: a thin layer over the shared runtime.
+
+    mountworks run WORKER INPUT [--root DIR] [--option KEY=VALUE ...] [--wait S] [--retry-failed]
+    mountworks backfill [--root DIR] [--worker NAME ...] [--jobs N] [--dry-run] [--retry-failed]
+    mountworks verify [--root DIR] [PATH]
+    mountworks invoke WORKER EVENT.json [--root DIR] [--timeout S]
+
+stdout carries only JSON (a manifest, an error record, a summary, a response); logs and
+the progress bar go to stderr. Exit codes are the contract's: 0 done, 3 permanent input
+error, 75 retryable, 2 usage, 1 internal error, 4 verify found a mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared import observability as obs
+from shared.config import MountConfig
+from shared.errors import (
+    EXIT_INTERNAL,
+    EXIT_RETRYABLE,
+    EXIT_USAGE,
+    MountworksError,
+    RefusedPath,
+    RetryableError,
+    UsageError,
+)
+from shared.options import parse_cli_options
+from shared.paths import input_from_path
+from workers.registry import all_workers, get_worker, worker_names
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"mountworks: {message}\n")
+    return code
+
+
+def _config(args: argparse.Namespace) -> MountConfig:
+    return MountConfig.load(args.root, ingest_prefix=args.ingest_prefix, workspace_prefix=args.workspace_prefix)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from shared.backfill import IsolatedPool
+    from shared.events import WorkItem
+
+    spec = get_worker(args.worker)
+    cfg = _config(args)
+    options = parse_cli_options(args.option)
+    spec.parse_options(options)  # a bad option is a usage error before anything runs
+    ref = input_from_path(cfg, args.input)
+    if ref is None:
+        raise UsageError(f"INPUT must be a path under {cfg.ingest_prefix}/ relative to the mount root, "
+                         f"for example {cfg.ingest_prefix}/photos/cat.jpg (got {args.input!r})")
+    item = WorkItem("cli", args.input, input=ref, options=options)
+    if args.no_isolation:
+        from shared.runtime import run_item
+
+        outcome = run_item(spec, item, cfg, wait_seconds=args.wait, retry_failed=args.retry_failed)
+    else:
+        pool = IsolatedPool(1, cfg, args.retry_failed, wait_seconds=args.wait)
+        pool.submit(spec, item)
+        outcome = pool.collect(block=True)[0]
+    if outcome.record is None and outcome.committed and outcome.run_id:
+        outcome.record = _read_record(cfg, spec.name, ref.name.as_posix(), outcome.run_id)
+    if outcome.record is not None:
+        _print_json(outcome.record)
+    elif outcome.status not in ("refused", "internal-error"):
+        _print_json(outcome.summary())
+    if outcome.message and not outcome.committed:
+        sys.stderr.write(f"mountworks: {outcome.input}: {outcome.message}\n")
+    return outcome.exit_code
+
+
+def _read_record(cfg: MountConfig, worker: str, name: str, run_id: str) -> dict[str, Any] | None:
+    run_dir = cfg.worker_dir(worker).joinpath(*name.split("/"), run_id)
+    for record_name in ("manifest.json", "error.json"):
+        path = run_dir / record_name
+        if path.is_file():
+            value: dict[str, Any] = json.loads(path.read_text())
+            return value
+    return None
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from shared.backfill import Progress, backfill
+
+    cfg = _config(args)
+    specs = [get_worker(name) for name in args.worker] if args.worker else all_workers()
+    options = parse_cli_options(args.option)
+    summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
+                       retry_failed=args.retry_failed,
+                       progress=Progress(sys.stderr, enabled=not args.no_progress))
+    _print_json({"root": str(cfg.root), "dry_run": args.dry_run, **summary.to_json()})
+    return summary.exit_code
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from shared.verify import verify_tree
+
+    cfg = _config(args)
+    report = verify_tree(cfg, args.path)
+    _print_json(report.to_json())
+    for problem in report.problems:
+        sys.stderr.write(f"mountworks verify: {problem}\n")
+    return report.exit_code
+
+
+class LocalContext:
+    """Enough of Lambda's context object for the handler to run locally."""
+
+    def __init__(self, worker: str, timeout: float) -> None:
+        import time
+
+        self.aws_request_id = f"local-{uuid.uuid4()}"
+        self.function_name = f"mountworks-{worker}"
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:local:000000000000:function:{self.function_name}"
+        self.memory_limit_in_mb = 0
+        self.log_group_name = "local"
+        self.log_stream_name = "local"
+        self._ends = time.monotonic() + timeout
+        self._time = time
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._ends - self._time.monotonic()) * 1000))
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from shared.runtime import handle_event
+
+    spec = get_worker(args.worker)
+    cfg = _config(args)
+    try:
+        event = json.loads(Path(args.event).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the event file {args.event}: {exc}") from exc
+    context = LocalContext(spec.name, args.timeout)
+    try:
+        response = handle_event(spec, event, context, cfg)
+    except RetryableError as exc:
+        _print_json({"error": {"code": exc.code, "message": exc.message}, "retryable": True})
+        return EXIT_RETRYABLE
+    _print_json(response)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mountworks",
+        description="Process media and documents in place on an S3 Files mount (or any local folder).",
+        epilog="Exit codes: 0 done, 3 permanent input error, 75 retryable, 2 usage error, 1 internal error, "
+        "4 verify found a mismatch.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("MOUNTWORKS_LOG_LEVEL", "WARNING"),
+                        help="log level for the JSON logs on stderr (default WARNING)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--root", help="the mount root (default: $MOUNTWORKS_MOUNT)")
+        p.add_argument("--ingest-prefix", help="input prefix below the root (default: ingest)")
+        p.add_argument("--workspace-prefix", help="output prefix below the root (default: workspace)")
+
+    names = ", ".join(worker_names())
+    run = sub.add_parser("run", help="process one input file", description="Process one input file.")
+    run.add_argument("worker", help=f"worker name ({names})")
+    run.add_argument("input", help="input path relative to the mount root, under ingest/")
+    common(run)
+    run.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="a worker option")
+    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="wait this long for an input that is not visible yet (default 0)")
+    run.add_argument("--retry-failed", action="store_true", help="process again an input that failed for good")
+    run.add_argument("--no-isolation", action="store_true", help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    bf = sub.add_parser("backfill", help="process everything under ingest/",
+                        description="Walk ingest/, route each file to the workers that accept it, "
+                        "skip committed runs, and print a JSON summary.")
+    common(bf)
+    bf.add_argument("--worker", action="append", default=[], metavar="NAME", help=f"only these workers ({names})")
+    bf.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="parallel inputs (default: CPUs)")
+    bf.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option for every routed worker")
+    bf.add_argument("--dry-run", action="store_true", help="route and count, process nothing")
+    bf.add_argument("--retry-failed", action="store_true", help="process again inputs that failed for good")
+    bf.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    bf.set_defaults(func=cmd_backfill)
+
+    vf = sub.add_parser("verify", help="re-hash committed outputs against their manifests")
+    common(vf)
+    vf.add_argument("path", nargs="?", help="only manifests below this path (relative to the root)")
+    vf.set_defaults(func=cmd_verify)
+
+    inv = sub.add_parser("invoke", help="run a worker's Lambda handler on an event file")
+    inv.add_argument("worker", help=f"worker name ({names})")
+    inv.add_argument("event", help="a JSON event file")
+    common(inv)
+    inv.add_argument("--timeout", type=float, default=900.0, help="the invocation's time budget in seconds")
+    inv.set_defaults(func=cmd_invoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    obs.set_log_level(args.log_level)
+    try:
+        code: int = args.func(args)
+        return code
+    except (UsageError, RefusedPath) as exc:
+        return _fail(exc.message, EXIT_USAGE)
+    except MountworksError as exc:
+        if args.command == "run":
+            _print_json({"error": {"code": exc.code, "message": exc.message}})
+        return _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_RETRYABLE)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for the report
+        import traceback
+
+        traceback.print_exc()
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL)

@@ -27,10 +27,10 @@ from typing import Any, TextIO
 
 from shared.config import MountConfig
 from shared.errors import MountworksError, RefusedPath, UsageError
+from shared.events import WorkItem
 from shared.paths import InputRef, input_from_path, resolve_input
 from shared.runs import RunLayout, stat_fingerprint
 from shared.runtime import Outcome, commit_crash, run_item
-from shared.events import WorkItem
 from shared.worker import SNIFF_BYTES, WorkerSpec
 
 MAX_LISTED_FAILURES = 50
@@ -201,7 +201,8 @@ class IsolatedPool:
     def submit(self, spec: WorkerSpec, item: WorkItem) -> None:
         spec.core()  # import the library once in the parent, so every fork starts warm
         parent_end, child_end = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=_child, args=(child_end, spec, item, self.cfg, self.retry_failed, self.wait_seconds), daemon=True)
+        args = (child_end, spec, item, self.cfg, self.retry_failed, self.wait_seconds)
+        process = self.context.Process(target=_child, args=args, daemon=True)
         process.start()
         child_end.close()
         self.running.append(_Running(process, parent_end, spec, item))

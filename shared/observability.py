@@ -19,10 +19,18 @@ from shared.config import ENV_LOG_LEVEL
 SERVICE = "mountworks"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "mountworks")
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (CLI redirections and test capture included)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 logger = Logger(
     service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE),
     level=os.environ.get(ENV_LOG_LEVEL) or os.environ.get("POWERTOOLS_LOG_LEVEL") or "INFO",
-    logger_handler=logging.StreamHandler(sys.stderr),
+    logger_handler=_StderrHandler(),
 )
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 _emit_metrics = False

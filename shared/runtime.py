@@ -97,6 +97,8 @@ class Outcome:
             out["run_id"] = self.run_id
         if self.code:
             out["error"] = {"code": self.code, "message": self.message}
+        elif self.message:
+            out["reason"] = self.message
         return out
 
 
@@ -390,7 +392,8 @@ def make_handler(worker_name: str) -> Callable[[dict[str, Any], Any], dict[str, 
             state["cfg"] = MountConfig.load()
         return handle_event(spec, event, context, state["cfg"])
 
-    return handler
+    typed: Callable[[dict[str, Any], Any], dict[str, Any]] = handler
+    return typed
 
 
 def commit_crash(spec: WorkerSpec, ref: InputRef, raw_options: Mapping[str, Any] | None, cfg: MountConfig,

@@ -43,15 +43,15 @@ def _manifests(top: Path) -> Iterator[Path]:
     yield from sorted(top.rglob(MANIFEST))
 
 
-def verify_manifest(cfg: MountConfig, manifest_path: Path) -> list[str]:
-    """Problems with one manifest (empty when it holds)."""
+def verify_manifest(cfg: MountConfig, manifest_path: Path) -> tuple[int, list[str]]:
+    """How many outputs one manifest lists, and its problems (none when it holds)."""
     rel = manifest_path.relative_to(cfg.root).as_posix()
     try:
         manifest = json.loads(manifest_path.read_text())
         outputs = manifest["outputs"]
         worker = manifest["worker"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [f"{rel}: unreadable manifest ({exc})"]
+        return 0, [f"{rel}: unreadable manifest ({exc})"]
     problems = []
     owner = f"{cfg.workspace_prefix}/{worker}/"
     for output in outputs:
@@ -73,7 +73,7 @@ def verify_manifest(cfg: MountConfig, manifest_path: Path) -> list[str]:
             problems.append(f"{rel}: output {name} has {size} bytes, the manifest says {output.get('size')}")
         elif digest != output.get("sha256"):
             problems.append(f"{rel}: output {name} does not match its sha256")
-    return problems
+    return len(outputs), problems
 
 
 def verify_tree(cfg: MountConfig, below: str | None = None) -> VerifyReport:
@@ -85,11 +85,8 @@ def verify_tree(cfg: MountConfig, below: str | None = None) -> VerifyReport:
     report = VerifyReport()
     for manifest_path in _manifests(top):
         report.manifests += 1
-        problems = verify_manifest(cfg, manifest_path)
-        try:
-            report.outputs += len(json.loads(manifest_path.read_text()).get("outputs") or [])
-        except (OSError, ValueError, AttributeError):
-            pass
+        listed, problems = verify_manifest(cfg, manifest_path)
+        report.outputs += listed
         if problems:
             report.bad_manifests.add(manifest_path.relative_to(cfg.root).as_posix())
             report.problems.extend(problems)

@@ -1,0 +1,141 @@
+"""Run identity, claims, exclusive commits and output confinement (shared/runs.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from shared.config import MountConfig
+from shared.errors import ClaimHeld, RefusedPath
+from shared.paths import InputRef
+from shared.runs import (
+    TORN_GRACE_SECONDS,
+    OutputDir,
+    RunLayout,
+    acquire_claim,
+    current_claim,
+    read_commit,
+    run_id_for,
+    still_holds,
+    write_exclusive,
+)
+
+
+def test_run_id_depends_on_content_worker_version_and_options_only() -> None:
+    base = run_id_for("image-resize", "1", {"sizes": [320]}, "a" * 64)
+    assert base == run_id_for("image-resize", "1", {"sizes": [320]}, "a" * 64)
+    assert len({base,
+                run_id_for("image-resize", "1", {"sizes": [320]}, "b" * 64),
+                run_id_for("image-resize", "2", {"sizes": [320]}, "a" * 64),
+                run_id_for("image-resize", "1", {"sizes": [640]}, "a" * 64),
+                run_id_for("pdf-extract", "1", {"sizes": [320]}, "a" * 64)}) == 5
+    # key order of options does not matter: they are canonicalized
+    assert run_id_for("w", "1", {"a": 1, "b": 2}, "c" * 64) == run_id_for("w", "1", {"b": 2, "a": 1}, "c" * 64)
+
+
+def test_write_exclusive_has_exactly_one_winner(tmp_path: Path) -> None:
+    target = tmp_path / "manifest.json"
+    assert write_exclusive(target, b"first") is True
+    assert write_exclusive(target, b"second") is False
+    assert target.read_bytes() == b"first"
+
+
+def test_a_claim_held_by_a_live_process_is_not_taken(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = acquire_claim(run_dir, lease_seconds=60)
+    with pytest.raises(ClaimHeld, match="being processed"):
+        acquire_claim(run_dir, lease_seconds=60)
+    assert still_holds(first)
+
+
+def _claim_from_dead_process(run_dir: Path, lease: float) -> None:
+    code = (f"from pathlib import Path; from shared.runs import acquire_claim; "
+            f"acquire_claim(Path({str(run_dir)!r}), lease_seconds={lease})")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_claim_whose_local_holder_died_is_taken_over_at_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _claim_from_dead_process(run_dir, lease=3600)
+    claim = acquire_claim(run_dir, lease_seconds=60)
+    assert claim.generation == 1
+    assert still_holds(claim)
+
+
+def test_a_remote_holder_is_waited_for_until_its_lease_ends(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    _claim_from_dead_process(run_dir, lease=3600)
+    with pytest.raises(ClaimHeld):  # not same-host-checkable (as in Lambda): the lease rules
+        acquire_claim(run_dir, lease_seconds=60, check_local=False)
+    _claim_from_dead_process(tmp_path / "short", lease=0.01)
+    time.sleep(0.05)
+    assert acquire_claim(tmp_path / "short", lease_seconds=60, check_local=False).generation == 1
+
+
+def test_a_pid_reused_by_another_process_does_not_keep_a_claim(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    acquire_claim(run_dir, lease_seconds=3600)
+    holder_file = run_dir / ".claim.0.json"
+    holder = json.loads(holder_file.read_text())
+    holder["pid_start"] = "1"  # same pid (ours, alive), but a different process start time
+    holder_file.write_text(json.dumps(holder))
+    assert acquire_claim(run_dir, lease_seconds=60).generation == 1
+
+
+def test_a_taken_over_holder_cannot_commit(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    old = acquire_claim(run_dir, lease_seconds=0.01, check_local=False)
+    time.sleep(0.05)
+    new = acquire_claim(run_dir, lease_seconds=60, check_local=False)
+    assert not still_holds(old)
+    assert still_holds(new)
+    current = current_claim(run_dir)
+    assert current is not None and current.generation == new.generation
+
+
+def test_a_torn_commit_file_is_not_a_commit_and_is_cleared_once_old(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torn = run_dir / "manifest.json"
+    torn.write_bytes(b"")
+    assert read_commit(run_dir) is None
+    assert torn.exists()  # too fresh: a writer may still be inside its single write
+    old = time.time() - TORN_GRACE_SECONDS - 5
+    os.utime(torn, (old, old))
+    assert read_commit(run_dir) is None
+    assert not torn.exists()
+    (run_dir / "error.json").write_text(json.dumps({"run_id": "r", "error": {"code": "x"}}))
+    commit = read_commit(run_dir)
+    assert commit is not None and commit.failed
+
+
+def test_output_dir_confines_writes_to_its_workers_prefix(mount: Path) -> None:
+    cfg = MountConfig.load(mount)
+    layout = RunLayout(cfg, "image-resize", InputRef(PurePosixPath("ingest/a.jpg"), PurePosixPath("a.jpg")))
+    run_dir = layout.attempt_dir("r" * 32, 1)
+    out = OutputDir(run_dir, layout.owner_dir)
+    with out.open("sub/x.bin", "application/octet-stream", width=3) as f:
+        f.write(b"abc")
+    assert (run_dir / "sub" / "x.bin").read_bytes() == b"abc"
+    assert [(o.name, o.facts) for o in out.outputs] == [("sub/x.bin", {"width": 3})]
+    for bad in ("../../../../ingest/a.jpg", "manifest.json", "error.json", ".claim.9.json"):
+        with pytest.raises(RefusedPath):
+            out.path(bad, "x/y")
+    with pytest.raises(RefusedPath, match="outside"):
+        OutputDir(mount / "ingest" / "run", layout.owner_dir)
+    with pytest.raises(RefusedPath, match="outside"):
+        OutputDir(cfg.worker_dir("pdf-extract") / "run", layout.owner_dir)
+
+
+def test_attempts_are_listed_in_order(mount: Path) -> None:
+    cfg = MountConfig.load(mount)
+    layout = RunLayout(cfg, "w", InputRef(PurePosixPath("ingest/a"), PurePosixPath("a")))
+    for name in ("abc", "abc.2", "abc.10", "abcd", "abc.x"):
+        (layout.input_dir / name).mkdir(parents=True)
+    assert [n for n, _ in layout.attempts("abc")] == [1, 2, 10]

@@ -14,6 +14,7 @@ from shared.worker import WorkerSpec
 
 WORKERS: dict[str, str] = {
     "image-resize": "workers.image_resize",
+    "pdf-extract": "workers.pdf_extract",
 }
 
 

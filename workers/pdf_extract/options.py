@@ -1,0 +1,124 @@
+"""Options of pdf-extract, and its named limits.
+
+Every limit is a module constant (the default) that an option can override; hitting one
+ends as :class:`shared.errors.LimitExceeded` naming it, or as a per-page / per-item flag
+where the rest of the document can still come out.
+
+The ``password`` option is a secret: it is kept out of ``repr``, out of the manifest and
+out of the run-id (``to_manifest`` records only *that* one was supplied). A wrong
+password therefore commits an ``error.json`` under the same run-id as the right one
+would use: process the input again with ``--retry-failed`` (a new attempt directory).
+``parallel`` only changes how fast the same result is produced, so it is not part of
+the run-id either.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import UsageError
+from shared.options import OptionReader
+
+WORKER = "pdf-extract"
+
+MAX_PAGES = 5_000  # pages in the document (a page-range run still counts the whole document)
+MAX_DECOMPRESSED_BYTES = 75_000_000  # per stream, every filter (flate, LZW, run-length, JBIG2, images)
+MAX_PAGE_SECONDS = 30.0  # wall time for one page; the page is flagged ``timeout`` and skipped
+MAX_SECONDS = 900.0  # wall time for the whole extraction (Lambda's longest invocation)
+MAX_PAGE_CHARS = 1_000_000  # characters kept per page; more is flagged ``text_truncated``
+MAX_ATTACHMENTS = 100  # embedded files written; the rest are listed with ``skipped``
+MAX_ATTACHMENT_BYTES = 50_000_000  # one embedded file; a larger one is listed with ``skipped``
+MAX_IMAGES = 1_000  # embedded images written (option ``images``)
+MAX_IMAGE_BYTES = 20_000_000  # one embedded image
+MAX_PARALLEL = 32  # worker processes for the local page-range mode
+
+_RANGE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
+
+
+@dataclass(frozen=True)
+class PageRange:
+    """1-based, inclusive; ``last`` None means "to the end of the document"."""
+
+    first: int = 1
+    last: int | None = None
+
+    def text(self) -> str:
+        if self.first == 1 and self.last is None:
+            return ""
+        return f"{self.first}-{'' if self.last is None else self.last}"
+
+
+def parse_pages(value: str) -> PageRange:
+    """``""`` (all), ``"7"``, ``"10-20"`` or ``"500-"`` -> a :class:`PageRange`."""
+    if not value.strip():
+        return PageRange()
+    match = _RANGE.match(value)
+    if match is None:
+        raise UsageError(f"option pages={value!r} must look like 10-20, 500- or 7 (1-based, inclusive)")
+    first = int(match.group(1))
+    last = first if match.group(2) is None else (int(match.group(3)) if match.group(3) else None)
+    if first < 1 or (last is not None and last < first):
+        raise UsageError(f"option pages={value!r} is not a valid range: pages count from 1 and END >= START")
+    return PageRange(first, last)
+
+
+@dataclass(frozen=True)
+class Options:
+    pages: PageRange = PageRange()
+    images: bool = False
+    parallel: int = 0  # 0: automatic (a process per core above PARALLEL_MIN_PAGES pages); 1: serial
+    max_pages: int = MAX_PAGES
+    max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
+    max_page_seconds: float = MAX_PAGE_SECONDS
+    max_seconds: float = MAX_SECONDS
+    max_page_chars: int = MAX_PAGE_CHARS
+    max_attachments: int = MAX_ATTACHMENTS
+    max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
+    max_images: int = MAX_IMAGES
+    max_image_bytes: int = MAX_IMAGE_BYTES
+    password: str | None = field(default=None, repr=False)  # a secret: never recorded anywhere
+
+    def to_manifest(self) -> dict[str, Any]:
+        """Normalized options for the manifest and the run-id: never the password itself."""
+        return {
+            "pages": self.pages.text(),
+            "images": self.images,
+            "password_supplied": self.password is not None,
+            "max_pages": self.max_pages,
+            "max_decompressed_bytes": self.max_decompressed_bytes,
+            "max_page_seconds": self.max_page_seconds,
+            "max_seconds": self.max_seconds,
+            "max_page_chars": self.max_page_chars,
+            "max_attachments": self.max_attachments,
+            "max_attachment_bytes": self.max_attachment_bytes,
+            "max_images": self.max_images,
+            "max_image_bytes": self.max_image_bytes,
+        }
+
+
+def parse(raw: Mapping[str, Any] | None) -> Options:
+    """Options from an event (JSON values) or the CLI (strings); bad ones are UsageError."""
+    r = OptionReader(raw, WORKER)
+    password_given = r.raw.get("password") is not None
+    password = r.text("password", "", max_len=1024)
+    options = Options(
+        pages=parse_pages(r.text("pages", "", max_len=64)),
+        images=r.boolean("images", False),
+        parallel=r.integer("parallel", 0, lo=0, hi=MAX_PARALLEL),
+        max_pages=r.integer("max_pages", MAX_PAGES, lo=1, hi=1_000_000),
+        max_decompressed_bytes=r.integer("max_decompressed_bytes", MAX_DECOMPRESSED_BYTES,
+                                         lo=1 << 16, hi=1 << 32),
+        max_page_seconds=r.number("max_page_seconds", MAX_PAGE_SECONDS, lo=0.01, hi=3600),
+        max_seconds=r.number("max_seconds", MAX_SECONDS, lo=0.1, hi=86_400),
+        max_page_chars=r.integer("max_page_chars", MAX_PAGE_CHARS, lo=1, hi=100_000_000),
+        max_attachments=r.integer("max_attachments", MAX_ATTACHMENTS, lo=0, hi=100_000),
+        max_attachment_bytes=r.integer("max_attachment_bytes", MAX_ATTACHMENT_BYTES, lo=1, hi=1 << 32),
+        max_images=r.integer("max_images", MAX_IMAGES, lo=0, hi=1_000_000),
+        max_image_bytes=r.integer("max_image_bytes", MAX_IMAGE_BYTES, lo=1, hi=1 << 32),
+        password=password if password_given else None,
+    )
+    r.finish()
+    return options

@@ -1,0 +1,21 @@
+"""image-resize: renditions (sizes x formats) of photos and graphics, with Pillow.
+
+Cheap to import: Pillow (and pillow-heif, for HEIC) load only in :mod:`.core`, the first
+time an input is processed.
+"""
+
+from __future__ import annotations
+
+from shared.worker import WorkerSpec
+from workers.image_resize import options
+from workers.image_resize.sniff import is_image
+
+SPEC = WorkerSpec(
+    name="image-resize",
+    version="1.0.0",
+    extensions=frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp",
+                          ".avif", ".heic", ".heif"}),
+    sniff=is_image,
+    parse_options=options.parse,
+    core_module="workers.image_resize.core",
+)

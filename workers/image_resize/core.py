@@ -1,0 +1,504 @@
+"""The image worker's processing core, and its one Pillow error boundary.
+
+    sniff -> open (header only, pixel limit) -> plan renditions -> JPEG draft (DCT scaling)
+    -> load -> sRGB, 8-bit, upright -> largest rendition first, each smaller one from the
+    previous -> encode per format -> placeholder (BlurHash) and dominant colour
+
+Every Pillow exception that means "this input is bad" is translated in
+:func:`_translate_errors`, most specific first; anything else that escapes is a bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from PIL import Image, ImageFile, UnidentifiedImageError, features
+
+from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError
+from shared.runs import OutputDir
+from shared.worker import InputFile, RunContext
+from workers.image_resize.options import ANIMATED_FORMATS, Options, Size
+from workers.image_resize.placeholder import blurhash, components_for
+from workers.image_resize.sniff import detect_format
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey rendition
+
+RESAMPLE = Image.Resampling.LANCZOS
+REDUCING_GAP = 3.0  # reduce() by an integer factor first while the result stays >= 3x the target
+DRAFT_GAP = 1.0  # JPEG DCT scaling may go down to the largest rendition's own size
+PLACEHOLDER_EDGE = 32
+DEADLINE_MARGIN = 1.0
+MEDIA_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "png": "image/png",
+               "gif": "image/gif"}
+EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png", "gif": "gif"}
+ALPHA_FORMATS = frozenset({"webp", "avif", "png", "gif"})
+_ROTATES = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+# ------------------------------------------------------------------ the error boundary
+
+
+@contextlib.contextmanager
+def _translate_errors(fmt: str | None, options: Options) -> Iterator[None]:
+    """Pillow's exceptions -> our error tree (the only place this happens)."""
+    what = fmt or "image"
+    previous_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = options.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise LimitExceeded(
+            f"the {what} declares more pixels than max_pixels={options.max_pixels:,} allows ({exc}); "
+            "raise the max_pixels option to process it", limit="max_pixels") from exc
+    except UnidentifiedImageError as exc:
+        raise UnsupportedInput(
+            f"Pillow cannot decode this file (content looks like {what}); it may be damaged or an "
+            "unsupported variant") from exc
+    except MemoryError as exc:
+        raise LimitExceeded(f"decoding the {what} ran out of memory; lower max_pixels or give the "
+                            "function more memory", limit="memory") from exc
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text or "broken data stream" in text:
+            raise CorruptInput(f"the {what} is truncated or damaged ({text}); no rendition was made") from exc
+        raise CorruptInput(f"the {what} cannot be decoded: {text}") from exc
+    except (SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError) as exc:
+        raise CorruptInput(f"the {what} is malformed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit
+
+
+def _register_decoders(fmt: str | None) -> None:
+    """pillow-heif is loaded only for HEIF (and AVIF where Pillow lacks it): cold start."""
+    if fmt == "HEIF" or (fmt == "AVIF" and not features.check("avif")):
+        try:
+            import pillow_heif
+        except ImportError as exc:
+            raise UnsupportedInput(f"{fmt} input needs pillow-heif, which is not installed") from exc
+        pillow_heif.register_heif_opener()
+        if fmt == "AVIF":
+            register_avif = getattr(pillow_heif, "register_avif_opener", None)
+            if register_avif is None:
+                raise UnsupportedInput("AVIF input needs Pillow built with AVIF (libavif) support")
+            register_avif()
+
+
+def _check_encoders(options: Options) -> None:
+    if "avif" in options.formats and not features.check("avif"):
+        raise UsageError("formats=avif needs Pillow built with AVIF (libavif) support; "
+                         "it is not available in this build, choose jpeg, webp or png")
+
+
+# ----------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One output size: scale ``scale`` of the upright source, optionally cropped or padded."""
+
+    name: str
+    scale: float
+    width: int  # of the output
+    height: int
+    crop: tuple[float, float, float, float] | None  # cover: the box of the upright source used
+    canvas: tuple[int, int] | None  # contain: the padded output size
+    requested: tuple[str, ...]
+
+
+def _base_name(size: Size, fit: str) -> str:
+    if fit == "inside":
+        return f"w{size.width}" if size.longest_edge else f"{size.width}x{size.height}"
+    return f"{size.width}x{size.height}-{fit}"
+
+
+def plan(width: int, height: int, options: Options) -> list[Rendition]:
+    """Renditions for an upright ``width`` x ``height`` source, largest first.
+
+    Never upscales unless asked: a box larger than the source gives the source size (for
+    cover/contain, the box shrunk to fit at scale 1), and sizes that end up identical are
+    made once, named after the smallest size that asked for it.
+    """
+    found: dict[tuple[int, int, int, int], Rendition] = {}
+    for size in options.sizes:
+        bw, bh = size.width, size.height
+        crop: tuple[float, float, float, float] | None = None
+        canvas: tuple[int, int] | None = None
+        if options.fit == "cover":
+            scale = max(bw / width, bh / height)
+            if scale > 1 and not options.upscale:
+                bw, bh, scale = max(1, round(bw / scale)), max(1, round(bh / scale)), 1.0
+            cw, ch = min(width, bw / scale), min(height, bh / scale)
+            left, top = (width - cw) / 2, (height - ch) / 2
+            crop = (left, top, left + cw, top + ch)
+            out_w, out_h = bw, bh
+        else:
+            scale = min(bw / width, bh / height)
+            if scale > 1 and not options.upscale:
+                if options.fit == "contain":
+                    bw, bh = max(1, round(bw / scale)), max(1, round(bh / scale))
+                scale = 1.0
+            out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
+            if options.fit == "contain":
+                canvas = (bw, bh)
+        key = (out_w, out_h, *(canvas or (0, 0)))
+        if key in found:
+            prior = found[key]
+            found[key] = Rendition(prior.name, prior.scale, prior.width, prior.height, prior.crop,
+                                   prior.canvas, (*prior.requested, size.label))
+        else:
+            found[key] = Rendition(_base_name(size, options.fit), scale, out_w, out_h, crop, canvas,
+                                   (size.label,))
+    return sorted(found.values(), key=lambda r: (-r.scale, r.name))
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+@dataclass
+class Source:
+    image: Image.Image  # upright, mode L / RGB / RGBA, sRGB
+    scale: float  # decoded size / upright full size (below 1 after JPEG draft)
+    facts: dict[str, Any]
+
+
+def _orientation(im: Image.Image, options: Options) -> int:
+    if not options.auto_orient:
+        return 1
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not fail the image; treat as upright
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _icc_to_srgb(im: Image.Image, facts: dict[str, Any]) -> Image.Image:
+    """Convert pixels in an embedded ICC profile's space to sRGB (then drop the profile)."""
+    icc = im.info.get("icc_profile")
+    if not icc:
+        return im
+    from PIL import ImageCms
+
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        description = (ImageCms.getProfileDescription(profile) or "").strip()
+        space = profile.profile.xcolor_space.strip()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
+        facts["icc_profile"] = f"ignored: unreadable ({exc})"
+        return im
+    facts["icc_profile"] = description or space
+    if "srgb" in description.lower().replace(" ", "") and im.mode in ("RGB", "RGBA"):
+        return im  # already sRGB: nothing to convert
+    wanted = {"RGB": ("RGB",), "CMYK": ("CMYK",), "GRAY": ("L",)}.get(space, ())
+    if im.mode not in wanted and not (space == "RGB" and im.mode == "RGBA"):
+        facts["icc_profile"] += f" (ignored: does not match mode {im.mode})"
+        return im
+    out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+    try:
+        converted = ImageCms.profileToProfile(im, profile, ImageCms.createProfile("sRGB"),
+                                              renderingIntent=ImageCms.Intent.PERCEPTUAL, outputMode=out_mode)
+    except ImageCms.PyCMSError as exc:
+        facts["icc_profile"] += f" (ignored: {exc})"
+        return im
+    assert converted is not None
+    converted.info.pop("icc_profile", None)
+    facts["converted_to_srgb"] = True
+    return converted
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> L, RGB or RGBA, keeping transparency and scaling 16-bit ranges."""
+    mode = im.mode
+    if mode in ("L", "RGB", "RGBA"):
+        if mode != "RGBA" and "transparency" in im.info:
+            return im.convert("RGBA")
+        return im
+    if mode in ("P", "PA"):
+        return im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    if mode in ("LA", "La"):
+        return im.convert("RGBA")
+    if mode == "RGBa":
+        return im.convert("RGBA")
+    if mode == "1":
+        return im.convert("L")
+    if mode.startswith("I") or mode == "F":
+        wide = im.convert("F") if mode == "F" else im.convert("I")
+        _low, high = wide.getextrema()
+        assert isinstance(high, (int, float))
+        if mode == "F" and high <= 1.0:
+            factor = 255.0
+        elif high <= 255:
+            factor = 1.0
+        elif high <= 65535 or mode.startswith("I;16"):
+            factor = 1 / 257
+        else:
+            factor = 255 / high
+        return wide.point(lambda v: v * factor).convert("L")
+    return im.convert("RGB")  # CMYK without a profile, YCbCr, LAB, HSV, RGBX
+
+
+def _drop_opaque_alpha(im: Image.Image) -> Image.Image:
+    if im.mode == "RGBA":
+        alpha = im.getchannel("A").getextrema()
+        if alpha[0] == 255:
+            return im.convert("RGB")
+    return im
+
+
+def _normalize(im: Image.Image, orientation: int, facts: dict[str, Any]) -> Image.Image:
+    """Decoded pixels -> upright 8-bit sRGB L/RGB/RGBA."""
+    if im.mode == "CMYK" or (im.mode in ("RGB", "RGBA", "L") and im.info.get("icc_profile")):
+        im = _icc_to_srgb(im, facts)
+    im = _drop_opaque_alpha(_to_8bit(im))
+    if orientation in _TRANSPOSE:
+        im = im.transpose(_TRANSPOSE[orientation])
+    return im
+
+
+def _draft_size(im: Image.Image, options: Options) -> tuple[int, int] | None:
+    """The smallest stored size the largest rendition can be made from (JPEG DCT scaling).
+
+    ``draft`` then decodes at 1/2, 1/4 or 1/8 scale, never below this size; EXIF
+    orientation does not matter because scaling is the same on both axes.
+    """
+    if im.format != "JPEG":
+        return None
+    width, height = im.size
+    orientation = _orientation(im, options)  # JPEG EXIF sits in the header: no pixel read
+    upright = (height, width) if orientation in _ROTATES else (width, height)
+    renditions = plan(*upright, options)
+    scale = renditions[0].scale * DRAFT_GAP
+    if scale >= 0.5:
+        return None
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def decode(fp: IO[bytes], options: Options, ctx: RunContext) -> tuple[Image.Image, Source, list[Rendition]]:
+    """Open, check the pixel limit, draft, load, normalize the first frame, plan."""
+    im = Image.open(fp)
+    width, height = im.size
+    if width * height > options.max_pixels:
+        raise LimitExceeded(
+            f"the image is {width}x{height} = {width * height:,} pixels, over "
+            f"max_pixels={options.max_pixels:,}; raise the max_pixels option to process it",
+            limit="max_pixels")
+    draft = _draft_size(im, options)
+    if draft is not None:
+        im.draft(im.mode, draft)
+    ctx.deadline.check(DEADLINE_MARGIN, doing="decoding the image")
+    im.load()  # all pixels now, or an error: never a half-decoded rendition
+    orientation = _orientation(im, options)
+    upright = (height, width) if orientation in _ROTATES else (width, height)
+    frames = int(getattr(im, "n_frames", 1) or 1)
+    facts: dict[str, Any] = {
+        "format": im.format, "mode": im.mode, "width": upright[0], "height": upright[1],
+        "stored_width": width, "stored_height": height, "orientation": orientation,
+        "frames": frames, "animated": bool(getattr(im, "is_animated", False)) and im.format != "TIFF",
+    }
+    decoded = _normalize(im, orientation, facts)
+    facts["has_alpha"] = decoded.mode == "RGBA"
+    return im, Source(decoded, decoded.width / upright[0], facts), plan(*upright, options)
+
+
+# ---------------------------------------------------------------------- resizing
+
+
+def _resize(bases: list[tuple[Image.Image, float]], r: Rendition, upright: tuple[int, int]) -> Image.Image:
+    """Make rendition ``r`` from the smallest base that still has enough pixels."""
+    usable = [b for b in bases if b[1] >= r.scale - 1e-9]
+    image, base_scale = min(usable, key=lambda b: b[1]) if usable else max(bases, key=lambda b: b[1])
+    if r.crop is not None:
+        box = tuple(v * base_scale for v in r.crop)
+    else:
+        box = (0.0, 0.0, upright[0] * base_scale, upright[1] * base_scale)
+    box = (box[0], box[1], min(box[2], image.width), min(box[3], image.height))
+    if (r.width, r.height) == image.size and box == (0, 0, image.width, image.height):
+        out = image
+    else:
+        out = image.resize((r.width, r.height), RESAMPLE, box=box, reducing_gap=REDUCING_GAP)
+    return out
+
+
+def _pad(im: Image.Image, r: Rendition, background: tuple[int, int, int]) -> Image.Image:
+    if r.canvas is None or r.canvas == im.size:
+        return im
+    fill: tuple[int, ...] | int
+    if im.mode == "RGBA":
+        fill = (0, 0, 0, 0)
+    elif im.mode == "L":
+        fill = round(0.299 * background[0] + 0.587 * background[1] + 0.114 * background[2])
+    else:
+        fill = background
+    canvas = Image.new(im.mode, r.canvas, fill)
+    canvas.paste(im, ((r.canvas[0] - im.width) // 2, (r.canvas[1] - im.height) // 2))
+    return canvas
+
+
+def _flatten(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Alpha composited over ``background`` (JPEG has no alpha channel)."""
+    if im.mode != "RGBA":
+        return im
+    flat = Image.new("RGB", im.size, background)
+    flat.paste(im, mask=im.getchannel("A"))
+    return flat
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def _save_args(fmt: str, options: Options) -> dict[str, Any]:
+    if fmt == "jpeg":
+        return {"format": "JPEG", "quality": options.quality, "optimize": False}
+    if fmt == "webp":
+        return {"format": "WEBP", "quality": options.quality, "method": 4}
+    if fmt == "avif":
+        return {"format": "AVIF", "quality": options.quality, "speed": 8}
+    if fmt == "png":
+        return {"format": "PNG", "compress_level": 6}
+    return {"format": "GIF"}
+
+
+def _metadata(im: Image.Image, source_info: dict[str, Any], options: Options, fmt: str) -> dict[str, Any]:
+    """Nothing by default; with strip_metadata=false, EXIF (orientation reset) and sRGB tag."""
+    if options.strip_metadata or fmt == "gif":
+        return {}
+    extra: dict[str, Any] = {}
+    exif = source_info.get("exif")
+    if exif:
+        parsed = Image.Exif()
+        with contextlib.suppress(Exception):
+            parsed.load(exif)
+            parsed[0x0112] = 1
+            extra["exif"] = parsed.tobytes()
+    if fmt in ("jpeg", "webp", "png", "avif"):
+        from PIL import ImageCms
+
+        extra["icc_profile"] = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    return extra
+
+
+def _encode(out: OutputDir, name: str, fmt: str, im: Image.Image, options: Options,
+            info: dict[str, Any], facts: dict[str, Any]) -> None:
+    image = _flatten(im, options.background_rgb) if fmt == "jpeg" else im
+    image.info = {}
+    with out.open(f"{name}.{EXTENSIONS[fmt]}", MEDIA_TYPES[fmt], **facts) as f:
+        image.save(f, **_save_args(fmt, options), **_metadata(im, info, options, fmt))
+
+
+def _animated(im: Image.Image, renditions: list[Rendition], orientation: int, options: Options,
+              ctx: RunContext) -> tuple[dict[str, list[Image.Image]], list[int], int]:
+    """Every frame, composited and upright, resized to each rendition (frames decoded once)."""
+    n_frames = int(getattr(im, "n_frames", 1))
+    if n_frames > options.max_frames:
+        raise LimitExceeded(f"the animation has {n_frames} frames, over max_frames={options.max_frames}; "
+                            "raise the max_frames option or set animated=false", limit="max_frames")
+    per_rendition: dict[str, list[Image.Image]] = {r.name: [] for r in renditions}
+    durations: list[int] = []
+    for index in range(n_frames):
+        ctx.deadline.check(DEADLINE_MARGIN, doing="decoding animation frames")
+        im.seek(index)
+        frame = im.convert("RGBA")
+        if orientation in _TRANSPOSE:
+            frame = frame.transpose(_TRANSPOSE[orientation])
+        bases = [(frame, 1.0)]
+        for r in renditions:
+            resized = _pad(_resize(bases, r, frame.size), r, options.background_rgb)
+            per_rendition[r.name].append(resized)
+            if r.crop is None and r.canvas is None:
+                bases.append((resized, r.scale))
+        durations.append(int(im.info.get("duration", 100) or 100))
+    loop = int(im.info.get("loop", 0) or 0)
+    return per_rendition, durations, loop
+
+
+# ---------------------------------------------------------------------- placeholder
+
+
+def _placeholder(im: Image.Image, background: tuple[int, int, int]) -> dict[str, Any]:
+    """A BlurHash and the dominant colour, from a thumbnail of the smallest rendition."""
+    tiny = _flatten(im, background).convert("RGB")
+    tiny.thumbnail((PLACEHOLDER_EDGE, PLACEHOLDER_EDGE), Image.Resampling.BOX)
+    cx, cy = components_for(*tiny.size)
+    palette = tiny.quantize(colors=5, method=Image.Quantize.MEDIANCUT)
+    counts: list[tuple[int, int]] = sorted(palette.getcolors() or [], reverse=True)  # type: ignore[arg-type]
+    pal = palette.getpalette() or []
+    index = counts[0][1] if counts else 0
+    r, g, b = ([*pal[index * 3:index * 3 + 3], 0, 0, 0])[:3]
+    return {"blurhash": blurhash(tiny.tobytes(), tiny.width, tiny.height, cx, cy),
+            "dominant_color": f"#{r:02x}{g:02x}{b:02x}"}
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
+    """Make every rendition of ``source``; return the source facts for the manifest."""
+    _check_encoders(options)
+    with source.open() as fp:
+        fmt = detect_format(fp.read(64))
+        fp.seek(0)
+        if fmt is None:
+            raise UnsupportedInput("not an image format this worker takes (JPEG, PNG, GIF, WebP, TIFF, BMP, "
+                                   "AVIF, HEIC); the content was checked, not the file name")
+        _register_decoders(fmt)
+        with _translate_errors(fmt, options):
+            im, src, renditions = decode(fp, options, ctx)
+            facts = src.facts
+            orientation = facts["orientation"]
+            upright = (facts["width"], facts["height"])
+            animate = (options.animated and facts["animated"]
+                       and any(f in ANIMATED_FORMATS for f in options.formats))
+            frames: dict[str, list[Image.Image]] = {}
+            durations: list[int] = []
+            loop = 0
+            if animate:
+                frames, durations, loop = _animated(im, renditions, orientation, options, ctx)
+            info: dict[str, Any] = {k: v for k, v in im.info.items() if isinstance(k, str)}
+
+    bases = [(src.image, src.scale)]
+    for r in renditions:
+        ctx.deadline.check(DEADLINE_MARGIN, doing=f"making rendition {r.name}")
+        resized = _resize(bases, r, upright)
+        if r.crop is None and r.canvas is None:
+            bases.append((resized, r.scale))
+        image = _pad(resized, r, options.background_rgb)
+        for fmt_name in options.formats:
+            facts_out = {"width": image.width, "height": image.height, "format": fmt_name,
+                         "fit": options.fit, "requested": list(r.requested)}
+            if animate and fmt_name in ANIMATED_FORMATS:
+                seq = frames[r.name]
+                facts_out["frames"] = len(seq)
+                _encode_animation(out, r.name, fmt_name, seq, durations, loop, options, facts_out)
+            else:
+                _encode(out, r.name, fmt_name, image, options, info, facts_out)
+    facts.update(_placeholder(min(bases, key=lambda b: b[1])[0], options.background_rgb))
+    facts["renditions"] = len(renditions) * len(options.formats)
+    return {"source": facts}
+
+
+def _encode_animation(out: OutputDir, name: str, fmt: str, seq: list[Image.Image], durations: list[int],
+                      loop: int, options: Options, facts: dict[str, Any]) -> None:
+    with out.open(f"{name}.{EXTENSIONS[fmt]}", MEDIA_TYPES[fmt], **facts) as f:
+        first, rest = seq[0], seq[1:]
+        args: dict[str, Any] = {"save_all": True, "append_images": rest, "duration": durations, "loop": loop}
+        if fmt == "webp":
+            args.update(format="WEBP", quality=options.quality, method=4)
+        else:
+            args.update(format="GIF", disposal=2)
+        first.save(f, **args)

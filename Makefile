@@ -1,0 +1,34 @@
+# One place for every command. `make demo` and `make test` work on a fresh machine
+# (they install the package first); `make check` runs every check CI runs.
+PYTHON ?= python3
+PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test test-fast lint typecheck contract check clean
+
+install:
+	$(PIP_INSTALL) -e '.[test]'
+
+demo: install
+	bash samples/demo.sh demo-mount
+
+test: install
+	$(PYTHON) -m pytest
+
+test-fast: install
+	$(PYTHON) -m pytest -m "not slow and not s3"
+
+lint:
+	$(PYTHON) -m ruff check .
+
+typecheck:
+	$(PYTHON) -m mypy
+
+contract: install
+	$(PYTHON) ../shared/tools/contract_check.py --mountworks "$$(command -v mountworks)"
+
+check: lint typecheck test
+	@if [ -f ../shared/tools/contract_check.py ]; then $(MAKE) --no-print-directory contract; \
+	else echo "contract check skipped: ../shared/tools/contract_check.py is not beside this checkout"; fi
+
+clean:
+	rm -rf demo-mount .pytest_cache .mypy_cache .ruff_cache

@@ -32,7 +32,6 @@ from shared.errors import (
     PermanentInputError,
     RefusedPath,
     RetryableError,
-    UnsupportedInput,
     UsageError,
 )
 from shared.events import WorkItem, is_sqs_event, sqs_body_items, work_items
@@ -170,9 +169,12 @@ def execute(
     """
     deadline = deadline or Deadline(None)
     started = time.monotonic()
-    options = spec.parse_options(raw_options).to_manifest()
+    parsed_options = spec.parse_options(raw_options)
+    options = parsed_options.to_manifest()
     path = resolve_input(cfg, ref)
     st = wait_until_visible(path, deadline, wait_seconds)
+    if not path.is_file():
+        raise RefusedPath(f"{ref} is not a regular file")
     layout = RunLayout(cfg, spec.name, ref)
     fingerprint = stat_fingerprint(spec.name, spec.version, options, st)
 
@@ -182,8 +184,6 @@ def execute(
         if commit is not None and not (retry_failed and commit.failed):
             return _committed_outcome(spec, ref, commit)
 
-    if not path.is_file():
-        raise UnsupportedInput(f"{ref} is not a regular file")
     sha256, size = hash_file(path)
     source = InputFile(ref=ref, path=path, size=size, sha256=sha256)
     base_run_id = run_id_for(spec.name, spec.version, options, sha256)
@@ -217,7 +217,7 @@ def execute(
     out = OutputDir(run_dir, layout.owner_dir)
     ctx = RunContext(deadline=deadline, run_id=run_id, request_id=invocation)
     try:
-        facts = spec.core().process(source, out, spec.parse_options(raw_options), ctx)
+        facts = spec.core().process(source, out, parsed_options, ctx)
     except PermanentInputError as exc:
         record = {"schema": ERROR_SCHEMA, **identity, "error": _error_body(exc),
                   "started_at": started_at, "finished_at": _now_iso(),

@@ -370,3 +370,10 @@ def test_lambda_handler_emits_metrics_and_structured_logs(mount: Path, monkeypat
     done = next(line for line in logs if line.get("message") == "input done")
     assert done["worker"] == "test-echo" and done["input"] == "ingest/a.echo" and done["run_id"]
     assert done["function_request_id"] == context.aws_request_id
+
+
+def test_a_directory_is_refused_not_processed(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (mount / "ingest" / "folder.echo").mkdir()
+    assert main(["run", "test-echo", "ingest/folder.echo", "--root", str(mount)]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert not (mount / "workspace").exists()

@@ -14,7 +14,9 @@ from shared.worker import WorkerSpec
 
 WORKERS: dict[str, str] = {
     "image-resize": "workers.image_resize",
+    "parquet-normalize": "workers.parquet_normalize",
     "pdf-extract": "workers.pdf_extract",
+    "video-transcode": "workers.video_transcode",
 }
 
 

@@ -1,0 +1,7 @@
+"""Lambda entry point of parquet-normalize (``workers.parquet_normalize.handler.handler``)."""
+
+from __future__ import annotations
+
+from shared.runtime import make_handler
+
+handler = make_handler("parquet-normalize")

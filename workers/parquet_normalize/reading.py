@@ -1,0 +1,518 @@
+"""Input side of parquet-normalize: detect the format, encoding and dialect, then stream
+record batches with the source line number of every row.
+
+Every reader yields :class:`RawBatch` values of bounded size (one CSV block, a few
+thousand JSON lines, one Parquet batch), so memory follows the batch, not the file.
+Rows that cannot be parsed at all (ragged CSV rows, malformed JSON lines) come out as
+:class:`Reject` values with their line number; they never stop the file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from shared.errors import CorruptInput, EncryptedInput, LimitExceeded, UnsupportedInput
+from workers.parquet_normalize import (
+    DELIMITERS,
+    ENCRYPTED_PARQUET_MAGIC,
+    PARQUET_MAGIC,
+    UTF8_BOM,
+    UTF16_BOMS,
+    compression_of,
+)
+from workers.parquet_normalize.options import MAX_JSON_DOCUMENT_BYTES, MAX_JSON_LINE_BYTES, Options
+
+SAMPLE_BYTES = 256 * 1024
+JSON_BATCH_LINES = 20_000
+PARQUET_BATCH_ROWS = 64 * 1024
+LEGACY_ENCODING = "cp1252"  # what "legacy" text almost always is; latin-1 where cp1252 cannot decode
+_NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+_ISO_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}([T ][\d:.]+)?\s*$")
+
+
+class LegacyEncodingFound(Exception):
+    """Invalid UTF-8 appeared after the sample: restart decoding as a legacy encoding."""
+
+
+@dataclass
+class Reject:
+    line: int | None
+    reason: str
+    record: Any
+
+
+@dataclass
+class RawBatch:
+    """One batch of rows as read, plus a way to find each row's source line."""
+
+    table: pa.Table
+    lines: Callable[[list[int]], list[int | None]]
+    line_label: str = "line"
+
+
+@dataclass
+class Detected:
+    """What the sniffing found out; recorded in the manifest."""
+
+    kind: str  # csv, jsonl, json, parquet
+    compression: str | None
+    encoding: str | None = None
+    encoding_source: str | None = None  # bom, declared, utf-8, detected
+    delimiter: str | None = None
+    header: bool | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def facts(self) -> dict[str, Any]:
+        facts: dict[str, Any] = {"format": self.kind, "compression": self.compression or "none"}
+        if self.encoding is not None:
+            facts["encoding"] = self.encoding
+            facts["encoding_source"] = self.encoding_source
+        if self.delimiter is not None:
+            facts["delimiter"] = self.delimiter
+            facts["header"] = self.header
+        return facts
+
+
+def open_stream(path: Path, compression: str | None) -> Any:
+    """A streaming (decompressing) input stream; nothing is inflated to disk or memory."""
+    return pa.input_stream(str(path), compression=compression)
+
+
+def read_sample(path: Path, compression: str | None) -> bytes:
+    with open_stream(path, compression) as stream:
+        data: bytes = stream.read(SAMPLE_BYTES)
+        return data
+
+
+def detect(path: Path, size: int, options: Options) -> tuple[Detected, bytes]:
+    """Format, compression, encoding and CSV dialect from the first bytes."""
+    if size == 0:
+        raise CorruptInput("the input is a zero-byte file: no header, no rows (and not a Parquet file)",
+                           code="empty-input")
+    with path.open("rb") as f:
+        head = f.read(64)
+    compression = compression_of(head)
+    sample = read_sample(path, compression)
+    if compression and not sample:
+        raise CorruptInput(f"the {compression} stream decompresses to nothing", code="empty-input")
+    if sample.startswith(ENCRYPTED_PARQUET_MAGIC):
+        raise EncryptedInput("the Parquet file is encrypted (PARE footer); its keys are not available here")
+    if sample.startswith(PARQUET_MAGIC) or options.format == "parquet":
+        if compression:
+            raise UnsupportedInput(f"a {compression}-compressed Parquet file needs random access; store it "
+                                   "uncompressed (Parquet compresses its own pages)")
+        return Detected("parquet", None), sample
+    detected = Detected("csv", compression)
+    text = _decode_sample(sample, options, detected)
+    stripped = text.lstrip()
+    if options.format == "jsonl" or (options.format == "auto" and stripped.startswith("{")):
+        detected.kind = "jsonl"
+    elif options.format == "auto" and stripped.startswith("["):
+        detected.kind = "json"
+    else:
+        _sniff_dialect(text, options, detected)
+    return detected, sample
+
+
+def _decode_sample(sample: bytes, options: Options, detected: Detected) -> str:
+    """Pick the text encoding: BOM, declared, UTF-8, or a detected legacy one (with a warning)."""
+    if sample.startswith(UTF16_BOMS):
+        detected.encoding, detected.encoding_source = "utf-16", "bom"
+        return sample[: len(sample) - len(sample) % 2].decode("utf-16", errors="replace")
+    if b"\x00" in sample:
+        raise CorruptInput("the input holds NUL bytes: it is binary, not delimited text or JSON Lines "
+                           "(UTF-16 text needs its byte order mark)", code="binary-input")
+    if options.encoding != "auto":
+        detected.encoding, detected.encoding_source = options.encoding, "declared"
+        try:
+            return sample.decode(options.encoding, errors="strict")
+        except UnicodeDecodeError as exc:
+            raise CorruptInput(f"the input is not valid {options.encoding} (declared): byte "
+                               f"{sample[exc.start:exc.start + 1]!r} at offset {exc.start}",
+                               code="bad-encoding") from exc
+    if sample.startswith(UTF8_BOM):
+        detected.encoding, detected.encoding_source = "utf-8-sig", "bom"
+    else:
+        detected.encoding, detected.encoding_source = "utf-8", "utf-8"
+    try:
+        return sample.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(sample) - 3 and len(sample) == SAMPLE_BYTES:
+            return sample[: exc.start].decode("utf-8-sig")  # a character cut by the sample's end
+        text, encoding = legacy_decode(sample)
+        detected.encoding, detected.encoding_source = encoding, "detected"
+        detected.warnings.append(legacy_warning(encoding, sample, exc.start))
+        return text
+
+
+def legacy_decode(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode(LEGACY_ENCODING), LEGACY_ENCODING
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "latin-1"
+
+
+def legacy_warning(encoding: str, data: bytes, offset: int) -> str:
+    snippet = data[max(0, offset - 20) : offset + 20]
+    return (f"the input is not UTF-8 (invalid byte {data[offset:offset + 1]!r} near offset {offset}); it was "
+            f"decoded as {encoding}, detected, not declared: check text such as "
+            f"{snippet.decode(encoding, errors='replace')!r} and pass encoding=<name> if it is wrong")
+
+
+def _sniff_dialect(text: str, options: Options, detected: Detected) -> None:
+    """Delimiter (the candidate splitting the first lines into the most consistent
+    number of fields) and header (a first row with no numeric or date field)."""
+    if not text.strip():
+        raise CorruptInput("the input has no header and no rows", code="empty-input")
+    cut = text.rfind("\n")
+    body = text if cut <= 0 or len(text) < SAMPLE_BYTES // 2 else text[:cut]
+    delimiter = options.delimiter
+    if options.format == "tsv" and not delimiter:
+        delimiter = "\t"
+    if not delimiter:
+        best: tuple[int, int, int] = (0, 0, 0)
+        delimiter = ","
+        for rank, candidate in enumerate(DELIMITERS):
+            rows = _first_rows(body, candidate, 50)
+            widths = [len(r) for r in rows if r]
+            if not widths:
+                continue
+            mode = max(set(widths), key=widths.count)
+            if mode < 2:
+                continue
+            score = (widths.count(mode), mode, -rank)
+            if score > best:
+                best, delimiter = score, candidate
+    detected.delimiter = delimiter
+    rows = _first_rows(body, delimiter, 2)
+    if options.header != "auto":
+        detected.header = options.header == "true"
+    else:
+        first = rows[0] if rows else []
+        detected.header = bool(first) and not any(_NUMBER.match(v) or _ISO_DATE.match(v) for v in first)
+
+
+def _first_rows(text: str, delimiter: str, limit: int) -> list[list[str]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar='"')
+    rows: list[list[str]] = []
+    try:
+        for row in reader:
+            rows.append(row)
+            if len(rows) >= limit:
+                break
+    except csv.Error:
+        pass
+    return rows
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+class CsvLines:
+    """Source line numbers for CSV rows, from record numbers and embedded newlines.
+
+    pyarrow numbers records (header included, blank lines included when they are not
+    ignored) and reports ragged ones to the invalid-row handler with that number.
+    A valid row's record number follows from how many ragged records precede it; its
+    physical line adds the newlines embedded in quoted values of earlier records.
+    """
+
+    def __init__(self) -> None:
+        self.invalid: list[int] = []  # record numbers of ragged records, ascending
+        self.invalid_nl: list[int] = []  # their embedded newlines
+        self.valid_seen = 0  # valid records before the current batch (header included)
+        self.valid_nl = 0  # embedded newlines in those records
+
+    def add_invalid(self, number: int, text: str) -> None:
+        index = bisect.bisect(self.invalid, number)
+        self.invalid.insert(index, number)
+        self.invalid_nl.insert(index, text.count("\n"))
+
+    def record_numbers(self, valid_indices: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """Record numbers (1-based) of valid records given their 0-based global index."""
+        invalid = np.asarray(self.invalid, dtype=np.int64)
+        slots = invalid - np.arange(len(invalid)) - 1
+        shift = np.searchsorted(slots, valid_indices, side="right")
+        result: np.ndarray[Any, Any] = valid_indices + 1 + shift
+        return result
+
+    def line_of_record(self, record: int, valid_nl_before: int) -> int:
+        index = bisect.bisect_left(self.invalid, record)
+        return record + valid_nl_before + sum(self.invalid_nl[:index])
+
+    def line_of_invalid(self, number: int, first_valid: int, valid_nl_start: int,
+                        cumulative: np.ndarray[Any, Any] | None) -> int | None:
+        """A ragged record's line, once the batch holding the valid records before it is read."""
+        index = bisect.bisect_left(self.invalid, number)
+        valid_before = number - 1 - index
+        if cumulative is None:
+            offset = 0
+        elif valid_before - first_valid >= len(cumulative):
+            return None
+        else:
+            offset = int(cumulative[max(0, valid_before - first_valid)])
+        return number + valid_nl_start + offset + sum(self.invalid_nl[:index])
+
+
+def embedded_newlines(table: pa.Table) -> np.ndarray[Any, Any]:
+    total: np.ndarray[Any, Any] = np.zeros(table.num_rows, dtype=np.int64)
+    for column in table.columns:
+        counts = pc.count_substring(column, "\n")
+        if pc.max(counts).as_py():
+            total += counts.to_numpy(zero_copy_only=False)
+    return total
+
+
+@dataclass
+class BatchLines:
+    """Line numbers of one CSV batch's rows (``offset`` skips a header row)."""
+
+    lines: CsvLines
+    first_valid: int
+    valid_nl_start: int
+    cumulative: np.ndarray[Any, Any]
+    offset: int
+
+    def __call__(self, indices: list[int]) -> list[int | None]:
+        rows = [i + self.offset for i in indices]
+        records = self.lines.record_numbers(np.asarray(rows, dtype=np.int64) + self.first_valid)
+        return [self.lines.line_of_record(int(r), self.valid_nl_start + int(self.cumulative[i]))
+                for r, i in zip(records, rows, strict=True)]
+
+
+@dataclass
+class IndexLines:
+    """Line (or record, or row) numbers kept per batch, or counted from a start."""
+
+    numbers: list[int] | None = None
+    start: int = 0
+
+    def __call__(self, indices: list[int]) -> list[int | None]:
+        if self.numbers is not None:
+            return [self.numbers[i] for i in indices]
+        return [self.start + i + 1 for i in indices]
+
+
+class CsvReader:
+    """pyarrow's streaming CSV reader, every column as text, ragged rows captured."""
+
+    def __init__(self, path: Path, detected: Detected, options: Options, encoding: str) -> None:
+        self.path = path
+        self.detected = detected
+        self.options = options
+        self.encoding = encoding
+        self.lines = CsvLines()
+        self.ragged: list[tuple[int | None, str, int, int]] = []
+        self.names: list[str] = []
+
+    def _on_invalid(self, row: Any) -> str:
+        if row.number is not None:
+            self.lines.add_invalid(int(row.number), str(row.text))
+        self.ragged.append((row.number, str(row.text), int(row.expected_columns), int(row.actual_columns)))
+        return "skip"
+
+    def header(self, sample_text: str) -> list[str]:
+        rows = _first_rows(sample_text, self.detected.delimiter or ",", 1)
+        if not rows:
+            raise CorruptInput("the input has no header and no rows", code="empty-input")
+        first = rows[0]
+        if len(first) > self.options.max_columns:
+            raise LimitExceeded(f"the input has {len(first)} columns; the limit is max_columns="
+                                f"{self.options.max_columns}", limit="max_columns")
+        return [v.strip() or f"column_{i + 1}" for i, v in enumerate(first)] if self.detected.header else [
+            f"column_{i + 1}" for i in range(len(first))]
+
+    def batches(self, width: int) -> Iterator[RawBatch | Reject]:
+        keys = [f"c{i}" for i in range(width)]
+        arrow_encoding = "utf8" if self.encoding in ("utf-8", "utf-8-sig") else self.encoding
+        reader = pacsv.open_csv(
+            open_stream(self.path, self.detected.compression),
+            read_options=pacsv.ReadOptions(column_names=keys, block_size=self.options.block_mb << 20,
+                                           encoding=arrow_encoding, use_threads=False),
+            parse_options=pacsv.ParseOptions(delimiter=self.detected.delimiter or ",", quote_char='"',
+                                             double_quote=True, newlines_in_values=True,
+                                             ignore_empty_lines=False, invalid_row_handler=self._on_invalid),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(keys, pa.string()),
+                                                 strings_can_be_null=False, check_utf8=True),
+        )
+        skip_header = bool(self.detected.header)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as exc:
+                if "invalid UTF8" in str(exc) and arrow_encoding == "utf8":
+                    raise LegacyEncodingFound(str(exc)) from exc
+                raise
+            table = pa.Table.from_batches([batch])
+            newlines = embedded_newlines(table)
+            cumulative: np.ndarray[Any, Any] = np.concatenate([[0], np.cumsum(newlines)])
+            numbering = BatchLines(self.lines, self.lines.valid_seen, self.lines.valid_nl, cumulative, 0)
+            yield from self._ready_rejects(numbering.first_valid, numbering.valid_nl_start, cumulative)
+            self.lines.valid_seen += table.num_rows
+            self.lines.valid_nl += int(cumulative[-1])
+            if skip_header:
+                skip_header = False
+                table = table.slice(1)
+                numbering.offset = 1
+            if table.num_rows:
+                yield RawBatch(table, numbering)
+        yield from self._ready_rejects(self.lines.valid_seen, self.lines.valid_nl, None)
+
+    def _ready_rejects(self, first_valid: int, valid_nl_start: int,
+                       cumulative: np.ndarray[Any, Any] | None) -> Iterator[Reject]:
+        pending: list[tuple[int | None, str, int, int]] = []
+        for number, text, expected, actual in self.ragged:
+            line = None if number is None else self.lines.line_of_invalid(number, first_valid, valid_nl_start,
+                                                                          cumulative)
+            if line is None and cumulative is not None and number is not None:
+                pending.append((number, text, expected, actual))
+                continue
+            yield Reject(line, f"ragged row: {actual} fields where the header has {expected}", text)
+        self.ragged = pending
+
+
+# ------------------------------------------------------------------------ JSON Lines
+
+
+def _cell(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return str(value)
+
+
+class JsonReader:
+    """JSON Lines parsed line by line (exact line numbers, one bad line is one reject);
+    a small JSON array document is read whole, bounded by MAX_JSON_DOCUMENT_BYTES."""
+
+    def __init__(self, path: Path, detected: Detected, options: Options, encoding: str) -> None:
+        self.path = path
+        self.detected = detected
+        self.options = options
+        self.encoding = encoding
+        self.keys: dict[str, int] = {}
+        self.frozen = False
+
+    def _text(self) -> io.TextIOWrapper:
+        stream = open_stream(self.path, self.detected.compression)
+        return io.TextIOWrapper(stream, encoding=self.encoding, errors="strict", newline="")
+
+    def _records(self) -> Iterator[tuple[int, Any, str | None]]:
+        """(line, parsed object or None, error) for every non-blank line."""
+        if self.detected.kind == "json":
+            with self._text() as text:
+                data = text.read(MAX_JSON_DOCUMENT_BYTES + 1)
+            if len(data) > MAX_JSON_DOCUMENT_BYTES:
+                raise LimitExceeded(f"a JSON array document over {MAX_JSON_DOCUMENT_BYTES} bytes is not streamed; "
+                                    "convert it to JSON Lines", limit="MAX_JSON_DOCUMENT_BYTES")
+            try:
+                document = json.loads(data)
+            except ValueError as exc:
+                raise CorruptInput(f"the JSON document does not parse: {exc}") from exc
+            if not isinstance(document, list):
+                raise UnsupportedInput("a JSON document that is not an array of records")
+            for index, item in enumerate(document, start=1):
+                yield index, item, None
+            return
+        with self._text() as text:
+            for number, line in enumerate(text, start=1):
+                if len(line) > MAX_JSON_LINE_BYTES:
+                    yield number, None, f"line longer than {MAX_JSON_LINE_BYTES} characters"
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line), None
+                except ValueError as exc:
+                    yield number, None, f"malformed JSON: {exc}"
+
+    def batches(self) -> Iterator[RawBatch | Reject]:
+        label = "record" if self.detected.kind == "json" else "line"
+        rows: list[dict[str, Any]] = []
+        numbers: list[int] = []
+        for number, value, error in self._records():
+            if error is not None:
+                yield Reject(number, error, None)
+                continue
+            if not isinstance(value, dict):
+                yield Reject(number, f"not a JSON object but {type(value).__name__}", value)
+                continue
+            new = [k for k in value if k not in self.keys]
+            if new and self.frozen:
+                yield Reject(number, f"key(s) {', '.join(map(repr, new))} not in the first "
+                             f"{JSON_BATCH_LINES} records that fixed the columns", value)
+                continue
+            for key in new:
+                if len(self.keys) >= self.options.max_columns:
+                    raise LimitExceeded(f"the records have over {self.options.max_columns} distinct keys",
+                                        limit="max_columns")
+                self.keys[key] = len(self.keys)
+            rows.append(value)
+            numbers.append(number)
+            if len(rows) >= JSON_BATCH_LINES:
+                yield self._batch(rows, numbers, label)
+                rows, numbers = [], []
+        if rows:
+            yield self._batch(rows, numbers, label)
+
+    def _batch(self, rows: list[dict[str, Any]], numbers: list[int], label: str) -> RawBatch:
+        self.frozen = True
+        columns = {f"c{i}": pa.array([_cell(r.get(k)) for r in rows], type=pa.string())
+                   for k, i in self.keys.items()}
+        table = pa.table(columns)
+        return RawBatch(table, IndexLines(numbers=list(numbers)), label)
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+class ParquetReader:
+    def __init__(self, path: Path, options: Options) -> None:
+        with path.open("rb") as f:
+            f.seek(-4, io.SEEK_END) if path.stat().st_size >= 4 else None
+            tail = f.read(4)
+        if tail == ENCRYPTED_PARQUET_MAGIC:
+            raise EncryptedInput("the Parquet footer is encrypted (PARE); its keys are not available here")
+        if tail != PARQUET_MAGIC:
+            raise CorruptInput("the Parquet file is truncated: it does not end with the PAR1 footer magic")
+        self.file = pq.ParquetFile(str(path), coerce_int96_timestamp_unit="us")
+        self.rows_seen = 0
+        if self.file.metadata.num_columns > options.max_columns:
+            raise LimitExceeded(f"the Parquet file has {self.file.metadata.num_columns} columns; the limit is "
+                                f"max_columns={options.max_columns}", limit="max_columns")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.file.schema_arrow.names)
+
+    def batches(self) -> Iterator[RawBatch | Reject]:
+        for batch in self.file.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            start = self.rows_seen
+            self.rows_seen += batch.num_rows
+            table = pa.Table.from_batches([batch])
+            table = table.rename_columns([f"c{i}" for i in range(table.num_columns)])
+            yield RawBatch(table, IndexLines(start=start), "row")
+
+
+def codec_name(encoding: str) -> str:
+    return codecs.lookup(encoding).name

@@ -118,7 +118,7 @@ def translated(doing: str) -> Iterator[None]:
         raise CorruptInput(f"{doing}: the document's object structure is nested too deeply "
                            "(probably cyclic)") from exc
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError,
-            zlib.error, EOFError) as exc:
+            NotImplementedError, zlib.error, EOFError) as exc:
         raise CorruptInput(f"{doing}: malformed or truncated PDF ({type(exc).__name__}: {_short(exc)})") from exc
 
 

@@ -152,7 +152,8 @@ def decorate(pdf: bytes, *, metadata: dict[str, str] | None = None,
 
 def text_heavy(pages: int, lines: int = 48) -> bytes:
     """A long, text-heavy document (benchmarks): ``lines`` lines of prose per page, three fonts."""
-    words = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt".split()
+    words = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do",
+             "eiusmod", "tempor", "incididunt"]
     built = []
     for p in range(pages):
         texts = []

@@ -1,0 +1,41 @@
+"""video-transcode: H.264/AAC MP4 renditions, poster, probe facts, with ffmpeg.
+
+Cheap to import: ffmpeg-python and the subprocess machinery load only in :mod:`.core`,
+the first time an input is processed.
+"""
+
+from __future__ import annotations
+
+from shared.worker import WorkerSpec
+from workers.video_transcode import options
+
+# ISO-BMFF brands that are still images (HEIC/AVIF): those belong to image-resize.
+_IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
+_BMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"styp", b"moof")
+
+
+def is_media(head: bytes) -> bool:
+    """Magic bytes of the audio/video containers ffmpeg reads for us."""
+    if len(head) >= 12 and head[4:8] in _BMFF_BOXES:
+        return not (head[4:8] == b"ftyp" and head[8:12] in _IMAGE_BRANDS)
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # Matroska / WebM
+        return True
+    if head.startswith(b"RIFF") and head[8:12] in (b"AVI ", b"WAVE"):
+        return True
+    if head.startswith((b"OggS", b"fLaC", b"ID3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")):
+        return True  # Ogg, FLAC, MP3 with ID3, FLV, MPEG-PS, ASF/WMV
+    # MPEG audio frame sync (MP3 without ID3) or ADTS AAC. MPEG-TS is not sniffed: it needs
+    # two sync bytes 188 apart, beyond the 64 bytes we see.
+    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and bool(head[1] & 0x06)
+
+
+SPEC = WorkerSpec(
+    name="video-transcode",
+    version="1.0.0",
+    extensions=frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".3gp",
+                          ".flv", ".wmv", ".mpg", ".mpeg", ".mp3", ".m4a", ".aac", ".wav", ".flac",
+                          ".ogg", ".opus"}),
+    sniff=is_media,
+    parse_options=options.parse,
+    core_module="workers.video_transcode.core",
+)

@@ -1,0 +1,368 @@
+"""The video worker's processing, and the one place ffmpeg failures become our errors.
+
+    probe -> limits/encryption -> renditions (single pass, or segments + audio -> join)
+          -> poster -> sprite + WebVTT -> HLS -> facts for the manifest
+
+ffmpeg runs as a child process (argv lists, ``file:`` URLs, the run directory as its
+working directory); :mod:`.runner` streams its stderr and kills it at the deadline.
+Translation, most specific first: a stopped run is :class:`DeadlineReached`
+(retryable, nothing committed); unreadable input is Corrupt/Unsupported/Encrypted;
+an ffmpeg refusal of *our* arguments is a bug and is raised as such.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from shared import observability as obs
+from shared.errors import (
+    CorruptInput,
+    DeadlineReached,
+    EncryptedInput,
+    LimitExceeded,
+    UnsupportedInput,
+)
+from shared.runs import OutputDir
+from shared.worker import InputFile, RunContext
+from workers.video_transcode import encode, probe, runner
+from workers.video_transcode.encode import Rung, Segment, VideoPlan
+from workers.video_transcode.options import Options
+from workers.video_transcode.probe import MediaInfo
+
+ENV_JOBS = "MOUNTWORKS_VIDEO_JOBS"
+STOP_MARGIN_SECONDS = 10.0  # ffmpeg is killed this long before the invocation's deadline
+POSTER_POSITIONS = (0.1, 0.4, 0.7)  # fractions of the duration where a poster is looked for
+POSTER_WINDOW_FRAMES = 50  # frames the thumbnail filter compares at each position
+DARK_LUMA = 28.0  # mean luma (0-255) under which a poster candidate counts as black
+SPRITE_WIDTH = 160
+SPRITE_COLUMNS = 10
+MAX_SPRITE_THUMBS = 100
+MAX_DECODE_ERROR_RATIO = 0.1  # more decode errors than this per written frame: corrupt input
+_OUR_FAULT = ("unrecognized option", "option not found", "error parsing", "invalid argument",
+              "error initializing filter", "no such filter", "unknown encoder", "error setting option")
+
+MEDIA_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".jpg": "image/jpeg", ".vtt": "text/vtt",
+               ".m3u8": "application/vnd.apple.mpegurl", ".m4s": "video/iso.segment"}
+
+
+class Stopper:
+    """Tells ffmpeg runs to stop: near the deadline, or when a sibling segment failed."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.failed = threading.Event()
+
+    def __call__(self) -> bool:
+        left = self.ctx.deadline.remaining()
+        return self.failed.is_set() or (left is not None and left < STOP_MARGIN_SECONDS)
+
+    def check(self, doing: str) -> None:
+        self.ctx.deadline.check(STOP_MARGIN_SECONDS, doing=doing)
+
+
+# ------------------------------------------------------------------ error boundary
+
+
+def _describe(lines: list[str]) -> str:
+    return " | ".join(lines) if lines else "no diagnostic from ffmpeg"
+
+
+def classify_probe_failure(exc: probe.ProbeFailed) -> Exception:
+    text = " ".join(exc.lines).lower()
+    detail = _describe(exc.lines)
+    if "moov atom not found" in text:
+        return CorruptInput(f"truncated or unfinished MP4/MOV (its index, the moov atom, is missing): {detail}")
+    if "invalid data found" in text:
+        return UnsupportedInput(f"not an audio or video file ffmpeg can read: {detail}")
+    if "encrypt" in text or "decryption" in text:
+        return EncryptedInput(f"the media is encrypted: {detail}")
+    return CorruptInput(f"ffmpeg could not read the file: {detail}")
+
+
+def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> None:
+    """Raise the classified error for a failed or garbage-producing ffmpeg run."""
+    lines = probe.relevant_lines(result.stderr_lines)
+    text = " ".join(result.stderr_lines).lower()
+    if result.returncode != 0:
+        if any(marker in text for marker in _OUR_FAULT):
+            raise RuntimeError(f"ffmpeg refused the {what} command (a bug in mountworks): {_describe(lines)}")
+        if "encrypt" in text:
+            raise EncryptedInput(f"{what}: the media is encrypted: {_describe(lines)}")
+        if ("decoder" in text and "not found" in text) or "unsupported codec" in text:
+            raise UnsupportedInput(f"{what}: no decoder for this codec: {_describe(lines)}")
+        raise CorruptInput(f"{what} failed, the input looks damaged: {_describe(lines)}")
+    if expect_frames and result.progress and result.frames == 0:
+        raise CorruptInput(f"{what}: not a single video frame could be decoded: {_describe(lines)}")
+    if expect_frames and result.decode_errors > max(10, result.frames * MAX_DECODE_ERROR_RATIO):
+        raise CorruptInput(f"{what}: {result.decode_errors} decoding errors over {result.frames} frames "
+                           f"(damaged or encrypted stream): {_describe(lines)}")
+
+
+def run_checked(argv: list[str], what: str, stop: Stopper, *, cwd: Path, expect_frames: bool) -> runner.Result:
+    try:
+        result = runner.run(argv, label=what, cwd=cwd, should_stop=stop)
+    except runner.Stopped as exc:
+        raise DeadlineReached(f"stopped ffmpeg ({what}): the invocation's time is nearly up; "
+                              "nothing was committed, try again with more time or segment_seconds") from exc
+    check_result(result, what, expect_frames=expect_frames)
+    return result
+
+
+def inspect(path: Path, options: Options) -> MediaInfo:
+    """Probe the input and refuse what we must not transcode, with a classified error."""
+    if path.stat().st_size == 0:
+        raise CorruptInput("the file is empty (0 bytes)")
+    try:
+        info = probe.probe(path)
+    except probe.ProbeFailed as exc:
+        raise classify_probe_failure(exc) from exc
+    if info.encrypted:
+        raise EncryptedInput("the media is encrypted (Common Encryption boxes such as encv/enca/tenc/pssh); "
+                             "it cannot be transcoded without its key")
+    if info.video is None and info.audio is None:
+        raise CorruptInput(f"no audio or video stream found in this {info.container} file "
+                           f"(streams: {[s.get('type') for s in info.streams]})")
+    if info.duration > options.max_duration:
+        raise LimitExceeded(f"duration {info.duration:.0f}s is over max_duration={options.max_duration:.0f}s",
+                            limit="max_duration")
+    if info.video is not None:
+        if info.video.width <= 0 or info.video.height <= 0:
+            raise CorruptInput("the video stream has no picture size (damaged header)")
+        if info.video.width * info.video.height > options.max_pixels:
+            raise LimitExceeded(f"{info.video.width}x{info.video.height} is over max_pixels={options.max_pixels}",
+                                limit="max_pixels")
+    return info
+
+
+# ------------------------------------------------------------------------ process
+
+
+def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
+    """Renditions, poster, optional sprite and HLS into ``out``; probe facts for the manifest."""
+    stop = Stopper(ctx)
+    info = inspect(source.path, options)
+    facts: dict[str, Any] = {"probe": info.facts()}
+    src = runner.media_url(source.path)
+    if info.video is None:
+        assert info.audio is not None
+        stop.check("before encoding audio")
+        out.path("audio.m4a", "audio/mp4")
+        run_checked(encode.audio_argv(src, info.audio.index, options.audio_bitrate, "audio.m4a", options.threads),
+                    "audio encode", stop, cwd=out.run_dir, expect_frames=False)
+        out.update_facts("audio.m4a", **output_facts(out.run_dir / "audio.m4a"))
+        facts["mode"] = "audio-only"
+        return facts
+
+    video = info.video
+    rate = encode.output_rate(video, options.max_fps)
+    plan = VideoPlan(src, video.index, f"{rate.numerator}/{rate.denominator}",
+                     tuple(encode.ladder_for(video, options.ladder)), options.crf, options.preset, options.threads)
+    audio = info.audio.index if info.audio is not None else None
+    stop.check("before encoding video")
+    for rung in plan.rungs:
+        out.path(rung.name, "video/mp4", rendition=f"{rung.label}p")
+    if options.segment_seconds and info.duration >= 1.5 * options.segment_seconds:
+        facts["segments"] = encode_segmented(source.path, info, plan, audio, options, out.run_dir, stop)
+        facts["mode"] = "segment-parallel"
+    else:
+        run_checked(encode.single_pass_argv(plan, audio, options.audio_bitrate), "transcode", stop,
+                    cwd=out.run_dir, expect_frames=True)
+        facts["mode"] = "single-pass"
+    facts["output_frame_rate"] = plan.rate
+    for rung in plan.rungs:
+        out.update_facts(rung.name, **output_facts(out.run_dir / rung.name))
+    top = plan.rungs[0]
+    if options.poster:
+        stop.check("before the poster")
+        make_poster(plan, info, top, out, stop)
+    if options.sprite:
+        stop.check("before the sprite")
+        make_sprite(plan, info, out, options, stop)
+    if options.hls:
+        stop.check("before HLS packaging")
+        package_hls(plan, out, options, stop)
+    return facts
+
+
+def require_output(path: Path, what: str) -> None:
+    """ffmpeg can exit 0 having written nothing (no frame decoded): that is a damaged input."""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise CorruptInput(f"{what}: ffmpeg wrote nothing (no frame could be decoded from the input)")
+
+
+def output_facts(path: Path) -> dict[str, Any]:
+    """What the manifest says about one output MP4/M4A (from probing it)."""
+    require_output(path, path.name)
+    info = probe.probe(path, measure_vfr=False)
+    facts: dict[str, Any] = {"duration": round(info.duration, 3), "bitrate": info.bitrate}
+    if info.video is not None:
+        facts.update(width=info.video.width, height=info.video.height, video_codec=info.video.codec,
+                     frame_rate=info.video.frame_rate, frames=info.video.frames, pix_fmt=info.video.pix_fmt)
+    if info.audio is not None:
+        facts.update(audio_codec=info.audio.codec, channels=info.audio.channels,
+                     sample_rate=info.audio.sample_rate)
+    return facts
+
+
+# ------------------------------------------------------------------ segment-parallel
+
+
+def local_jobs() -> int:
+    try:
+        return max(1, int(os.environ.get(ENV_JOBS, "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | None, options: Options,
+                     run_dir: Path, stop: Stopper) -> dict[str, Any]:
+    """Split at keyframes, encode segments (and the audio, once) in parallel, join, clean up.
+
+    Each segment is an independent unit (its own files and done marker under the run
+    directory), so a remote fan-out may have produced some already: those are reused.
+    """
+    segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
+    jobs = local_jobs()
+    obs.logger.info("segment-parallel encode", extra={"segments": len(segments), "jobs": jobs})
+    tasks: list[Callable[[], None]] = [
+        (lambda s=seg: _encode_one(plan, s, run_dir, stop)) for seg in segments]  # type: ignore[misc]
+    if audio is not None:
+        tasks.insert(0, lambda: _encode_audio(plan.source, audio, options, run_dir, stop))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() for f in done if f.done()):
+            stop.failed.set()
+        wait(futures)
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    deadline = next((e for e in errors if isinstance(e, DeadlineReached)), None)
+    if errors:
+        raise next((e for e in errors if not isinstance(e, DeadlineReached)), deadline)  # type: ignore[misc]
+    stop.check("before joining segments")
+    for rung in plan.rungs:
+        run_checked(encode.join_argv(rung, segments, AUDIO_PART if audio is not None else None, run_dir),
+                    f"join {rung.label}p", stop, cwd=run_dir, expect_frames=False)
+    shutil.rmtree(run_dir / encode.SEGMENTS_DIR, ignore_errors=True)
+    return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs}
+
+
+AUDIO_PART = f"{encode.SEGMENTS_DIR}/audio.m4a"
+
+
+def _encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Stopper) -> None:
+    try:
+        result = encode.encode_segment(plan, segment, run_dir, should_stop=stop)
+    except runner.Stopped as exc:
+        raise DeadlineReached(f"stopped segment {segment.index}: the invocation's time is nearly up") from exc
+    check_result(result, f"segment {segment.index}", expect_frames=True)
+
+
+def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper) -> None:
+    (run_dir / encode.SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
+    run_checked(encode.audio_argv(source, stream, options.audio_bitrate, AUDIO_PART, options.threads),
+                "audio encode", stop, cwd=run_dir, expect_frames=False)
+
+
+# ------------------------------------------------------------------ poster, sprite, HLS
+
+
+def _mean_luma(jpeg: bytes) -> float:
+    import io
+
+    from PIL import Image, ImageStat
+
+    with Image.open(io.BytesIO(jpeg)) as image:
+        return float(ImageStat.Stat(image.convert("L")).mean[0])
+
+
+def make_poster(plan: VideoPlan, info: MediaInfo, rung: Rung, out: OutputDir, stop: Stopper) -> None:
+    """A JPEG of a representative frame: the thumbnail filter's pick near 10% of the
+    duration, moving on to 40% and 70% while the pick is nearly black (fades, intros)."""
+    best: tuple[float, bytes, float] | None = None
+    target = out.run_dir / "poster.jpg"
+    for position in POSTER_POSITIONS:
+        at = info.duration * position
+        inp = ffmpeg.input(plan.source, ss=f"{at:.3f}")
+        graph = (inp[str(plan.stream)].filter("thumbnail", POSTER_WINDOW_FRAMES)
+                 .filter("scale", rung.width, rung.height).filter("setsar", 1))
+        argv = encode._global(ffmpeg.output(graph, runner.media_url(Path("poster.jpg")), **{
+            "frames:v": 1, "q:v": 3, "update": 1, "map_metadata": -1}), 0)
+        run_checked(argv, "poster", stop, cwd=out.run_dir, expect_frames=False)
+        if not target.is_file() or target.stat().st_size == 0:
+            continue
+        data = target.read_bytes()
+        luma = _mean_luma(data)
+        if best is None or luma > best[0]:
+            best = (luma, data, at)
+        if luma >= DARK_LUMA:
+            break
+    if best is None:
+        raise CorruptInput("no frame could be decoded for the poster")
+    out.write_bytes("poster.jpg", best[1], "image/jpeg", width=rung.width, height=rung.height,
+                    time=round(best[2], 3), mean_luma=round(best[0], 1))
+
+
+def make_sprite(plan: VideoPlan, info: MediaInfo, out: OutputDir, options: Options, stop: Stopper) -> None:
+    """A grid of small thumbnails in one JPEG, indexed by a WebVTT file (``#xywh=``)."""
+    duration = max(info.duration, 0.001)
+    interval = max(options.sprite_interval, duration / MAX_SPRITE_THUMBS)
+    count = max(1, math.ceil(duration / interval))
+    columns = min(SPRITE_COLUMNS, count)
+    rows = math.ceil(count / columns)
+    top = plan.rungs[0]
+    width = SPRITE_WIDTH
+    height = encode.even(width * top.height / top.width)
+    inp = ffmpeg.input(plan.source)
+    pick = f"isnan(prev_selected_t)+gte(t-prev_selected_t,{interval:.3f})"  # first frame, then every interval
+    graph = (inp[str(plan.stream)].filter("select", pick)
+             .filter("scale", width, height).filter("setsar", 1).filter("tile", f"{columns}x{rows}"))
+    out.path("sprite.jpg", "image/jpeg", width=columns * width, height=rows * height, thumbnails=count,
+             interval=round(interval, 3))
+    argv = encode._global(ffmpeg.output(graph, runner.media_url(Path("sprite.jpg")), **{
+        "frames:v": 1, "q:v": 4, "update": 1, "map_metadata": -1}), 0)
+    run_checked(argv, "sprite", stop, cwd=out.run_dir, expect_frames=False)
+    require_output(out.run_dir / "sprite.jpg", "sprite")
+    cues = ["WEBVTT", ""]
+    for i in range(count):
+        start, end = i * interval, min((i + 1) * interval, duration)
+        x, y = (i % columns) * width, (i // columns) * height
+        cues += [f"{_vtt_time(start)} --> {_vtt_time(end)}", f"sprite.jpg#xywh={x},{y},{width},{height}", ""]
+    out.write_bytes("sprite.vtt", "\n".join(cues).encode(), "text/vtt", thumbnails=count)
+
+
+def _vtt_time(t: float) -> str:
+    ms = round(t * 1000)
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+def package_hls(plan: VideoPlan, out: OutputDir, options: Options, stop: Stopper) -> None:
+    """fMP4 HLS per rendition (copied, not re-encoded) and a master playlist."""
+    lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for rung in plan.rungs:
+        folder = out.run_dir / "hls" / f"{rung.label}p"
+        folder.mkdir(parents=True, exist_ok=True)
+        source = runner.media_url((out.run_dir / rung.name).absolute())
+        stream = ffmpeg.output(ffmpeg.input(source), "index.m3u8", c="copy", map=0, f="hls",
+                               hls_time=options.hls_segment_seconds, hls_playlist_type="vod",
+                               hls_segment_type="fmp4", hls_fmp4_init_filename="init.mp4",
+                               hls_segment_filename="seg-%05d.m4s", hls_flags="independent_segments")
+        run_checked(encode._global(stream, 0), f"HLS {rung.label}p", stop, cwd=folder, expect_frames=False)
+        for path in sorted(folder.iterdir()):
+            out.path(f"hls/{rung.label}p/{path.name}", MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
+        info = probe.probe(out.run_dir / rung.name, measure_vfr=False)
+        bandwidth = int((info.bitrate or 1_000_000) * 1.1)
+        codecs = "avc1.640028" + (",mp4a.40.2" if info.audio is not None else "")
+        lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={rung.width}x{rung.height},'
+                  f'FRAME-RATE={float(Fraction(plan.rate)):.3f},CODECS="{codecs}"', f"{rung.label}p/index.m3u8"]
+    out.write_bytes("hls/master.m3u8", ("\n".join(lines) + "\n").encode(), "application/vnd.apple.mpegurl",
+                    renditions=len(plan.rungs))

@@ -1,0 +1,261 @@
+"""ffmpeg command lines: the rendition ladder, single pass and per segment, audio, join.
+
+Everything here builds argv lists with ffmpeg-python (never a shell string) and runs
+them with :mod:`.runner`, with the run directory as the working directory and fixed,
+safe output names: an input named ``-x "q".mp4`` or a run path holding ``%`` (an image
+or HLS pattern character) never reaches ffmpeg as anything but a ``file:`` URL.
+
+Timing model, shared by single pass and segments so that both give the same frames:
+the video is resampled to a constant rate ``R`` on a grid that starts at the file's
+start (``fps=R:start_time=0``); a segment is a range of that grid ``[m, m + k)``,
+read with an accurate seek to half a frame before slot ``m`` and shifted back by that
+half frame, then cut to exactly ``k`` frames with ``trim``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from workers.video_transcode import runner
+from workers.video_transcode.probe import MediaInfo, VideoStream
+
+STANDARD_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50",
+                                             "60000/1001", "60"))
+KEYFRAME_SECONDS = 2  # forced keyframe interval: HLS segments and seeks land on it
+SEGMENTS_DIR = "segments"
+
+
+def even(value: float) -> int:
+    return max(2, 2 * round(value / 2))
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One rendition: its label (short-side height) and exact output size."""
+
+    label: int
+    width: int
+    height: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}p.mp4"
+
+
+def ladder_for(video: VideoStream, ladder: Sequence[int]) -> list[Rung]:
+    """The renditions for this source: rungs above its size collapse into one at its size."""
+    disp_w, disp_h = video.display_size
+    short = min(disp_w, disp_h)
+    labels = sorted({min(r, short) for r in ladder}, reverse=True)
+    rungs = []
+    for label in labels:
+        scale = label / short
+        rungs.append(Rung(even(label), even(disp_w * scale), even(disp_h * scale)))
+    return list(dict.fromkeys(rungs))
+
+
+def output_rate(video: VideoStream, max_fps: float) -> Fraction:
+    """The constant output frame rate: the source's, snapped to a standard rate, capped."""
+    rate = Fraction(video.frame_rate_exact)
+    if video.variable_frame_rate:
+        snapped = next((s for s in STANDARD_RATES if abs(rate - s) <= s * Fraction(2, 100)), None)
+        rate = snapped or rate.limit_denominator(100)
+    else:
+        rate = rate.limit_denominator(1001)
+    cap = Fraction(max_fps).limit_denominator(1001)
+    return min(rate, cap)
+
+
+def seconds(value: Fraction) -> str:
+    return f"{float(value):.6f}"
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """Everything that decides the video frames, shared by single pass and segments."""
+
+    source: str  # file: URL of the input
+    stream: int
+    rate: str  # "30000/1001"
+    rungs: tuple[Rung, ...]
+    crf: int
+    preset: str
+    threads: int
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.rate)
+
+
+def video_codec_args(plan: VideoPlan) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "c:v": "libx264", "preset": plan.preset, "crf": plan.crf, "pix_fmt": "yuv420p",
+        "profile:v": "high", "force_key_frames": f"expr:gte(t,n_forced*{KEYFRAME_SECONDS})",
+        "map_metadata": -1, "map_chapters": -1, "sn": None, "dn": None,
+    }
+    if plan.threads:
+        args["threads"] = plan.threads
+    return args
+
+
+def _video_graph(plan: VideoPlan, inp: Any, *, start_frame: int | None, frames: int | None) -> list[Any]:
+    """The filter chain up to one stream per rung (autorotation happens before it)."""
+    stream = inp[str(plan.stream)]
+    if start_frame is not None:
+        stream = stream.filter("setpts", f"PTS-{seconds(1 / (2 * plan.fps))}/TB")
+    stream = stream.filter("fps", fps=plan.rate, start_time=0)
+    if frames is not None:
+        stream = stream.filter("trim", end_frame=frames)
+    branches = stream.filter_multi_output("split", len(plan.rungs)) if len(plan.rungs) > 1 else None
+    out = []
+    for i, rung in enumerate(plan.rungs):
+        branch = branches[i] if branches is not None else stream
+        out.append(branch.filter("scale", rung.width, rung.height, flags="bicubic")
+                   .filter("setsar", 1).filter("format", "yuv420p"))
+    return out
+
+
+def _global(cmd: Any, threads: int) -> list[str]:
+    args = ["-hide_banner", "-nostdin", "-nostats", "-progress", "pipe:1", "-loglevel", "warning"]
+    if threads:
+        args += ["-filter_threads", str(threads), "-filter_complex_threads", str(threads)]
+    argv: list[str] = cmd.global_args(*args).overwrite_output().compile(cmd=runner.ffmpeg_exe())
+    return argv
+
+
+def input_args(plan_threads: int, **kwargs: Any) -> dict[str, Any]:
+    if plan_threads:
+        kwargs["threads"] = plan_threads
+    return kwargs
+
+
+def single_pass_argv(plan: VideoPlan, audio_stream: int | None, audio_kbps: int) -> list[str]:
+    """One ffmpeg run: every rung, each with its own AAC track, straight to the final MP4s."""
+    inp = ffmpeg.input(plan.source, **input_args(plan.threads))
+    outputs = []
+    for rung, video in zip(plan.rungs, _video_graph(plan, inp, start_frame=None, frames=None), strict=True):
+        streams = [video] if audio_stream is None else [video, inp[str(audio_stream)]]
+        kwargs = {**video_codec_args(plan), "movflags": "+faststart"}
+        if audio_stream is not None:
+            kwargs.update({"c:a": "aac", "b:a": f"{audio_kbps}k"})
+        outputs.append(ffmpeg.output(*streams, runner.media_url(Path(rung.name)), **kwargs))
+    return _global(ffmpeg.merge_outputs(*outputs), plan.threads)
+
+
+# --------------------------------------------------------------------- segments
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start, start + frames)`` of the output grid; ``frames`` None: to the end."""
+
+    index: int
+    start: int
+    frames: int | None
+
+    def path(self, rung: Rung) -> str:
+        return f"{SEGMENTS_DIR}/{rung.label}p/{self.index:05d}.mp4"
+
+    @property
+    def done_marker(self) -> str:
+        return f"{SEGMENTS_DIR}/{self.index:05d}.done.json"
+
+
+def plan_segments(info: MediaInfo, rate: Fraction, segment_seconds: int,
+                  keyframes: Sequence[float] | None) -> list[Segment]:
+    """Cut the output grid near source keyframes, about ``segment_seconds`` apart.
+
+    Cuts need not be on keyframes to be exact (each segment decodes from the keyframe
+    before its start and drops what precedes it); on a keyframe, nothing is decoded twice.
+    """
+    total = int(info.duration * rate)
+    step = max(1, int(segment_seconds * rate))
+    if keyframes:
+        candidates = sorted({round((t - info.start_time) * rate) for t in keyframes})
+    else:
+        candidates = list(range(step, total, step))
+    cuts = [0]
+    for frame in candidates:
+        if frame - cuts[-1] >= step and total - frame >= max(1, int(rate)):
+            cuts.append(frame)
+    segments = [Segment(i, start, nxt - start) for i, (start, nxt) in enumerate(itertools.pairwise(cuts))]
+    segments.append(Segment(len(cuts) - 1, cuts[-1], None))
+    return segments
+
+
+def segment_argv(plan: VideoPlan, segment: Segment) -> list[str]:
+    """Video only, every rung, for one segment (audio is encoded once, for the whole file)."""
+    kwargs = input_args(plan.threads)
+    if segment.start:
+        kwargs["ss"] = seconds((segment.start - Fraction(1, 2)) / plan.fps)
+    inp = ffmpeg.input(plan.source, **kwargs)
+    videos = _video_graph(plan, inp, start_frame=segment.start or None, frames=segment.frames)
+    outputs = [ffmpeg.output(video, runner.media_url(Path(segment.path(rung))), **video_codec_args(plan), an=None)
+               for rung, video in zip(plan.rungs, videos, strict=True)]
+    return _global(ffmpeg.merge_outputs(*outputs), plan.threads)
+
+
+def audio_argv(source: str, audio_stream: int, audio_kbps: int, target: str, threads: int = 0) -> list[str]:
+    inp = ffmpeg.input(source, **input_args(threads))
+    out = ffmpeg.output(inp[str(audio_stream)], runner.media_url(Path(target)), **{
+        "c:a": "aac", "b:a": f"{audio_kbps}k", "vn": None, "sn": None, "dn": None,
+        "map_metadata": -1, "movflags": "+faststart"})
+    return _global(out, threads)
+
+
+def join_argv(rung: Rung, segments: Sequence[Segment], audio: str | None, run_dir: Path) -> list[str]:
+    """Concatenate one rung's segments without re-encoding and mux the audio in."""
+    listing = Path(SEGMENTS_DIR) / f"{rung.label}p" / "list.txt"
+    (run_dir / listing).write_text("ffconcat version 1.0\n" + "".join(
+        f"file '{Path(s.path(rung)).name}'\n" for s in segments))
+    video = ffmpeg.input(runner.media_url(listing), f="concat")
+    streams = [video["v:0"]]
+    if audio is not None:
+        streams.append(ffmpeg.input(runner.media_url(Path(audio)))["a:0"])
+    out = ffmpeg.output(*streams, runner.media_url(Path(rung.name)), c="copy", movflags="+faststart",
+                        map_metadata=-1)
+    return _global(out, 0)
+
+
+def write_done_marker(run_dir: Path, segment: Segment, facts: dict[str, Any]) -> None:
+    """Record a finished segment (its files are complete); written after they are closed."""
+    path = run_dir / segment.done_marker
+    data = json.dumps({"segment": asdict(segment), **facts}).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def segment_done(run_dir: Path, segment: Segment, rungs: Sequence[Rung]) -> bool:
+    marker = run_dir / segment.done_marker
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return record.get("segment") == asdict(segment) and all((run_dir / segment.path(r)).is_file() for r in rungs)
+
+
+def encode_segment(plan: VideoPlan, segment: Segment, run_dir: Path,
+                   should_stop: Callable[[], bool] | None = None) -> runner.Result:
+    """One unit of work: this segment of every rung, then its done marker. Idempotent."""
+    if segment_done(run_dir, segment, plan.rungs):
+        return runner.Result([], 0, b"", progress={"frame": "cached"})
+    for rung in plan.rungs:
+        (run_dir / segment.path(rung)).parent.mkdir(parents=True, exist_ok=True)
+    result = runner.run(segment_argv(plan, segment), label=f"segment {segment.index}", cwd=run_dir,
+                        should_stop=should_stop)
+    if result.returncode == 0:
+        write_done_marker(run_dir, segment, {"frames": result.progress.get("frame")})
+    return result

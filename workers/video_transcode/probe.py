@@ -1,0 +1,331 @@
+"""What is in a media file: container, streams, timing, rotation, encryption markers.
+
+ffprobe (JSON) is the source when it is installed. Where it is not (the imageio-ffmpeg
+wheel ships ffmpeg alone), the same facts are parsed from ``ffmpeg -i``'s stream
+report: coarser (no VFR measurement, no keyframe list) but enough to transcode.
+Raises :class:`ProbeFailed` with ffmpeg's own relevant lines; ``core`` classifies it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from workers.video_transcode import runner
+
+VFR_SAMPLE_PACKETS = 600  # packets read to measure frame-time regularity
+VFR_TOLERANCE = 0.02  # frame durations differing by more than this fraction: variable frame rate
+ENCRYPTION_SCAN_BYTES = 64 << 20  # most of moov/moof we search for encryption boxes
+ENCRYPTION_BOXES = (b"encv", b"enca", b"tenc", b"pssh", b"sinf", b"senc")
+_TOP_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"moof", b"mfra", b"styp",
+                        b"sidx", b"uuid", b"pdin", b"meta", b"emsg", b"prft"})
+
+
+class ProbeFailed(Exception):
+    """ffprobe/ffmpeg could not read the file; ``lines`` are its relevant stderr lines."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines) or "unreadable media")
+        self.lines = lines
+
+
+@dataclass(frozen=True)
+class VideoStream:
+    index: int
+    codec: str
+    profile: str | None
+    width: int
+    height: int
+    pix_fmt: str | None
+    bit_depth: int
+    frame_rate: float  # average frames per second
+    frame_rate_exact: str  # the rational ffmpeg reports, e.g. "30000/1001"
+    variable_frame_rate: bool
+    rotation: int  # degrees clockwise the player must turn the picture (0, 90, 180, 270)
+    bitrate: int | None
+    frames: int | None
+    start_time: float
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """Width and height as shown (after rotation)."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    index: int
+    codec: str
+    sample_rate: int | None
+    channels: int | None
+    channel_layout: str | None
+    bitrate: int | None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    container: str
+    duration: float
+    bitrate: int | None
+    start_time: float
+    video: VideoStream | None
+    audio: AudioStream | None
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    encrypted: bool = False
+    prober: str = "ffprobe"
+
+    def facts(self) -> dict[str, Any]:
+        """The probe facts recorded in the manifest."""
+        return {
+            "container": self.container,
+            "duration": round(self.duration, 3),
+            "bitrate": self.bitrate,
+            "video": asdict(self.video) if self.video else None,
+            "audio": asdict(self.audio) if self.audio else None,
+            "streams": self.streams,
+            "probed_with": self.prober,
+        }
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _float(value: Any, default: float = 0.0) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _rate(text: str | None) -> Fraction | None:
+    try:
+        rate = Fraction(text or "")
+    except (ValueError, ZeroDivisionError):
+        return None
+    return rate if rate > 0 else None
+
+
+def _rotation(degrees: float) -> int:
+    """ffprobe's display-matrix angle (counter-clockwise) as a clockwise quarter turn."""
+    return round(-degrees / 90.0) % 4 * 90
+
+
+def _bit_depth(pix_fmt: str | None, raw: Any) -> int:
+    bits = _int(raw)
+    if bits:
+        return bits
+    match = re.search(r"(9|10|12|14|16)(le|be)?$", pix_fmt or "")
+    return int(match.group(1)) if match else 8
+
+
+def relevant_lines(lines: list[str], limit: int = 6) -> list[str]:
+    """The stderr lines that say what went wrong (not the banner or stream listing)."""
+    keys = ("error", "invalid", "not found", "corrupt", "truncat", "unsupported", "failed", "no such",
+            "could not", "unable", "cannot", "missing", "partial file", "does not contain", "decod")
+    picked = [line.strip() for line in lines if any(k in line.lower() for k in keys)]
+    if not picked:
+        picked = [line.strip() for line in lines[-3:]]
+    unique = list(dict.fromkeys(picked))
+    return unique[:limit]
+
+
+def probe(path: Path, *, measure_vfr: bool = True) -> MediaInfo:
+    """Facts about ``path``; ffprobe when available, else ffmpeg's stream report."""
+    encrypted = has_encryption_boxes(path)
+    exe = runner.ffprobe_exe()
+    if exe is None:
+        return _probe_with_ffmpeg(path, encrypted)
+    result = runner.run([exe, "-v", "error", "-hide_banner", "-show_format", "-show_streams", "-of", "json",
+                         runner.media_url(path)], label="probe", collect_stdout=True)
+    try:
+        data = json.loads(result.stdout or b"{}")
+    except ValueError:
+        data = {}
+    fmt = data.get("format")
+    if result.returncode != 0 or not isinstance(fmt, dict):
+        raise ProbeFailed(relevant_lines(result.stderr_lines))
+    streams = [s for s in data.get("streams", []) if isinstance(s, dict)]
+    video_raw = next((s for s in streams if s.get("codec_type") == "video"
+                      and not (s.get("disposition") or {}).get("attached_pic")), None)
+    audio_raw = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    video = None
+    if video_raw is not None:
+        avg = _rate(video_raw.get("avg_frame_rate")) or _rate(video_raw.get("r_frame_rate")) or Fraction(25)
+        rotation = 0
+        for side in video_raw.get("side_data_list") or []:
+            if "rotation" in side:
+                rotation = _rotation(_float(side["rotation"]))
+        if not rotation and _int((video_raw.get("tags") or {}).get("rotate")):
+            rotation = int((video_raw.get("tags") or {})["rotate"]) % 360
+        index = int(video_raw.get("index", 0))
+        vfr = _measure_vfr(exe, path) if measure_vfr else _rate(video_raw.get("r_frame_rate")) != avg
+        video = VideoStream(
+            index=index, codec=str(video_raw.get("codec_name") or video_raw.get("codec_tag_string") or "unknown"),
+            profile=video_raw.get("profile"), width=int(video_raw.get("width") or 0),
+            height=int(video_raw.get("height") or 0), pix_fmt=video_raw.get("pix_fmt"),
+            bit_depth=_bit_depth(video_raw.get("pix_fmt"), video_raw.get("bits_per_raw_sample")),
+            frame_rate=round(float(avg), 3), frame_rate_exact=f"{avg.numerator}/{avg.denominator}",
+            variable_frame_rate=vfr, rotation=rotation, bitrate=_int(video_raw.get("bit_rate")),
+            frames=_int(video_raw.get("nb_frames")), start_time=_float(video_raw.get("start_time")))
+    audio = None
+    if audio_raw is not None:
+        audio = AudioStream(
+            index=int(audio_raw.get("index", 0)), codec=str(audio_raw.get("codec_name") or "unknown"),
+            sample_rate=_int(audio_raw.get("sample_rate")), channels=_int(audio_raw.get("channels")),
+            channel_layout=audio_raw.get("channel_layout"), bitrate=_int(audio_raw.get("bit_rate")))
+    encrypted = encrypted or any(s.get("codec_tag_string") in ("encv", "enca") for s in streams)
+    return MediaInfo(
+        container=str(fmt.get("format_name") or "unknown"), duration=_float(fmt.get("duration")),
+        bitrate=_int(fmt.get("bit_rate")), start_time=_float(fmt.get("start_time")), video=video, audio=audio,
+        streams=[{"index": s.get("index"), "type": s.get("codec_type"),
+                  "codec": s.get("codec_name") or s.get("codec_tag_string")} for s in streams],
+        encrypted=encrypted, prober="ffprobe")
+
+
+def _measure_vfr(exe: str, path: Path) -> bool:
+    """True when the first packets' frame durations are not all alike."""
+    result = runner.run([exe, "-v", "error", "-select_streams", "v:0", "-read_intervals",
+                         f"%+#{VFR_SAMPLE_PACKETS}", "-show_entries", "packet=pts_time", "-of", "csv=p=0",
+                         runner.media_url(path)], label="probe-vfr", collect_stdout=True)
+    times = sorted(_float(line.split(",")[0], -1.0) for line in result.stdout.decode().split()
+                   if line and line.split(",")[0] not in ("", "N/A"))
+    deltas = [b - a for a, b in itertools.pairwise(times) if b > a]
+    if len(deltas) < 3:
+        return False
+    typical = statistics.median(deltas)
+    return any(abs(d - typical) > typical * VFR_TOLERANCE for d in deltas[:-1])
+
+
+def keyframe_times(path: Path) -> list[float] | None:
+    """Presentation times of the video keyframes, in order; None without ffprobe.
+
+    Reads packet headers only (no decoding); stdout is bounded by the runner.
+    """
+    exe = runner.ffprobe_exe()
+    if exe is None:
+        return None
+    result = runner.run([exe, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
+                         "-of", "csv=p=0", runner.media_url(path)], label="probe-keyframes", collect_stdout=True)
+    times = []
+    for line in result.stdout.decode().split():
+        pts, _, flags = line.partition(",")
+        if "K" in flags and pts not in ("", "N/A"):
+            times.append(float(pts))
+    return sorted(times)
+
+
+# ---------------------------------------------------------------- without ffprobe
+
+_INPUT = re.compile(r"^Input #0, (?P<fmt>.+?), from ")
+_DURATION = re.compile(r"Duration: (?:(?P<h>\d+):(?P<m>\d+):(?P<s>[\d.]+)|N/A)"
+                       r"(?:, start: (?P<start>-?[\d.]+))?(?:, bitrate: (?P<br>\d+) kb/s)?")
+_STREAM = re.compile(r"Stream #0:(?P<index>\d+)\S*: (?P<type>Video|Audio|Data|Subtitle|Attachment): "
+                     r"(?P<codec>[\w-]+)(?P<rest>.*)$")
+_ROTATION = re.compile(r"rotation of (?P<deg>-?[\d.]+) degrees|^\s*rotate\s*:\s*(?P<tag>-?\d+)")
+_LAYOUT_CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
+
+
+def _probe_with_ffmpeg(path: Path, encrypted: bool) -> MediaInfo:
+    result = runner.run([runner.ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", runner.media_url(path)],
+                        label="probe", collect_stdout=True)
+    lines = result.stderr_lines
+    container = duration = None
+    start = 0.0
+    bitrate = None
+    streams: list[dict[str, Any]] = []
+    video: VideoStream | None = None
+    audio: AudioStream | None = None
+    current: str | None = None
+    for line in lines:
+        if (m := _INPUT.match(line.strip())) is not None:
+            container = m.group("fmt")
+        elif (m := _DURATION.search(line)) is not None and duration is None:
+            if m.group("h"):
+                duration = int(m.group("h")) * 3600 + int(m.group("m")) * 60 + float(m.group("s"))
+            start = _float(m.group("start"))
+            bitrate = _int(m.group("br")) and int(m.group("br")) * 1000
+        elif (m := _STREAM.search(line)) is not None:
+            index, kind, codec, rest = int(m.group("index")), m.group("type").lower(), m.group("codec"), m.group("rest")
+            streams.append({"index": index, "type": kind, "codec": codec})
+            current = None
+            br = re.search(r"(\d+) kb/s", rest)
+            if kind == "video" and video is None and "attached pic" not in rest:
+                size = re.search(r", (\d{2,5})x(\d{2,5})", rest)
+                fps = re.search(r"([\d.]+)(k?) fps", rest)
+                tbr = re.search(r"([\d.]+)(k?) tbr", rest)
+                pix = re.search(r", ((?:yuv|yuvj|nv|gray|rgb|bgr|gbr|p0)\w*)", rest)
+                rate = float(fps.group(1)) * (1000 if fps.group(2) else 1) if fps else 25.0
+                base = float(tbr.group(1)) * (1000 if tbr.group(2) else 1) if tbr else rate
+                exact = Fraction(rate).limit_denominator(1001)
+                video = VideoStream(
+                    index=index, codec=codec, profile=None, width=int(size.group(1)) if size else 0,
+                    height=int(size.group(2)) if size else 0, pix_fmt=pix.group(1) if pix else None,
+                    bit_depth=_bit_depth(pix.group(1) if pix else None, None), frame_rate=round(rate, 3),
+                    frame_rate_exact=f"{exact.numerator}/{exact.denominator}",
+                    variable_frame_rate=abs(base - rate) > rate * VFR_TOLERANCE, rotation=0,
+                    bitrate=int(br.group(1)) * 1000 if br else None, frames=None, start_time=start)
+                current = "video"
+            elif kind == "audio" and audio is None:
+                hz = re.search(r"(\d+) Hz, ([^,]+)", rest)
+                layout = hz.group(2).strip() if hz else None
+                channels = re.match(r"(\d+) channels", layout or "")
+                audio = AudioStream(
+                    index=index, codec=codec, sample_rate=int(hz.group(1)) if hz else None,
+                    channels=int(channels.group(1)) if channels else _LAYOUT_CHANNELS.get((layout or "").split("(")[0]),
+                    channel_layout=None if channels else layout, bitrate=int(br.group(1)) * 1000 if br else None)
+        elif current == "video" and video is not None and (m := _ROTATION.search(line)) is not None:
+            degrees = -_float(m.group("deg")) if m.group("deg") else _float(m.group("tag"))
+            video = VideoStream(**{**asdict(video), "rotation": round(degrees / 90.0) % 4 * 90})
+    if container is None or (not streams and duration is None):
+        raise ProbeFailed(relevant_lines(lines))
+    return MediaInfo(container=container, duration=duration or 0.0, bitrate=bitrate, start_time=start,
+                     video=video, audio=audio, streams=streams, encrypted=encrypted, prober="ffmpeg")
+
+
+# ---------------------------------------------------------------- encryption
+
+def has_encryption_boxes(path: Path) -> bool:
+    """True when an ISO-BMFF file carries Common Encryption boxes (encv/enca/tenc/pssh/sinf).
+
+    Walks the top-level boxes and searches only ``moov``/``moof`` (bounded); ffmpeg would
+    otherwise "decode" such a file without its key and exit 0 with garbage.
+    """
+    budget = ENCRYPTION_SCAN_BYTES
+    with path.open("rb") as f:
+        offset = 0
+        first = True
+        while budget > 0:
+            f.seek(offset)
+            header = f.read(16)
+            if len(header) < 8:
+                return False
+            size = int.from_bytes(header[:4], "big")
+            kind = header[4:8]
+            if first and kind not in _TOP_BOXES:
+                return False  # not ISO-BMFF
+            first = False
+            header_len = 8
+            if size == 1 and len(header) >= 16:
+                size, header_len = int.from_bytes(header[8:16], "big"), 16
+            elif size == 0:
+                size = path.stat().st_size - offset
+            if size < header_len:
+                return False
+            if kind in (b"moov", b"moof"):
+                f.seek(offset + header_len)
+                body = f.read(min(size - header_len, budget))
+                budget -= len(body)
+                if any(marker in body for marker in ENCRYPTION_BOXES):
+                    return True
+            offset += size
+    return False

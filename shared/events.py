@@ -63,18 +63,26 @@ def is_sqs_event(event: Mapping[str, Any]) -> bool:
     )
 
 
+MALFORMED = (KeyError, TypeError, AttributeError, ValueError)
+
+
 def _s3_notification(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
     from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event
 
     items = []
     for record in S3Event(dict(event)).records:
-        raw_key = record.s3.get_object.raw_event.get("key", "")
+        try:
+            raw_key = record.s3.get_object.raw_event.get("key", "")
+            event_name = str(record.event_name)
+        except MALFORMED:
+            items.append(WorkItem("s3", repr(record.raw_event)[:200], refused="a malformed S3 notification record"))
+            continue
         if not isinstance(raw_key, str):
             items.append(WorkItem("s3", repr(raw_key), refused="the record's object key is not a string"))
             continue
         key = decode_s3_notification_key(raw_key)
-        if not record.event_name.startswith("ObjectCreated:"):
-            items.append(WorkItem("s3", key, skipped=f"{record.event_name} is not an object creation"))
+        if not event_name.startswith("ObjectCreated:"):
+            items.append(WorkItem("s3", key, skipped=f"{event_name} is not an object creation"))
             continue
         items.append(_item("s3", key, cfg, {}, bucket_key=True))
     return items
@@ -83,8 +91,10 @@ def _s3_notification(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkIte
 def _eventbridge(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
     from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationEvent
 
-    detail = S3EventBridgeNotificationEvent(dict(event)).detail
-    key = detail.object.key
+    try:
+        key = S3EventBridgeNotificationEvent(dict(event)).detail.object.key
+    except MALFORMED:
+        return [WorkItem("eventbridge", repr(event.get("detail"))[:200], refused="a malformed EventBridge S3 event")]
     if event.get("detail-type") != "Object Created":
         return [WorkItem("eventbridge", str(key), skipped=f"{event.get('detail-type')!r} is not Object Created")]
     if not isinstance(key, str):

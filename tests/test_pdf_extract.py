@@ -515,3 +515,17 @@ def test_lines_helper_escapes() -> None:
 
     pdf = build_pdf([Page(lines=[Line("a (b) \\ c")])])
     assert PdfReader(io.BytesIO(pdf)).pages[0].extract_text() == "a (b) \\ c"
+
+
+def test_pages_jsonl_survives_unicode_line_splitting() -> None:
+    """U+2028/U+2029/U+0085 in page text must not split a record for str.splitlines readers."""
+    import io
+
+    pages, text = io.BytesIO(), io.BytesIO()
+    writer = pdf_core.PageWriter(pages, text)
+    tricky = "a\u2028b\u2029c\x85d"
+    writer.add({"page": 1, "text": tricky, "chars": 7, "flags": [], "error": None,
+                "box": {"width": 1.0, "height": 1.0, "rotation": 0}, "links": []})
+    lines = pages.getvalue().decode().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["text"] == tricky
+    assert text.getvalue().decode() == tricky

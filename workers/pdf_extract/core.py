@@ -369,6 +369,15 @@ def extract_page(reader: PdfReader, index: int, options: Options, budget: Budget
 # ------------------------------------------------------------------------- writing
 
 
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def _jsonl(value: Any) -> str:
+    """One JSON Lines record: UTF-8 text kept readable, but no character that a reader
+    splitting on Unicode line breaks (``str.splitlines``) would cut the record at."""
+    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
+
+
 @dataclass
 class PageWriter:
     """Writes page records in page order to pages.jsonl and text.txt; keeps the small facts."""
@@ -385,7 +394,7 @@ class PageWriter:
 
     def add(self, record: dict[str, Any]) -> None:
         line = {k: record[k] for k in ("page", "text", "chars", "flags", "error")}
-        self.pages_file.write(json.dumps(line, ensure_ascii=False).encode() + b"\n")
+        self.pages_file.write(_jsonl(line).encode() + b"\n")
         if self.count:
             self.text_file.write(FORM_FEED.encode())
         self.text_file.write(record["text"].encode())

@@ -298,6 +298,7 @@ def decode(fp: IO[bytes], options: Options, ctx: RunContext) -> tuple[Image.Imag
             f"the image is {width}x{height} = {width * height:,} pixels, over "
             f"max_pixels={options.max_pixels:,}; raise the max_pixels option to process it",
             limit="max_pixels")
+    frames = int(getattr(im, "n_frames", 1) or 1)  # counting seeks: do it before pixels are loaded
     draft = _draft_size(im, options)
     if draft is not None:
         im.draft(im.mode, draft)
@@ -305,7 +306,6 @@ def decode(fp: IO[bytes], options: Options, ctx: RunContext) -> tuple[Image.Imag
     im.load()  # all pixels now, or an error: never a half-decoded rendition
     orientation = _orientation(im, options)
     upright = (height, width) if orientation in _ROTATES else (width, height)
-    frames = int(getattr(im, "n_frames", 1) or 1)
     facts: dict[str, Any] = {
         "format": im.format, "mode": im.mode, "width": upright[0], "height": upright[1],
         "stored_width": width, "stored_height": height, "orientation": orientation,
@@ -468,6 +468,8 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
             durations: list[int] = []
             loop = 0
             if animate:
+                if src.image is im:
+                    src.image = im.copy()  # seeking to other frames must not change the first
                 frames, durations, loop = _animated(im, renditions, orientation, options, ctx)
             info: dict[str, Any] = {k: v for k, v in im.info.items() if isinstance(k, str)}
 

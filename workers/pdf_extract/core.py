@@ -421,9 +421,10 @@ def _serial(reader: PdfReader, indexes: range, options: Options, budget: Budget,
 # ----------------------------------------------------------------------- parallel
 
 
-def _chunks(indexes: range) -> list[range]:
-    return [range(start, min(start + CHUNK_PAGES, indexes.stop)) for start in range(indexes.start, indexes.stop,
-                                                                                   CHUNK_PAGES)]
+def _chunks(indexes: range, workers: int) -> list[range]:
+    """Units of work: at most CHUNK_PAGES pages, and at least ~4 per process (load balance)."""
+    size = max(1, min(CHUNK_PAGES, math.ceil(len(indexes) / (workers * 4))))
+    return [range(start, min(start + size, indexes.stop)) for start in range(indexes.start, indexes.stop, size)]
 
 
 def _child(conn: Connection, path: Path, size: int, options: Options, chunks: list[tuple[int, range]],
@@ -465,7 +466,7 @@ def _raise_from_child(report: dict[str, Any]) -> None:
 def _parallel(source: InputFile, indexes: range, options: Options, budget: Budget, workers: int,
               sink: Callable[[dict[str, Any]], None]) -> None:
     """Split the pages over ``workers`` processes; merge their chunk files in page order."""
-    chunks = list(enumerate(_chunks(indexes)))
+    chunks = list(enumerate(_chunks(indexes, workers)))
     context = get_context("fork")
     folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
     running: list[tuple[Any, Connection]] = []
@@ -512,8 +513,9 @@ def _parallel(source: InputFile, indexes: range, options: Options, budget: Budge
 
 
 def workers_for(options: Options, pages: int) -> int:
+    """Processes for ``pages`` pages: as asked, or one per usable CPU above PARALLEL_MIN_PAGES."""
     if options.parallel >= 1:
-        return max(1, min(options.parallel, pages // 1 or 1))
+        return max(1, min(options.parallel, pages))
     if pages < PARALLEL_MIN_PAGES:
         return 1
     return max(1, min(len(os.sched_getaffinity(0)), pages // CHUNK_PAGES))

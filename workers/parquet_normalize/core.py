@@ -263,6 +263,29 @@ def infer_rule(strings: Any, name: str) -> ColumnRule:
     return ColumnRule(name, "string")
 
 
+def _pick(old: pa.Scalar, new: pa.Scalar, which: str) -> pa.Scalar:
+    """The min (or max) of two scalars of one column, compared by Arrow, not Python
+    (Python cannot hold every Arrow value, e.g. INT96 timestamps past year 9999)."""
+    bounds = pc.min_max(pa.array([old.value if hasattr(old, "value") and pa.types.is_temporal(old.type) else
+                                  old.as_py(), new.value if hasattr(new, "value") and pa.types.is_temporal(new.type)
+                                  else new.as_py()], type=pa.int64() if pa.types.is_temporal(old.type)
+                                 else old.type))
+    chosen = bounds[which]
+    return pa.scalar(chosen.as_py(), type=old.type) if pa.types.is_temporal(old.type) else chosen
+
+
+def _scalar_json(value: Any) -> Any:
+    if isinstance(value, pa.Scalar):
+        try:
+            value = value.as_py()
+        except (OverflowError, ValueError):
+            try:
+                return pc.cast(value, pa.string()).as_py()
+            except pa.ArrowException:
+                return getattr(value, "value", None)
+    return _json_value(value)
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
@@ -405,6 +428,7 @@ class Normalizer:
         self.seen_keys: set[tuple[Any, ...]] = set()
         self.warnings: list[str] = []
         self.dropped: list[str] = []
+        self.input_facts: dict[str, Any] = {}
 
     # -- reading
 
@@ -419,6 +443,7 @@ class Normalizer:
         self.warnings.extend(detected.warnings)
         if detected.kind == "parquet":
             reader = _guarded_call(ParquetReader, self.source.path, self.options)
+            self.input_facts["parquet"] = _guarded_call(reader.facts)
             originals = reader.names
             batches = reader.batches()
         elif detected.kind in ("jsonl", "json"):
@@ -471,10 +496,14 @@ class Normalizer:
                 raise ContractError(f"column {original!r} is not in the schema contract {contract.origin} "
                                     "(extra_columns: reject)", code="contract-violation")
             column = Column(key, name, original, None)
-            if first is not None and self.options.infer_types and pa.types.is_string(first.table[key].type):
+            raw_type = first.table[key].type if first is not None else pa.string()
+            if pa.types.is_dictionary(raw_type):
+                raw_type = raw_type.value_type
+            if first is not None and self.options.infer_types and first.line_label != "row" and \
+                    pa.types.is_string(raw_type):
                 column.rule = infer_rule(clean_strings(first.table[key], self.null_tokens), name)
                 column.inferred = True
-            elif first is None or pa.types.is_string(first.table[key].type):
+            elif pa.types.is_string(raw_type) or pa.types.is_large_string(raw_type):
                 column.rule = ColumnRule(name, "string")
             columns.append(column)
         if contract is not None:
@@ -499,7 +528,8 @@ class Normalizer:
             if column.rule is not None:
                 column.arrow_type = arrow_type_of(column.rule)
             elif first is not None:
-                column.arrow_type = first.table[column.key].type
+                kind = first.table[column.key].type
+                column.arrow_type = kind.value_type if pa.types.is_dictionary(kind) else kind
             else:
                 column.arrow_type = pa.string()
             nullable = not (column.rule is not None and column.rule.required)
@@ -532,7 +562,7 @@ class Normalizer:
                 continue
             values = raw[column.key]
             if pa.types.is_dictionary(values.type):
-                values = values.dictionary_decode()
+                values = pc.cast(values, values.type.value_type)
             if column.rule is None:
                 arrays[column.name] = values
                 continue
@@ -642,11 +672,9 @@ class Normalizer:
             if array.null_count == len(array):
                 continue
             bounds = pc.min_max(array)
-            low, high = bounds["min"].as_py(), bounds["max"].as_py()
-            if column.min is None or (low is not None and low < column.min):
-                column.min = low
-            if column.max is None or (high is not None and high > column.max):
-                column.max = high
+            low, high = bounds["min"], bounds["max"]
+            column.min = low if column.min is None else _pick(column.min, low, "min")
+            column.max = high if column.max is None else _pick(column.max, high, "max")
 
     def _check_ratio(self) -> None:
         rows = self.tally.rows_in
@@ -659,7 +687,7 @@ class Normalizer:
     def _facts(self, detected: Detected) -> dict[str, Any]:
         t = self.tally
         return {
-            "input": detected.facts(),
+            "input": {**detected.facts(), **self.input_facts},
             "rows": {"in": t.rows_in, "out": t.rows_out, "rejected": t.rejected, "duplicates": t.duplicates,
                      "blank_lines": t.blank_lines},
             "reject_reasons": dict(sorted(t.reasons.items(), key=lambda kv: -kv[1])[:20]),
@@ -668,7 +696,7 @@ class Normalizer:
                  "source": "contract" if c.rule and not c.inferred and self.contract else
                  ("inferred" if c.inferred else "input"),
                  "nullable": not (c.rule is not None and c.rule.required),
-                 "nulls": c.nulls, "min": _json_value(c.min), "max": _json_value(c.max)}
+                 "nulls": c.nulls, "min": _scalar_json(c.min), "max": _scalar_json(c.max)}
                 for c in self.columns
             ],
             "contract": self.contract.origin if self.contract else None,

@@ -22,7 +22,7 @@ ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group (buffered before a wri
 MAX_COLUMNS = 4096
 MAX_PARTITIONS = 1024  # distinct values of partition_by (one open writer each)
 MAX_DEDUPE_KEYS = 20_000_000  # distinct dedupe keys remembered across the stream
-MAX_REJECT_RATIO = 1.0  # rejected / read rows above this fail the file (1.0: never)
+MAX_REJECT_RATIO = 0.5  # rejected / read rows above this fail the file: a mostly ragged file is misparsed
 MAX_JSON_LINE_BYTES = 16 * 1024 * 1024  # one JSON Lines record
 MAX_JSON_DOCUMENT_BYTES = 64 * 1024 * 1024  # a whole JSON array document (not streamed)
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,7 @@ from workers.parquet_normalize.options import MAX_JSON_DOCUMENT_BYTES, MAX_JSON_
 SAMPLE_BYTES = 256 * 1024
 JSON_BATCH_LINES = 20_000
 PARQUET_BATCH_ROWS = 64 * 1024
+MAX_FOOTER_CHUNKS = 100_000  # column chunks summarized from a Parquet footer
 LEGACY_ENCODING = "cp1252"  # what "legacy" text almost always is; latin-1 where cp1252 cannot decode
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _ISO_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}([T ][\d:.]+)?\s*$")
@@ -340,16 +341,19 @@ class CsvReader:
     def batches(self, width: int) -> Iterator[RawBatch | Reject]:
         keys = [f"c{i}" for i in range(width)]
         arrow_encoding = "utf8" if self.encoding in ("utf-8", "utf-8-sig") else self.encoding
-        reader = pacsv.open_csv(
-            open_stream(self.path, self.detected.compression),
-            read_options=pacsv.ReadOptions(column_names=keys, block_size=self.options.block_mb << 20,
-                                           encoding=arrow_encoding, use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter=self.detected.delimiter or ",", quote_char='"',
-                                             double_quote=True, newlines_in_values=True,
-                                             ignore_empty_lines=False, invalid_row_handler=self._on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(keys, pa.string()),
-                                                 strings_can_be_null=False, check_utf8=True),
-        )
+        try:
+            reader = pacsv.open_csv(
+                open_stream(self.path, self.detected.compression),
+                read_options=pacsv.ReadOptions(column_names=keys, block_size=self.options.block_mb << 20,
+                                               encoding=arrow_encoding, use_threads=False),
+                parse_options=pacsv.ParseOptions(delimiter=self.detected.delimiter or ",", quote_char='"',
+                                                 double_quote=True, newlines_in_values=True,
+                                                 ignore_empty_lines=False, invalid_row_handler=self._on_invalid),
+                convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(keys, pa.string()),
+                                                     strings_can_be_null=False, check_utf8=True),
+            )
+        except pa.ArrowInvalid as exc:
+            self._legacy_or_raise(exc, arrow_encoding)
         skip_header = bool(self.detected.header)
         while True:
             try:
@@ -357,9 +361,7 @@ class CsvReader:
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                if "invalid UTF8" in str(exc) and arrow_encoding == "utf8":
-                    raise LegacyEncodingFound(str(exc)) from exc
-                raise
+                self._legacy_or_raise(exc, arrow_encoding)
             table = pa.Table.from_batches([batch])
             newlines = embedded_newlines(table)
             cumulative: np.ndarray[Any, Any] = np.concatenate([[0], np.cumsum(newlines)])
@@ -374,6 +376,12 @@ class CsvReader:
             if table.num_rows:
                 yield RawBatch(table, numbering)
         yield from self._ready_rejects(self.lines.valid_seen, self.lines.valid_nl, None)
+
+    @staticmethod
+    def _legacy_or_raise(exc: Exception, arrow_encoding: str) -> NoReturn:
+        if "invalid utf8" in str(exc).lower() and arrow_encoding == "utf8":
+            raise LegacyEncodingFound(str(exc)) from exc
+        raise exc
 
     def _ready_rejects(self, first_valid: int, valid_nl_start: int,
                        cumulative: np.ndarray[Any, Any] | None) -> Iterator[Reject]:
@@ -504,6 +512,32 @@ class ParquetReader:
     @property
     def names(self) -> list[str]:
         return list(self.file.schema_arrow.names)
+
+    def facts(self) -> dict[str, Any]:
+        """What the input's footer declares: writer, row groups, and per column the codecs
+        and null count from the column-chunk statistics (for comparison with the output's).
+
+        Reading column-chunk statistics is where some crafted footers make pyarrow abort the
+        process (a C++ exception escaping as std::terminate on 26.x); the runtime runs each
+        input in its own process and commits such a crash as ``decoder-crash``.
+        """
+        meta = self.file.metadata
+        columns: dict[str, dict[str, Any]] = {}
+        if meta.num_row_groups * meta.num_columns <= MAX_FOOTER_CHUNKS:
+            for r in range(meta.num_row_groups):
+                group = meta.row_group(r)
+                for c in range(group.num_columns):
+                    chunk = group.column(c)
+                    entry = columns.setdefault(chunk.path_in_schema, {"codecs": [], "nulls": 0})
+                    if chunk.compression not in entry["codecs"]:
+                        entry["codecs"].append(chunk.compression)
+                    stats = chunk.statistics
+                    if entry["nulls"] is not None and stats is not None and stats.has_null_count:
+                        entry["nulls"] += stats.null_count
+                    else:
+                        entry["nulls"] = None
+        return {"created_by": meta.created_by, "rows": meta.num_rows, "row_groups": meta.num_row_groups,
+                "columns": columns}
 
     def batches(self) -> Iterator[RawBatch | Reject]:
         for batch in self.file.iter_batches(batch_size=PARQUET_BATCH_ROWS):

@@ -1,0 +1,415 @@
+"""parquet-normalize end to end through the CLI, in-process, on generated messy inputs
+whose expected output is known: one test per rule of the contract."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from workers.cli import main
+from workers.parquet_normalize import SPEC
+from workers.parquet_normalize.core import snake_case
+
+Run = Callable[..., tuple[int, dict[str, Any]]]
+
+
+@pytest.fixture
+def normalize(mount: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+    """``normalize("x.csv", "key=value", ...) -> (exit code, manifest or error record)``."""
+
+    def run(name: str, *options: str, isolation: bool = False) -> tuple[int, dict[str, Any]]:
+        argv = ["run", "parquet-normalize", f"ingest/{name}", "--root", str(mount)]
+        for option in options:
+            argv += ["--option", option]
+        if not isolation:
+            argv.append("--no-isolation")
+        capsys.readouterr()
+        code = main(argv)
+        out = capsys.readouterr().out
+        return code, json.loads(out)
+
+    return run
+
+
+def put(mount: Path, name: str, data: bytes | str) -> Path:
+    path = mount / "ingest" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def output(mount: Path, manifest: dict[str, Any], suffix: str) -> Path:
+    paths = [o["path"] for o in manifest["outputs"] if o["path"].endswith(suffix)]
+    assert len(paths) == 1, manifest["outputs"]
+    return mount / paths[0]
+
+
+def rows(mount: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return pq.read_table(output(mount, manifest, "data.parquet")).to_pylist()
+
+
+def rejects(mount: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output(mount, manifest, "rejects.jsonl").read_text().splitlines()]
+
+
+def schema(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in manifest["facts"]["schema"]}
+
+
+MESSY = (
+    " Email ,Account ID,createdAt,Prénom,Score,Active,Joined,Seen At,name,Name\n"
+    "  Ann@Example.COM ,1, 2024-01-05T10:00:00 ,Zoé,1.5,true,2024-01-05,2024-01-05 10:00:00, a ,b\n"
+    "bob@example.com,2,2024-01-06T11:30:00Z,N/A,NULL,FALSE,2024-02-29,2024-01-05T10:00:00+02:00,,c\n"
+    ",3,,Åsa,  -2.25 ,True, ,2024-03-01 00:00:00,x,\n"
+)
+
+
+def test_names_trimming_nulls_and_inferred_types(mount: Path, normalize: Run) -> None:
+    put(mount, "people.csv", MESSY)
+    code, manifest = normalize("people.csv")
+    assert code == 0
+    cols = schema(manifest)
+    assert list(cols) == ["email", "account_id", "created_at", "prenom", "score", "active", "joined", "seen_at",
+                          "name", "name_2"]
+    assert cols["email"]["original"] == " Email ".strip() and cols["prenom"]["original"] == "Prénom"
+    assert cols["account_id"]["type"] == "int64" and cols["score"]["type"] == "double"
+    assert cols["active"]["type"] == "bool" and cols["joined"]["type"] == "date32[day]"
+    assert cols["seen_at"]["type"] == "timestamp[us, tz=UTC]"
+    assert all(c["source"] == "inferred" for c in cols.values())
+    data = rows(mount, manifest)
+    assert data[0]["email"] == "Ann@Example.COM"  # trimmed, case kept without a contract
+    assert data[0]["name"] == "a" and data[1]["name"] is None  # "" is a null token
+    assert data[1]["prenom"] is None and data[1]["score"] is None  # N/A, NULL
+    assert data[2]["email"] is None and data[2]["joined"] is None  # " " trims to ""
+    assert data[2]["score"] == -2.25
+    assert data[1]["seen_at"] == datetime(2024, 1, 5, 8, 0, tzinfo=UTC)  # +02:00 -> UTC
+    assert cols["score"]["nulls"] == 1 and cols["score"]["min"] == -2.25 and cols["score"]["max"] == 1.5
+    assert cols["joined"]["min"] == "2024-01-05" and cols["joined"]["max"] == "2024-02-29"
+    assert manifest["facts"]["rows"] == {"in": 3, "out": 3, "rejected": 0, "duplicates": 0, "blank_lines": 0}
+    parquet = pq.ParquetFile(output(mount, manifest, "data.parquet"))
+    assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+
+
+def test_custom_null_tokens(mount: Path, normalize: Run) -> None:
+    put(mount, "nulls.csv", "a,b\nN/A,missing\n-, x \n")
+    code, manifest = normalize("nulls.csv", "null_tokens=missing,-")
+    assert code == 0
+    assert rows(mount, manifest) == [{"a": "N/A", "b": None}, {"a": None, "b": "x"}]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    (" Email ", "email"), ("Account ID", "account_id"), ("createdAt", "created_at"), ("HTTPStatus", "http_status"),
+    ("Prénom", "prenom"), ("2024 sales", "col_2024_sales"), ("a--b__c", "a_b_c"), ("日本", ""),
+])
+def test_snake_case(name: str, expected: str) -> None:
+    assert snake_case(name) == expected
+
+
+CONTRACT = {
+    "columns": {
+        "email": {"type": "lower_string", "required": True},
+        "account_id": {"type": "integer", "required": True},
+        "amount": {"type": "decimal(6,2)"},
+        "active": {"type": "boolean"},
+        "joined": {"type": "date", "formats": ["%Y-%m-%d", "%d/%m/%Y"]},
+        "seen": {"type": "timestamp", "formats": ["%Y-%m-%d %H:%M", "iso8601"], "timezone": "Europe/Paris"},
+        "note": "string",
+    },
+    "dedupe": [],
+}
+
+CONTRACT_CSV = (
+    "Email,Account ID,Amount,Active,Joined,Seen,Note\n"              # line 1
+    " Ann@Example.COM ,1,12.5,yes,2024-01-05,2024-07-01 12:00,ok\n"  # 2
+    "bob@x.org,2,-0.75,N,05/02/2024,2024-01-15T08:00:00Z,\"two\n"    # 3
+    "lines\"\n"                                                      # 4
+    "\n"                                                             # 5 (blank line)
+    "carl@x.org,three,1,true,2024-01-01,2024-01-01 00:00,bad int\n"  # 6
+    "dan@x.org,4,1234.567,true,2024-01-01,2024-01-01 00:00,too many decimals\n"  # 7
+    ",5,1,true,2024-01-01,2024-01-01 00:00,no email\n"               # 8
+    "eve@x.org,6,1,maybe,31/31/2024,noon,three bad\n"                # 9
+    "fay@x.org,7,1\n"                                                # 10 ragged
+    "gus@x.org,8,99.99,false,2024-12-31,2024-03-31 02:30,dst gap\n"  # 11
+)
+
+
+def test_contract_types_rejects_and_line_numbers(mount: Path, normalize: Run) -> None:
+    put(mount, "accounts.csv", CONTRACT_CSV)
+    put(mount, "accounts.csv.schema.json", json.dumps(CONTRACT))
+    code, manifest = normalize("accounts.csv", "max_reject_ratio=1")
+    assert code == 0, manifest
+    facts = manifest["facts"]
+    assert facts["contract"] == "accounts.csv.schema.json"
+    cols = schema(manifest)
+    assert {n: c["type"] for n, c in cols.items()} == {
+        "email": "string", "account_id": "int64", "amount": "decimal128(6, 2)", "active": "bool",
+        "joined": "date32[day]", "seen": "timestamp[us, tz=UTC]", "note": "string"}
+    assert cols["email"]["nullable"] is False and cols["amount"]["nullable"] is True
+    data = rows(mount, manifest)
+    assert [r["email"] for r in data] == ["ann@example.com", "bob@x.org", "gus@x.org"]
+    assert data[0]["amount"] == Decimal("12.50") and data[1]["amount"] == Decimal("-0.75")
+    assert [r["active"] for r in data] == [True, False, False]
+    assert data[1]["joined"] == date(2024, 2, 5)  # the second accepted format
+    assert data[0]["seen"] == datetime(2024, 7, 1, 10, 0, tzinfo=UTC)  # Paris summer time -> UTC
+    assert data[1]["seen"] == datetime(2024, 1, 15, 8, 0, tzinfo=UTC)  # explicit Z wins over the zone
+    assert data[1]["note"] == "two\nlines"
+    bad = {r["line"]: r["reason"] for r in rejects(mount, manifest)}
+    assert set(bad) == {6, 7, 8, 9, 10}
+    assert "account_id: 'three' is not a valid integer" in bad[6]
+    assert "amount: '1234.567' is not a valid decimal(6,2)" in bad[7]
+    assert "required column email is empty" in bad[8]
+    assert all(f"{c}:" in bad[9] for c in ("active", "joined", "seen"))
+    assert bad[10].startswith("ragged row: 3 fields")
+    assert facts["rows"] == {"in": 8, "out": 3, "rejected": 5, "duplicates": 0, "blank_lines": 1}
+    assert output(mount, manifest, "rejects.jsonl").exists()
+    assert [o.get("rows") for o in manifest["outputs"] if o["path"].endswith("rejects.jsonl")] == [5]
+    record = next(r for r in rejects(mount, manifest) if r["line"] == 6)["record"]
+    assert record["Account ID"] == "three"  # the row as read, under its original names
+
+
+def test_contract_yaml_named_in_options_and_missing_required(mount: Path, normalize: Run) -> None:
+    put(mount, "in/a.csv", "Email,Other\nA@B.C,1\n")
+    put(mount, "in/rules.yaml", "columns:\n  email: {type: lower_string, required: true}\n"
+        "  account_id: {type: integer, required: true}\n")
+    code, record = normalize("in/a.csv", "schema=rules.yaml")
+    assert code == 3
+    assert record["error"]["code"] == "contract-violation" and "account_id" in record["error"]["message"]
+    put(mount, "in/b.csv", "Email,Other\nA@B.C,1\n")
+    put(mount, "in/ok.yaml", "columns:\n  email: lower_string\nextra_columns: drop\n")
+    code, manifest = normalize("in/b.csv", "schema=ok.yaml")
+    assert code == 0
+    assert rows(mount, manifest) == [{"email": "a@b.c"}] and manifest["facts"]["dropped_columns"] == ["Other"]
+
+
+def test_contract_file_outside_the_folder_is_refused(mount: Path, normalize: Run) -> None:
+    put(mount, "a.csv", "x\n1\n")
+    code = main(["run", "parquet-normalize", "ingest/a.csv", "--root", str(mount), "-o", "schema=../x.json",
+                 "--no-isolation"])
+    assert code == 2
+
+
+def _many_bad(n_good: int, n_bad: int) -> str:
+    lines = ["id,v"] + [f"{i},{i}" for i in range(n_good)] + [f"{i},{i},extra" for i in range(n_bad)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("option", "limit"), [("max_rejects=2", "max_rejects"),
+                                               ("max_reject_ratio=0.1", "max_reject_ratio")])
+def test_reject_threshold_is_a_permanent_limit(mount: Path, normalize: Run, option: str, limit: str) -> None:
+    put(mount, "t.csv", _many_bad(20, 3))
+    code, record = normalize("t.csv", option)
+    assert code == 3
+    assert record["error"]["code"] == "limit-exceeded" and record["error"]["limit"] == limit
+    code, manifest = normalize("t.csv")  # default ratio 0.5: 3 of 23 is fine
+    assert code == 0 and manifest["facts"]["rows"]["rejected"] == 3
+
+
+def test_mostly_ragged_csv_is_a_classified_error(mount: Path, normalize: Run) -> None:
+    put(mount, "ragged.csv", _many_bad(2, 10))
+    code, record = normalize("ragged.csv")
+    assert code == 3 and record["error"]["limit"] == "max_reject_ratio"
+
+
+def test_dedupe_and_hive_partitioning(mount: Path, normalize: Run) -> None:
+    put(mount, "d.csv", "Email,Country,n\nA@x.org,FR,1\na@x.org ,FR,2\nb@x.org,DE,3\nc@x.org,,4\nb@x.org,DE,5\n")
+    put(mount, "d.csv.schema.json", json.dumps({"columns": {"email": "lower_string", "country": "string",
+                                                            "n": "integer"}, "dedupe": ["email"]}))
+    code, manifest = normalize("d.csv", "partition_by=country", "row_group_rows=1000")
+    assert code == 0, manifest
+    assert manifest["facts"]["rows"]["duplicates"] == 2 and manifest["facts"]["rows"]["out"] == 3
+    paths = sorted(o["path"].split("/data/")[1] for o in manifest["outputs"] if o["path"].endswith(".parquet"))
+    assert paths == ["country=DE/part-0.parquet", "country=FR/part-0.parquet",
+                     "country=__HIVE_DEFAULT_PARTITION__/part-0.parquet"]
+    base = output(mount, manifest, "country=FR/part-0.parquet").parents[1]
+    table = ds.dataset(base, format="parquet", partitioning="hive").to_table()
+    got = sorted((r["email"], r["n"], r["country"]) for r in table.to_pylist())
+    assert got == [("a@x.org", 1, "FR"), ("b@x.org", 3, "DE"), ("c@x.org", 4, None)]
+
+
+def test_dedupe_key_option_must_name_a_column(mount: Path, normalize: Run) -> None:
+    put(mount, "k.csv", "a\n1\n")
+    code, record = normalize("k.csv", "dedupe_keys=nope")
+    assert code == 3 and record["error"]["code"] == "missing-column"
+
+
+TEXT = "Name,City\nZoé,Málaga\nJürgen,Köln\n"
+EXPECTED = [{"name": "Zoé", "city": "Málaga"}, {"name": "Jürgen", "city": "Köln"}]
+
+
+@pytest.mark.parametrize(("data", "options", "encoding", "warned"), [
+    (TEXT.encode("utf-8"), (), "utf-8", False),
+    (b"\xef\xbb\xbf" + TEXT.encode("utf-8"), (), "utf-8-sig", False),
+    (TEXT.encode("utf-16"), (), "utf-16", False),
+    (b"\xfe\xff" + TEXT.encode("utf-16-be"), (), "utf-16", False),
+    (TEXT.encode("latin-1"), (), "cp1252", True),
+    (TEXT.encode("latin-1"), ("encoding=latin-1",), "iso8859-1", False),
+], ids=["utf8", "utf8-bom", "utf16-le-bom", "utf16-be-bom", "latin1-detected", "latin1-declared"])
+def test_encodings(mount: Path, normalize: Run, data: bytes, options: tuple[str, ...], encoding: str,
+                   warned: bool) -> None:
+    put(mount, "enc.csv", data)
+    code, manifest = normalize("enc.csv", *options)
+    assert code == 0, manifest
+    assert rows(mount, manifest) == EXPECTED
+    assert manifest["facts"]["input"]["encoding"] == encoding
+    warnings = manifest["facts"]["warnings"]
+    assert bool(warnings) is warned
+    if warned:
+        assert "detected, not declared" in warnings[0] and "cp1252" in warnings[0]
+
+
+def test_legacy_bytes_after_the_sample_restart_with_a_warning(mount: Path, normalize: Run) -> None:
+    body = "".join(f"{i},plain ascii row number {i}\n" for i in range(12_000))
+    put(mount, "late.csv", ("id,text\n" + body).encode() + "99999,Málaga\n".encode("latin-1"))
+    code, manifest = normalize("late.csv")
+    assert code == 0
+    assert rows(mount, manifest)[-1] == {"id": 99999, "text": "Málaga"}
+    assert manifest["facts"]["input"]["encoding"] == "cp1252"
+    assert "later bytes are not" in manifest["facts"]["warnings"][0]
+    assert len([o for o in manifest["outputs"] if o["path"].endswith("data.parquet")]) == 1
+
+
+def _compress(data: bytes, compression: str) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, compression) as stream:
+        stream.write(data)
+    return bytes(sink.getvalue())
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "bz2"])
+def test_compressed_inputs(mount: Path, normalize: Run, compression: str) -> None:
+    suffix = {"gzip": ".gz", "zstd": ".zst", "bz2": ".bz2"}[compression]
+    packed = _compress(TEXT.encode("utf-8"), compression)
+    assert SPEC.sniff(packed[:64])
+    put(mount, f"c.csv{suffix}", packed)
+    code, manifest = normalize(f"c.csv{suffix}")
+    assert code == 0 and rows(mount, manifest) == EXPECTED
+    assert manifest["facts"]["input"]["compression"] == compression
+
+
+def test_truncated_gzip_is_corrupt(mount: Path, normalize: Run) -> None:
+    packed = _compress(("a,b\n" + "1,2\n" * 50_000).encode(), "gzip")
+    put(mount, "cut.csv.gz", packed[: len(packed) // 2])
+    code, record = normalize("cut.csv.gz")
+    assert code == 3 and record["error"]["code"] == "corrupt-input"
+
+
+def test_tsv_and_semicolon_are_sniffed(mount: Path, normalize: Run) -> None:
+    put(mount, "t.tsv", "a b\tc\n1\t2\n")
+    put(mount, "s.csv", "a;b\n\"x;y\";2\n")
+    code, manifest = normalize("t.tsv")
+    assert code == 0 and rows(mount, manifest) == [{"a_b": 1, "c": 2}]
+    code, manifest = normalize("s.csv")
+    assert code == 0 and rows(mount, manifest) == [{"a": "x;y", "b": 2}]
+    assert manifest["facts"]["input"]["delimiter"] == ";"
+
+
+def test_headerless_csv_gets_generated_names(mount: Path, normalize: Run) -> None:
+    put(mount, "h.csv", "1,2024-01-01,x\n2,2024-01-02,y\n")
+    code, manifest = normalize("h.csv")
+    assert code == 0 and manifest["facts"]["input"]["header"] is False
+    assert rows(mount, manifest)[0] == {"column_1": 1, "column_2": date(2024, 1, 1), "column_3": "x"}
+
+
+def test_json_lines_with_bad_lines(mount: Path, normalize: Run) -> None:
+    lines = ['{"User Name": " Ann ", "age": 30, "tags": ["a"], "ok": true}',
+             '{"User Name": "Bob", "age": null}',
+             "",
+             "{not json",
+             "[1, 2]",
+             '{"User Name": "Cy", "age": "old"}']
+    put(mount, "j.jsonl", "\n".join(lines) + "\n")
+    code, manifest = normalize("j.jsonl")
+    assert code == 0
+    data = rows(mount, manifest)
+    assert data[0] == {"user_name": "Ann", "age": "30", "tags": '["a"]', "ok": True}
+    bad = {r["line"]: r["reason"] for r in rejects(mount, manifest)}
+    assert set(bad) == {4, 5} and bad[4].startswith("malformed JSON") and "not a JSON object" in bad[5]
+
+
+def test_parquet_input_is_normalized(mount: Path, normalize: Run) -> None:
+    table = pa.table({"Customer Name": [" Ann ", "NULL", "Bob"], "Amount": [1, 2, 3],
+                      "Tag": pa.array(["x", "y", "x"]).dictionary_encode()})
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    put(mount, "p.parquet", sink.getvalue())
+    code, manifest = normalize("p.parquet")
+    assert code == 0
+    assert rows(mount, manifest) == [{"customer_name": "Ann", "amount": 1, "tag": "x"},
+                                     {"customer_name": None, "amount": 2, "tag": "y"},
+                                     {"customer_name": "Bob", "amount": 3, "tag": "x"}]
+    assert schema(manifest)["amount"]["type"] == "int64"
+
+
+def _parquet_bytes() -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"a": list(range(100)), "b": [str(i) for i in range(100)]}), sink)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize(("data", "code"), [
+    (b"", "empty-input"),
+    (_parquet_bytes()[:-30], "corrupt-input"),
+    (_parquet_bytes()[:200] + b"\x00" * 50 + _parquet_bytes()[250:], "corrupt-input"),
+    (b"PAR1" + b"\x00" * 64 + b"\x10\x00\x00\x00PARE", "encrypted-input"),
+    (_parquet_bytes()[:-4] + b"PARE", "encrypted-input"),
+], ids=["zero-byte", "truncated", "zeroed-pages", "encrypted-footer", "encrypted-magic"])
+def test_hostile_parquet_is_classified(mount: Path, normalize: Run, data: bytes, code: str) -> None:
+    put(mount, "bad.parquet", data)
+    exit_code, record = normalize("bad.parquet")
+    assert exit_code == 3, record
+    assert record["error"]["code"] == code
+
+
+def test_binary_csv_is_classified(mount: Path, normalize: Run) -> None:
+    put(mount, "bin.csv", b"a,b\n\x00\x01\x02\x03,\xff\xfe\x00\n" * 10)
+    code, record = normalize("bin.csv")
+    assert code == 3 and record["error"]["code"] == "binary-input"
+
+
+@pytest.mark.parametrize(("head", "accepted"), [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", False),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", False),
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", False),
+    (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2", False),
+    (b"GIF89a\x01\x00\x01\x00", False),
+    (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01", False),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'>", False),
+    (b"Hello, this is prose.\x00", False),
+    (b"just some words without delimiters\n", False),
+    (b"PAR1\x15\x04\x15", True),
+    (b"\x1f\x8b\x08\x00", True),
+    (b"\x28\xb5\x2f\xfd\x04", True),
+    (b"BZh91AY&SY", True),
+    (b"id,name\n1,x\n", True),
+    (b"id\tname\n", True),
+    (b'{"a": 1}\n', True),
+    ("a,b\nZo\xe9,1\n".encode("latin-1"), True),
+    (b"\xff\xfe" + "a,b\n".encode("utf-16-le"), True),
+], ids=lambda v: v.hex()[:12] if isinstance(v, bytes) else str(v))
+def test_sniff_claims_tables_only(head: bytes, accepted: bool) -> None:
+    assert SPEC.sniff(head[:64]) is accepted
+
+
+def test_schema_sidecar_is_not_processed_as_data(mount: Path, normalize: Run) -> None:
+    put(mount, "x.schema.json", '{"columns": {"a": "integer"}}\n')
+    code, record = normalize("x.schema.json")
+    assert code == 3 and record["error"]["code"] == "unsupported-format"
+
+
+def test_options_are_checked() -> None:
+    from shared.errors import UsageError
+
+    for bad in ({"delimiter": "ab"}, {"encoding": "klingon"}, {"timezone": "Mars/Base"}, {"max_reject_ratio": 2},
+                {"nope": 1}, {"format": "xlsx"}):
+        with pytest.raises(UsageError):
+            SPEC.parse_options(bad)

@@ -125,22 +125,16 @@ class Commit:
 
 
 def read_commit(run_dir: Path) -> Commit | None:
-    """The commit in ``run_dir``; None when there is none (torn files are removed first).
+    """The commit in ``run_dir``, or None.
 
     A commit file that does not parse was torn by a crash between its exclusive create
-    and its single write: no reader ever trusted it, so it is removed once it is old
-    enough that no writer can still be inside that window.
+    and its single write: no reader ever trusts it, and the next claim holder removes it
+    (:func:`clear_torn_commits`).
     """
     for name, failed in ((MANIFEST, False), (ERROR_RECORD, True)):
-        path = run_dir / name
-        record = _read_json(path)
-        if record is None:
-            continue
-        if record.get("run_id"):
+        record = _read_json(run_dir / name)
+        if record and record.get("run_id"):
             return Commit(run_dir, record, failed)
-        if _age_seconds(path) > TORN_GRACE_SECONDS:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
     return None
 
 
@@ -245,6 +239,17 @@ def acquire_claim(run_dir: Path, *, lease_seconds: float, check_local: bool = Tr
     if not write_exclusive(claim.path, canonical_json(holder).encode()):
         raise ClaimHeld(f"run {run_dir.name} was claimed by another process a moment ago")
     return claim
+
+
+def clear_torn_commits(claim: Claim) -> None:
+    """Remove commit files torn by a dead holder; only the current claim holder may."""
+    if not still_holds(claim):
+        return
+    for name in (MANIFEST, ERROR_RECORD):
+        path = claim.run_dir / name
+        if _read_json(path) == {}:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def still_holds(claim: Claim) -> bool:

@@ -46,6 +46,7 @@ from shared.runs import (
     OutputDir,
     RunLayout,
     acquire_claim,
+    clear_torn_commits,
     commit_record,
     hash_file,
     run_id_for,
@@ -211,6 +212,7 @@ def execute(
     commit = layout.latest_commit(base_run_id)
     if commit is not None and commit.run_dir == run_dir:
         return _committed_outcome(spec, ref, commit)
+    clear_torn_commits(claim)
 
     identity = _identity(spec, ref, options, run_id, source, invocation)
     started_at = _now_iso()
@@ -415,6 +417,7 @@ def commit_crash(spec: WorkerSpec, ref: InputRef, raw_options: Mapping[str, Any]
         return _committed_outcome(spec, ref, commit)
     run_dir = layout.attempt_dir(base_run_id, attempts[-1][0] if attempts else 1)
     claim = acquire_claim(run_dir, lease_seconds=cfg.claim_lease_seconds, check_local=True)
+    clear_torn_commits(claim)
     source = InputFile(ref=ref, path=path, size=size, sha256=sha256)
     now = _now_iso()
     record = {"schema": ERROR_SCHEMA, **_identity(spec, ref, options, run_dir.name, source, "local"),

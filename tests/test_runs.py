@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -15,10 +14,10 @@ from shared.config import MountConfig
 from shared.errors import ClaimHeld, RefusedPath
 from shared.paths import InputRef
 from shared.runs import (
-    TORN_GRACE_SECONDS,
     OutputDir,
     RunLayout,
     acquire_claim,
+    clear_torn_commits,
     current_claim,
     read_commit,
     run_id_for,
@@ -99,20 +98,32 @@ def test_a_taken_over_holder_cannot_commit(tmp_path: Path) -> None:
     assert current is not None and current.generation == new.generation
 
 
-def test_a_torn_commit_file_is_not_a_commit_and_is_cleared_once_old(tmp_path: Path) -> None:
+def test_a_torn_commit_file_is_not_a_commit_and_only_the_next_holder_clears_it(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    _claim_from_dead_process(run_dir, lease=3600)
     torn = run_dir / "manifest.json"
-    torn.write_bytes(b"")
+    torn.write_bytes(b"")  # the dead holder was killed between its exclusive create and its write
     assert read_commit(run_dir) is None
-    assert torn.exists()  # too fresh: a writer may still be inside its single write
-    old = time.time() - TORN_GRACE_SECONDS - 5
-    os.utime(torn, (old, old))
-    assert read_commit(run_dir) is None
+    assert torn.exists()  # readers never delete anything
+    claim = acquire_claim(run_dir, lease_seconds=60)
+    clear_torn_commits(claim)
     assert not torn.exists()
+    assert write_exclusive(torn, json.dumps({"run_id": "r"}).encode())
     (run_dir / "error.json").write_text(json.dumps({"run_id": "r", "error": {"code": "x"}}))
     commit = read_commit(run_dir)
-    assert commit is not None and commit.failed
+    assert commit is not None and not commit.failed  # a manifest wins over an error record
+    clear_torn_commits(claim)
+    assert torn.exists()  # a whole commit is never removed
+
+
+def test_a_stale_holder_cannot_clear_anything(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    old = acquire_claim(run_dir, lease_seconds=0.01, check_local=False)
+    time.sleep(0.05)
+    acquire_claim(run_dir, lease_seconds=60, check_local=False)
+    (run_dir / "error.json").write_bytes(b"{")
+    clear_torn_commits(old)
+    assert (run_dir / "error.json").exists()
 
 
 def test_output_dir_confines_writes_to_its_workers_prefix(mount: Path) -> None:

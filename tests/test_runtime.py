@@ -377,3 +377,21 @@ def test_a_directory_is_refused_not_processed(mount: Path, capsys: pytest.Captur
     assert main(["run", "test-echo", "ingest/folder.echo", "--root", str(mount)]) == 2
     assert "not a regular file" in capsys.readouterr().err
     assert not (mount / "workspace").exists()
+
+
+def test_a_manifest_torn_by_a_crash_is_replaced_by_the_rerun(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from shared.runs import run_id_for
+
+    data = b"ECHO torn"
+    (mount / "ingest" / "torn.echo").write_bytes(data)
+    run_id = run_id_for("test-echo", "1", {"mode": "ok"}, hashlib.sha256(data).hexdigest())
+    run_dir = mount / "workspace" / "test-echo" / "torn.echo" / run_id
+    code = f"from pathlib import Path; from shared.runs import acquire_claim; acquire_claim(Path({str(run_dir)!r}), " \
+           "lease_seconds=3600)"
+    subprocess.run([sys.executable, "-c", code], check=True)  # a holder that then died
+    (run_dir / "manifest.json").write_bytes(b"")  # killed between its exclusive create and its write
+    code_, record = cli(capsys, "run", "test-echo", "ingest/torn.echo", "--root", str(mount))
+    assert code_ == 0 and record["run_id"] == run_id
+    assert json.loads((run_dir / "manifest.json").read_text())["run_id"] == run_id

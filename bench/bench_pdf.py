@@ -4,13 +4,15 @@
 
 Documents: a generated text-heavy PDF (``--pages`` pages of dense prose in the standard
 Type1 fonts) and, where the corpus is present, ``tracemonkey.pdf`` (a real 14-page paper).
-Contenders, interleaved round-robin so that machine load hits them alike:
+Contenders:
 
 - ``pypdf loop``: ``PdfReader(path)`` then ``page.extract_text()`` for every page (the anchor),
 - ``worker``: the whole pdf-extract run through ``shared.runtime.execute`` in one process
   (hash, claim, per-page records, text.txt, document.json, output hashes, manifest),
 - ``worker parallel=2``: the same run with its page ranges split over 2 processes,
 - ``pdfminer.six``: ``pdfminer.high_level.extract_text(path)`` (optional, ``bench`` extra).
+
+Timing is bench/harness.py's: contenders interleaved, order rotated, one warm-up round.
 
 Reported: median seconds, pages/second, and ratios against the pypdf loop; the load
 average before and after, since the machine may be shared.
@@ -21,11 +23,9 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +33,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from pdfgen import text_heavy  # noqa: E402
 
+from bench.harness import Contender, compare, machine  # noqa: E402
 from shared.config import MountConfig  # noqa: E402
 from shared.paths import input_from_path  # noqa: E402
 from shared.runtime import execute  # noqa: E402
@@ -73,18 +74,6 @@ class WorkerRun:
         return chars
 
 
-def measure(contenders: dict[str, Callable[[Path], int]], path: Path, repeat: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn(path)  # warm-up: imports, caches, page cache
-    for _ in range(repeat):
-        for name, fn in contenders.items():
-            started = time.perf_counter()
-            fn(path)
-            times[name].append(time.perf_counter() - started)
-    return times
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=int, default=200)
@@ -97,44 +86,41 @@ def main() -> int:
     docs: list[tuple[str, Path, int]] = []
     generated = root / "ingest" / "text-heavy.pdf"
     generated.write_bytes(text_heavy(args.pages))
-    docs.append((f"generated text-heavy, {args.pages} pages", generated, args.pages))
+    docs.append((f"generated text-heavy PDF, {args.pages} pages", generated, args.pages))
     if CORPUS_DOC.is_file():
         copy = root / "ingest" / CORPUS_DOC.name
         shutil.copyfile(CORPUS_DOC, copy)
         docs.append(("corpus tracemonkey.pdf, 14 pages", copy, 14))
+    use_pdfminer = not args.no_pdfminer
+    if use_pdfminer:
+        try:
+            import pdfminer  # noqa: F401
+        except ImportError:
+            print("pdfminer.six is not installed (pip install -e .[bench]); skipped", file=sys.stderr)
+            use_pdfminer = False
 
     SPEC.core()  # import pypdf once, outside the timings
     load_before = os.getloadavg()
-    rows = []
+    sections = []
     for label, path, pages in docs:
-        contenders: dict[str, Callable[[Path], int]] = {
-            "pypdf loop": pypdf_loop,
-            "worker": WorkerRun(root, path.name, 1),
-            "worker parallel=2": WorkerRun(root, path.name, 2),
-        }
-        if not args.no_pdfminer:
-            try:
-                import pdfminer  # noqa: F401
-
-                contenders["pdfminer.six"] = pdfminer_text
-            except ImportError:
-                print("pdfminer.six is not installed (pip install -e .[bench]); skipped", file=sys.stderr)
-        times = measure(contenders, path, args.repeat)
-        anchor = statistics.median(times["pypdf loop"])
-        worker = statistics.median(times["worker"])
-        for name, samples in times.items():
-            median = statistics.median(samples)
-            rows.append((label, name, median, pages / median, median / anchor, worker / median))
+        contenders = [
+            Contender("pypdf loop", partial(pypdf_loop, path), note="anchor"),
+            Contender("worker", partial(WorkerRun(root, path.name, 1), path), note="1 process"),
+            Contender("worker parallel=2", partial(WorkerRun(root, path.name, 2), path), note="page ranges"),
+        ]
+        if use_pdfminer:
+            contenders.append(Contender("pdfminer.six", partial(pdfminer_text, path)))
+        results = compare(contenders, anchor="pypdf loop", repeats=args.repeat, units=pages, unit_name="pages")
+        speedup = results["worker"].median / results["worker parallel=2"].median
+        overhead = results.ratio("worker") - 1
+        sections.append(f"**{label}**: worker overhead over the pypdf loop {overhead * 100:+.1f}%, "
+                        f"page-range parallel speed-up on 2 processes {speedup:.2f}x\n\n{results.markdown()}")
     load_after = os.getloadavg()
     shutil.rmtree(root, ignore_errors=True)
 
-    print(f"cpus: {os.cpu_count()}, load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
-          f"repeat {args.repeat}, medians")
-    print()
-    print("| document | contender | median s | pages/s | time vs pypdf loop | speed vs worker |")
-    print("|---|---|---:|---:|---:|---:|")
-    for label, name, median, rate, vs_anchor, vs_worker in rows:
-        print(f"| {label} | {name} | {median:.2f} | {rate:.1f} | {vs_anchor:.2f}x | {vs_worker:.2f}x |")
+    print(f"{machine()}; load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+          f"{args.repeat} interleaved repeats after a warm-up, medians\n")
+    print("\n\n".join(sections))
     return 0
 
 

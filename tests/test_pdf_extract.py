@@ -470,9 +470,11 @@ def test_page_range_option_selects_pages(mount: Path, run: Any) -> None:
 
 
 def test_cli_run_isolated_and_verify(mount: Path, run: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run("iso.pdf", build_pdf(SAMPLE), isolate=True)
-    assert code == 0 and record["worker"] == "pdf-extract"
-    again, same = run("iso.pdf", None, isolate=True)
+    """The default ``run`` forks an isolated (daemonic) child; page ranges fork again inside it."""
+    code, record = run("iso.pdf", build_pdf(SAMPLE * 4), "parallel=2", isolate=True)
+    assert code == 0 and record["worker"] == "pdf-extract", record
+    assert record["facts"]["processes"] == 2 and record["facts"]["pages"] == 24
+    again, same = run("iso.pdf", None, "parallel=2", isolate=True)
     assert again == 0 and same["run_id"] == record["run_id"]
     assert cli.main(["verify", "--root", str(mount)]) == 0
     capsys.readouterr()

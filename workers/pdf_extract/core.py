@@ -29,12 +29,14 @@ result is byte-for-byte the one a single process would give.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
 import mimetypes
 import os
 import re
+import select
 import shutil
 import signal
 import tempfile
@@ -44,8 +46,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from multiprocessing import get_context
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -427,10 +427,12 @@ def _chunks(indexes: range, workers: int) -> list[range]:
     return [range(start, min(start + size, indexes.stop)) for start in range(indexes.start, indexes.stop, size)]
 
 
-def _child(conn: Connection, path: Path, size: int, options: Options, chunks: list[tuple[int, range]],
-           folder: Path, remaining: float | None, max_seconds_left: float) -> None:
-    """One page-range process: open the document itself, write each chunk's records to a file."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _child(path: Path, size: int, options: Options, chunks: list[tuple[int, range]], folder: Path,
+           remaining: float | None, max_seconds_left: float) -> dict[str, Any] | None:
+    """One page-range process: open the document itself, write each chunk's records to a file.
+
+    Returns None on success, else a report of the error for the parent to raise.
+    """
     try:
         budget = Budget(Deadline(remaining), options.max_page_seconds, max_seconds_left)
         with apply_configuration(**_pypdf_limits(options)), opened(path, size, options) as doc:
@@ -439,22 +441,67 @@ def _child(conn: Connection, path: Path, size: int, options: Options, chunks: li
                     for index in pages:
                         record = extract_page(doc.reader, index, options, budget)
                         f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        conn.send(None)
+        return None
     except MountworksError as exc:
-        conn.send({"kind": type(exc).__name__, "message": exc.message, "code": exc.code,
-                   "limit": getattr(exc, "limit", None)})
+        return {"kind": type(exc).__name__, "message": exc.message, "code": exc.code,
+                "limit": getattr(exc, "limit", None)}
     except BaseException as exc:
-        conn.send({"kind": "bug", "message": f"{type(exc).__name__}: {_short(exc)}", "code": "internal",
-                   "limit": None})
-    finally:
-        conn.close()
+        return {"kind": "bug", "message": f"{type(exc).__name__}: {_short(exc)}", "code": "internal", "limit": None}
+
+
+def _fork(work: Callable[[], dict[str, Any] | None]) -> tuple[int, int]:
+    """Run ``work`` in a forked child; its JSON report comes back on a pipe.
+
+    A bare ``os.fork`` rather than ``multiprocessing``: the runtime may already run us in a
+    daemonic ``multiprocessing`` child (which may not have children), and Lambda has no
+    ``/dev/shm`` for ``multiprocessing``'s pools and queues. The child never returns into
+    the caller's stack: it always leaves through ``os._exit``.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 0
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            report = json.dumps(work()).encode()
+            view = memoryview(report)
+            while view:
+                view = view[os.write(write_fd, view):]
+        except BaseException:
+            status = 70
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _collect(pid: int, fd: int) -> None:
+    """Read a finished child's report and reap it; raise what it reported."""
+    chunks = []
+    while data := os.read(fd, 65536):
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    raw = b"".join(chunks)
+    report = json.loads(raw) if raw else "no report"
+    if report is None:
+        return
+    if isinstance(report, dict):
+        _raise_from_child(report)
+    raise RuntimeError(f"a page-range process died ({_exit_text(status)})")
+
+
+def _exit_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
 def _raise_from_child(report: dict[str, Any]) -> None:
     kind, message, code = report["kind"], report["message"], report["code"]
     classes: dict[str, type[MountworksError]] = {
         "DeadlineReached": DeadlineReached, "CorruptInput": CorruptInput, "EncryptedInput": EncryptedInput,
-        "UnsupportedInput": UnsupportedInput,
+        "UnsupportedInput": UnsupportedInput, "PermanentInputError": PermanentInputError,
     }
     if kind == "LimitExceeded":
         raise LimitExceeded(message, limit=report["limit"] or "?", code=code)
@@ -467,48 +514,37 @@ def _parallel(source: InputFile, indexes: range, options: Options, budget: Budge
               sink: Callable[[dict[str, Any]], None]) -> None:
     """Split the pages over ``workers`` processes; merge their chunk files in page order."""
     chunks = list(enumerate(_chunks(indexes, workers)))
-    context = get_context("fork")
     folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
-    running: list[tuple[Any, Connection]] = []
+    pending: dict[int, int] = {}  # read fd -> pid
     try:
         for w in range(workers):
             mine = chunks[w::workers]
             if not mine:
                 continue
-            parent_end, child_end = context.Pipe(duplex=False)
             remaining = budget.deadline.remaining()
             left = budget.max_seconds - (time.monotonic() - budget.started)
-            process = context.Process(target=_child, daemon=True,
-                                      args=(child_end, source.path, source.size, options, mine, folder,
-                                            remaining, left))
-            process.start()
-            child_end.close()
-            running.append((process, parent_end))
-        pending = list(running)
+            pid, fd = _fork(functools.partial(_child, source.path, source.size, options, mine, folder,
+                                              remaining, left))
+            pending[fd] = pid
         while pending:
             budget.deadline.check(DEADLINE_MARGIN_SECONDS, doing="extracting page ranges")
-            ready = wait([p.sentinel for p, _ in pending], timeout=0.25)
-            for process, conn in [r for r in pending if r[0].sentinel in ready]:
-                process.join()
-                pending.remove((process, conn))
-                report: Any = "no report"
-                with contextlib.suppress(EOFError, OSError):
-                    if conn.poll():
-                        report = conn.recv()
-                if report is not None:
-                    if isinstance(report, dict):
-                        _raise_from_child(report)
-                    raise RuntimeError(f"a page-range process died (exit status {process.exitcode})")
+            ready, _, _ = select.select(list(pending), [], [], 0.25)
+            for fd in ready:
+                pid = pending.pop(fd)
+                try:
+                    _collect(pid, fd)
+                finally:
+                    os.close(fd)
         for number, _pages in chunks:
             with (folder / f"{number:08d}.jsonl").open(encoding="utf-8") as f:
                 for line in f:
                     sink(json.loads(line))
     finally:
-        for process, conn in running:
-            if process.is_alive():
-                process.kill()
-            process.join()
-            conn.close()
+        for fd, pid in pending.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(fd)
         shutil.rmtree(folder, ignore_errors=True)
 
 

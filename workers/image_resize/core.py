@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ MEDIA_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif",
                "gif": "image/gif"}
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png", "gif": "gif"}
 ALPHA_FORMATS = frozenset({"webp", "avif", "png", "gif"})
+ANIMATABLE_INPUTS = frozenset({"GIF", "WEBP", "PNG", "AVIF"})  # not TIFF pages nor MPO pictures
 _ROTATES = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -64,9 +66,12 @@ def _translate_errors(fmt: str | None, options: Options) -> Iterator[None]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        declared = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(declared.group(1)):,} pixels)" if declared else ""
         raise LimitExceeded(
-            f"the {what} declares more pixels than max_pixels={options.max_pixels:,} allows ({exc}); "
-            "raise the max_pixels option to process it", limit="max_pixels") from exc
+            f"the {what} declares more pixels{size} than max_pixels={options.max_pixels:,} allows, so it was "
+            "not decoded (a decompression bomb, or a huge image); raise the max_pixels option to process it",
+            limit="max_pixels") from exc
     except UnidentifiedImageError as exc:
         raise UnsupportedInput(
             f"Pillow cannot decode this file (content looks like {what}); it may be damaged or an "
@@ -277,7 +282,7 @@ def _draft_size(im: Image.Image, options: Options) -> tuple[int, int] | None:
     ``draft`` then decodes at 1/2, 1/4 or 1/8 scale, never below this size; EXIF
     orientation does not matter because scaling is the same on both axes.
     """
-    if im.format != "JPEG":
+    if im.format not in ("JPEG", "MPO"):  # MPO: a JPEG with extra pictures (many phones)
         return None
     width, height = im.size
     orientation = _orientation(im, options)  # JPEG EXIF sits in the header: no pixel read
@@ -289,9 +294,10 @@ def _draft_size(im: Image.Image, options: Options) -> tuple[int, int] | None:
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
-def decode(fp: IO[bytes], options: Options, ctx: RunContext) -> tuple[Image.Image, Source, list[Rendition]]:
+def decode(fp: IO[bytes], fmt: str | None, options: Options,
+           ctx: RunContext) -> tuple[Image.Image, Source, list[Rendition]]:
     """Open, check the pixel limit, draft, load, normalize the first frame, plan."""
-    im = Image.open(fp)
+    im = Image.open(fp, formats=[fmt] if fmt else None)  # only the decoder the content asked for
     width, height = im.size
     if width * height > options.max_pixels:
         raise LimitExceeded(
@@ -309,7 +315,8 @@ def decode(fp: IO[bytes], options: Options, ctx: RunContext) -> tuple[Image.Imag
     facts: dict[str, Any] = {
         "format": im.format, "mode": im.mode, "width": upright[0], "height": upright[1],
         "stored_width": width, "stored_height": height, "orientation": orientation,
-        "frames": frames, "animated": bool(getattr(im, "is_animated", False)) and im.format != "TIFF",
+        "frames": frames,
+        "animated": bool(getattr(im, "is_animated", False)) and im.format in ANIMATABLE_INPUTS,
     }
     decoded = _normalize(im, orientation, facts)
     facts["has_alpha"] = decoded.mode == "RGBA"
@@ -458,7 +465,7 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
                                    "AVIF, HEIC); the content was checked, not the file name")
         _register_decoders(fmt)
         with _translate_errors(fmt, options):
-            im, src, renditions = decode(fp, options, ctx)
+            im, src, renditions = decode(fp, fmt, options, ctx)
             facts = src.facts
             orientation = facts["orientation"]
             upright = (facts["width"], facts["height"])

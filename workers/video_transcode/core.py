@@ -33,8 +33,8 @@ from shared.errors import (
     UnsupportedInput,
 )
 from shared.runs import OutputDir
-from shared.worker import InputFile, RunContext
-from workers.video_transcode import encode, probe, runner
+from shared.worker import SNIFF_BYTES, InputFile, RunContext
+from workers.video_transcode import encode, is_media, probe, runner
 from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import Options
 from workers.video_transcode.probe import MediaInfo
@@ -77,9 +77,13 @@ def _describe(lines: list[str]) -> str:
     return " | ".join(lines) if lines else "no diagnostic from ffmpeg"
 
 
-def classify_probe_failure(exc: probe.ProbeFailed) -> Exception:
+def classify_probe_failure(exc: probe.ProbeFailed, head: bytes) -> Exception:
+    """Unreadable input: damaged media (it starts like media) or not media at all."""
     text = " ".join(exc.lines).lower()
     detail = _describe(exc.lines)
+    if not is_media(head) and ("invalid data found" in text or "moov atom not found" in text):
+        # ffmpeg picks its demuxer from the extension: a text file named .mp4 "lacks a moov atom"
+        return UnsupportedInput(f"not an audio or video file (its first bytes match no media container): {detail}")
     if "moov atom not found" in text:
         return CorruptInput(f"truncated or unfinished MP4/MOV (its index, the moov atom, is missing): {detail}")
     if "invalid data found" in text:
@@ -91,6 +95,8 @@ def classify_probe_failure(exc: probe.ProbeFailed) -> Exception:
 
 def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> None:
     """Raise the classified error for a failed or garbage-producing ffmpeg run."""
+    if result.cached:
+        return
     lines = probe.relevant_lines(result.stderr_lines)
     text = " ".join(result.stderr_lines).lower()
     if result.returncode != 0:
@@ -125,7 +131,9 @@ def inspect(path: Path, options: Options) -> MediaInfo:
     try:
         info = probe.probe(path)
     except probe.ProbeFailed as exc:
-        raise classify_probe_failure(exc) from exc
+        with path.open("rb") as f:
+            head = f.read(SNIFF_BYTES)
+        raise classify_probe_failure(exc, head) from exc
     if info.encrypted:
         raise EncryptedInput("the media is encrypted (Common Encryption boxes such as encv/enca/tenc/pssh); "
                              "it cannot be transcoded without its key")

@@ -67,8 +67,8 @@ def output_rate(video: VideoStream, max_fps: float) -> Fraction:
     """The constant output frame rate: the source's, snapped to a standard rate, capped."""
     rate = Fraction(video.frame_rate_exact)
     if video.variable_frame_rate:
-        snapped = next((s for s in STANDARD_RATES if abs(rate - s) <= s * Fraction(2, 100)), None)
-        rate = snapped or rate.limit_denominator(100)
+        nearest = min(STANDARD_RATES, key=lambda s: abs(rate - s))
+        rate = nearest if abs(rate - nearest) <= nearest * Fraction(2, 100) else rate.limit_denominator(100)
     else:
         rate = rate.limit_denominator(1001)
     cap = Fraction(max_fps).limit_denominator(1001)
@@ -251,7 +251,7 @@ def encode_segment(plan: VideoPlan, segment: Segment, run_dir: Path,
                    should_stop: Callable[[], bool] | None = None) -> runner.Result:
     """One unit of work: this segment of every rung, then its done marker. Idempotent."""
     if segment_done(run_dir, segment, plan.rungs):
-        return runner.Result([], 0, b"", progress={"frame": "cached"})
+        return runner.Result([], 0, b"", cached=True)
     for rung in plan.rungs:
         (run_dir / segment.path(rung)).parent.mkdir(parents=True, exist_ok=True)
     result = runner.run(segment_argv(plan, segment), label=f"segment {segment.index}", cwd=run_dir,

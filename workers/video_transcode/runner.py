@@ -83,6 +83,7 @@ class Result:
     dropped: int = 0
     progress: dict[str, str] = field(default_factory=dict)
     decode_errors: int = 0
+    cached: bool = False  # nothing ran: the work was found done (a segment encoded elsewhere)
 
     @property
     def frames(self) -> int:

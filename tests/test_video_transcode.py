@@ -1,0 +1,505 @@
+"""video-transcode on generated clips, checked with ffprobe on the outputs.
+
+Clips are made with ffmpeg's lavfi sources (testsrc2 + sine), 1-7 s at 320x240, so the
+whole file runs in well under a minute on two cores. Broken inputs are made by editing
+good bytes (truncation) or by ffmpeg itself (CENC encryption).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.config import MountConfig
+from shared.errors import UsageError
+from shared.paths import input_from_path
+from shared.runtime import Outcome, execute, run_item
+from shared.worker import Deadline
+from workers.cli import main
+from workers.registry import get_worker
+from workers.video_transcode import SPEC, encode, is_media, probe, runner
+from workers.video_transcode.options import parse
+
+FFMPEG = shutil.which("ffmpeg")
+FFPROBE = shutil.which("ffprobe")
+pytestmark = pytest.mark.skipif(FFMPEG is None or FFPROBE is None, reason="needs ffmpeg and ffprobe on PATH")
+
+
+def newer_ffmpeg() -> str:
+    """The imageio-ffmpeg wheel's ffmpeg (recent: has -display_rotation)."""
+    import imageio_ffmpeg
+
+    exe: str = imageio_ffmpeg.get_ffmpeg_exe()
+    return exe
+
+
+def ff(*args: str, exe: str | None = None) -> None:
+    subprocess.run([exe or str(FFMPEG), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def make_clip(path: Path, *, seconds: float = 2, size: str = "320x240", rate: int = 30, audio: bool = True,
+              extra: tuple[str, ...] = ()) -> Path:
+    inputs = ["-f", "lavfi", "-i", f"testsrc2=s={size}:r={rate}:d={seconds}"]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=440:d={seconds}"]
+    codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-g", str(rate), "-pix_fmt", "yuv420p"]
+    if audio:
+        codecs += ["-c:a", "aac", "-shortest"]
+    ff(*inputs, *codecs, *extra, str(path))
+    return path
+
+
+def ffprobe(path: Path) -> dict[str, Any]:
+    out = subprocess.run([str(FFPROBE), "-v", "error", "-show_format", "-show_streams", "-count_packets",
+                          "-of", "json", f"file:{path}"], check=True, capture_output=True).stdout
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def streams(path: Path, kind: str) -> list[dict[str, Any]]:
+    return [s for s in ffprobe(path)["streams"] if s["codec_type"] == kind]
+
+
+def run(mount: Path, name: str, deadline: float | None = None, **options: Any) -> Outcome:
+    cfg = MountConfig.load(mount)
+    ref = input_from_path(cfg, f"ingest/{name}")
+    assert ref is not None
+    return execute(get_worker("video-transcode"), ref, options, cfg, deadline=Deadline(deadline))
+
+
+def outputs(mount: Path, outcome: Outcome) -> dict[str, Path]:
+    assert outcome.record is not None
+    return {o["path"].rsplit("/", 1)[-1]: mount / o["path"] for o in outcome.record["outputs"]}
+
+
+def output_record(outcome: Outcome, name: str) -> dict[str, Any]:
+    assert outcome.record is not None
+    return next(o for o in outcome.record["outputs"] if o["path"].endswith("/" + name))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("clips")
+
+
+@pytest.fixture(scope="module")
+def basic_clip(clips: Path) -> Path:
+    return make_clip(clips / "basic.mp4", seconds=2)
+
+
+def put(mount: Path, source: Path, name: str | None = None) -> str:
+    name = name or source.name
+    shutil.copyfile(source, mount / "ingest" / name)
+    return name
+
+
+# ----------------------------------------------------------------------- registration
+
+
+def test_sniff_accepts_media_and_refuses_images_and_text(basic_clip: Path) -> None:
+    assert is_media(basic_clip.read_bytes()[:64])
+    assert is_media(b"\x1a\x45\xdf\xa3" + b"\x00" * 60)  # Matroska/WebM
+    assert is_media(b"ID3\x04" + b"\x00" * 60)
+    assert not is_media(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")  # a HEIC photo
+    assert not is_media(b"GIF89a" + b"\x00" * 58)
+    assert not is_media(b"just some text, not a video\n")
+    assert SPEC.hinted_by("clip.MOV") and SPEC.hinted_by("song.mp3")
+
+
+def test_options_are_checked_and_normalized() -> None:
+    options = parse({"ladder": "480p,1080,720", "crf": "20", "preset": "fast"})
+    assert options.ladder == (1080, 720, 480) and options.crf == 20 and options.preset == "fast"
+    assert parse(None).to_manifest()["ladder"] == [1080, 720, 480]
+    for bad in ({"ladder": "12"}, {"crf": 60}, {"preset": "warp"}, {"colour": "red"}, {"segment_seconds": -1}):
+        with pytest.raises(UsageError):
+            parse(bad)
+
+
+# ----------------------------------------------------------------------- renditions
+
+
+def test_ladder_is_capped_at_the_source_with_h264_aac_faststart_and_probe_facts(mount: Path, clips: Path) -> None:
+    name = put(mount, make_clip(clips / "vga.mp4", seconds=2, size="640x480"))
+    outcome = run(mount, name, ladder="1080,720,480,360", poster=False)
+    assert outcome.status == "done", outcome.message
+    files = outputs(mount, outcome)
+    assert sorted(files) == ["360p.mp4", "480p.mp4"]  # 1080 and 720 would upscale: one at source size
+    for label, (width, height) in {"480p.mp4": (640, 480), "360p.mp4": (480, 360)}.items():
+        video, = streams(files[label], "video")
+        audio, = streams(files[label], "audio")
+        assert (video["codec_name"], video["pix_fmt"], video["width"], video["height"]) == (
+            "h264", "yuv420p", width, height)
+        assert audio["codec_name"] == "aac"
+        head = files[label].read_bytes()
+        assert head.index(b"moov") < head.index(b"mdat")  # +faststart
+        assert output_record(outcome, label)["width"] == width
+    facts = outcome.record["facts"]["probe"]  # type: ignore[index]
+    assert facts["container"].startswith("mov,mp4")
+    assert abs(facts["duration"] - 2.0) < 0.1 and facts["bitrate"] > 0
+    assert facts["video"]["codec"] == "h264" and (facts["video"]["width"], facts["video"]["height"]) == (640, 480)
+    assert facts["video"]["frame_rate"] == 30.0 and facts["video"]["variable_frame_rate"] is False
+    assert facts["video"]["rotation"] == 0
+    assert facts["audio"]["codec"] == "aac" and facts["audio"]["channel_layout"] == "mono"
+    assert [s["type"] for s in facts["streams"]] == ["video", "audio"]
+
+
+def test_odd_sizes_give_even_dimensions() -> None:
+    video = probe.VideoStream(0, "h264", None, 1279, 719, "yuv420p", 8, 30.0, "30/1", False, 0, None, None, 0.0)
+    for rung in encode.ladder_for(video, (1080, 720, 480)):
+        assert rung.width % 2 == 0 and rung.height % 2 == 0 and rung.height <= 720
+
+
+def test_phone_rotation_gives_an_upright_output_without_a_display_matrix(mount: Path, clips: Path) -> None:
+    # left half white, right half black: after a 90 degree turn one half is on top
+    plain = clips / "halves.mp4"
+    ff("-f", "lavfi", "-i", "color=white:s=160x240:d=1", "-f", "lavfi", "-i", "color=black:s=160x240:d=1",
+       "-filter_complex", "[0][1]hstack", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
+    rotated = clips / "rotated.mp4"
+    ff("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated), exe=newer_ffmpeg())
+    name = put(mount, rotated)
+    outcome = run(mount, name, poster=True)
+    assert outcome.status == "done", outcome.message
+    facts = outcome.record["facts"]["probe"]["video"]  # type: ignore[index]
+    assert facts["rotation"] in (90, 270) and (facts["width"], facts["height"]) == (320, 240)
+    out, = [p for n, p in outputs(mount, outcome).items() if n.endswith(".mp4")]
+    video, = streams(out, "video")
+    assert (video["width"], video["height"]) == (240, 320)
+    assert not video.get("side_data_list"), "a display matrix would make players rotate a second time"
+    # the picture itself is turned as ffmpeg's autorotation turns it (reference decode)
+    ref = clips / "ref.png"
+    ff("-i", str(rotated), "-frames:v", "1", str(ref))
+    mine = clips / "mine.png"
+    ff("-i", str(out), "-frames:v", "1", str(mine))
+    from PIL import Image, ImageStat
+
+    def top_luma(path: Path) -> float:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+            return float(ImageStat.Stat(gray.crop((0, 0, gray.width, gray.height // 2))).mean[0])
+
+    assert abs(top_luma(ref) - top_luma(mine)) < 30
+    assert abs(top_luma(mine) - 128) > 80  # one half is clearly white or black: turned, not squeezed
+
+
+def test_variable_frame_rate_is_detected_and_output_at_a_constant_rate(mount: Path, clips: Path) -> None:
+    vfr = clips / "vfr.mp4"
+    ff("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=3", "-vf", r"settb=1/90000,setpts=N/30/TB+0.012*mod(N\,2)/TB",
+       "-fps_mode", "passthrough", "-enc_time_base:v", "1/90000", "-c:v", "libx264", "-preset", "ultrafast",
+       "-pix_fmt", "yuv420p", "-video_track_timescale", "90000", str(vfr))
+    name = put(mount, vfr)
+    outcome = run(mount, name, poster=False)
+    assert outcome.status == "done", outcome.message
+    assert outcome.record["facts"]["probe"]["video"]["variable_frame_rate"] is True  # type: ignore[index]
+    out = outputs(mount, outcome)["240p.mp4"]
+    times = subprocess.run([str(FFPROBE), "-v", "error", "-select_streams", "v", "-show_entries",
+                            "packet=pts_time", "-of", "csv=p=0", str(out)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    pts = sorted(float(t) for t in times)
+    deltas = {round(b - a, 4) for a, b in itertools.pairwise(pts)}
+    assert len(deltas) == 1 and abs(deltas.pop() - 1 / 30) < 0.0002
+    duration = float(ffprobe(out)["format"]["duration"])
+    assert abs(duration - 3.0) <= 1 / 30 + 0.03
+
+
+def test_hevc_10_bit_becomes_h264_8_bit_and_data_tracks_are_ignored(mount: Path, clips: Path) -> None:
+    srt = clips / "subs.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    hevc = clips / "hevc10.mp4"
+    ff("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=1", "-f", "lavfi", "-i", "sine=d=1", "-i", str(srt),
+       "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+       "-x265-params", "log-level=error", "-tag:v", "hvc1", "-c:a", "aac", "-c:s", "mov_text", str(hevc))
+    name = put(mount, hevc)
+    outcome = run(mount, name, poster=False)
+    assert outcome.status == "done", outcome.message
+    facts = outcome.record["facts"]["probe"]  # type: ignore[index]
+    assert facts["video"]["codec"] == "hevc" and facts["video"]["bit_depth"] == 10
+    assert [s["type"] for s in facts["streams"]] == ["video", "audio", "subtitle"]
+    out = outputs(mount, outcome)["240p.mp4"]
+    kinds = [(s["codec_type"], s["codec_name"], s.get("pix_fmt")) for s in ffprobe(out)["streams"]]
+    assert kinds == [("video", "h264", "yuv420p"), ("audio", "aac", None)]
+
+
+def test_video_without_audio(mount: Path, clips: Path) -> None:
+    name = put(mount, make_clip(clips / "silent.mp4", audio=False))
+    outcome = run(mount, name)
+    assert outcome.status == "done", outcome.message
+    out = outputs(mount, outcome)["240p.mp4"]
+    assert streams(out, "audio") == [] and len(streams(out, "video")) == 1
+
+
+def test_audio_only_gives_an_aac_m4a(mount: Path, clips: Path) -> None:
+    wav = clips / "tone.wav"
+    ff("-f", "lavfi", "-i", "sine=frequency=300:d=2", "-ac", "2", str(wav))
+    name = put(mount, wav)
+    outcome = run(mount, name, audio_bitrate=96)
+    assert outcome.status == "done", outcome.message
+    files = outputs(mount, outcome)
+    assert list(files) == ["audio.m4a"]
+    audio, = streams(files["audio.m4a"], "audio")
+    assert audio["codec_name"] == "aac" and audio["channels"] == 2
+    assert outcome.record["facts"]["mode"] == "audio-only"  # type: ignore[index]
+
+
+def test_poster_skips_a_black_opening(mount: Path, clips: Path) -> None:
+    clip = clips / "fade.mp4"
+    ff("-f", "lavfi", "-i", "color=black:s=320x240:r=25:d=2", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2",
+       "-filter_complex", "[0][1]concat=n=2:v=1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt",
+       "yuv420p", str(clip))
+    name = put(mount, clip)
+    outcome = run(mount, name)
+    assert outcome.status == "done", outcome.message
+    poster = output_record(outcome, "poster.jpg")
+    assert poster["media_type"] == "image/jpeg" and poster["time"] >= 1.5
+    from PIL import Image, ImageStat
+
+    with Image.open(outputs(mount, outcome)["poster.jpg"]) as image:
+        assert image.size == (320, 240)
+        assert ImageStat.Stat(image.convert("L")).mean[0] > 40
+
+
+def test_sprite_and_webvtt_index_and_hls(mount: Path, clips: Path) -> None:
+    name = put(mount, make_clip(clips / "five.mp4", seconds=5))
+    outcome = run(mount, name, sprite=True, sprite_interval=1, hls=True, hls_segment_seconds=2)
+    assert outcome.status == "done", outcome.message
+    files = outputs(mount, outcome)
+    cues = [line for line in files["sprite.vtt"].read_text().splitlines() if "#xywh=" in line]
+    assert len(cues) == 5 and cues[1] == "sprite.jpg#xywh=160,0,160,120"
+    from PIL import Image
+
+    with Image.open(files["sprite.jpg"]) as sprite:
+        assert sprite.size == (5 * 160, 120)
+    master = files["master.m3u8"].read_text()
+    assert "#EXT-X-STREAM-INF:" in master and "RESOLUTION=320x240" in master and "240p/index.m3u8" in master
+    playlist = files["index.m3u8"].read_text()
+    assert '#EXT-X-MAP:URI="init.mp4"' in playlist and playlist.count(".m4s") >= 2
+    for line in playlist.splitlines():
+        if line.endswith(".m4s"):
+            assert (files["index.m3u8"].parent / line).is_file()
+
+
+# ----------------------------------------------------------------------- hostile inputs
+
+
+def test_a_name_like_an_option_with_spaces_and_quotes_is_just_a_name(mount: Path, basic_clip: Path) -> None:
+    name = put(mount, basic_clip, '-weird name "q".mp4')
+    outcome = run(mount, name, sprite=True, hls=True)
+    assert outcome.status == "done", outcome.message
+    assert {"240p.mp4", "poster.jpg", "sprite.jpg", "master.m3u8"} <= set(outputs(mount, outcome))
+
+
+def test_a_percent_sign_in_the_path_is_not_an_image_pattern(mount: Path, basic_clip: Path) -> None:
+    (mount / "ingest" / "100%d").mkdir()
+    name = put(mount, basic_clip, "100%d/clip %03d.mp4")
+    outcome = run(mount, name, sprite=True)
+    assert outcome.status == "done", outcome.message
+    assert outputs(mount, outcome)["poster.jpg"].stat().st_size > 0
+
+
+@pytest.mark.parametrize(("label", "make", "code", "needle"), [
+    ("truncated", lambda good, path: path.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
+     "corrupt-input", "moov"),
+    ("zero-length", lambda good, path: path.write_bytes(b""), "corrupt-input", "empty"),
+    ("text", lambda good, path: path.write_text("this is not a video\n" * 50), "unsupported-format",
+     "not an audio or video file"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_broken_inputs_are_classified_permanent_errors(mount: Path, clips: Path, label: str,
+                                                       make: Callable[[Path, Path], None], code: str,
+                                                       needle: str) -> None:
+    good = make_clip(clips / f"good-{label}.mp4", seconds=1)  # moov at the end: cutting removes it
+    make(good, mount / "ingest" / f"{label}.mp4")
+    outcome = run(mount, f"{label}.mp4")
+    assert outcome.status == "failed" and outcome.code == code
+    assert needle in (outcome.message or "")
+    assert len(outcome.message or "") < 800  # the relevant ffmpeg lines, not all of stderr
+    run_dir = mount / "workspace" / "video-transcode" / f"{label}.mp4" / str(outcome.run_id)
+    assert (run_dir / "error.json").is_file() and not (run_dir / "manifest.json").exists()
+
+
+def test_encrypted_mp4_is_refused_instead_of_transcoded_to_garbage(mount: Path, clips: Path, basic_clip: Path) -> None:
+    enc = clips / "cenc.mp4"
+    ff("-i", str(basic_clip), "-c", "copy", "-encryption_scheme", "cenc-aes-ctr",
+       "-encryption_key", "76a6c65c5ea762046bd749a2e632ccbb", "-encryption_kid", "a7e61c373e219033c21091fa607bf3b8",
+       str(enc))
+    # ffmpeg's own reaction varies by version (exit 0 with garbage pictures, or a decode
+    # failure that reads as "corrupt"): the encryption boxes are what tell us the truth
+    name = put(mount, enc)
+    outcome = run(mount, name)
+    assert outcome.status == "failed" and outcome.code == "encrypted-input", outcome.message
+
+
+def test_stderr_is_kept_bounded_and_progress_is_logged(basic_clip: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(runner, "PROGRESS_LOG_SECONDS", 0.0)
+    argv = [str(FFMPEG), "-hide_banner", "-nostdin", "-loglevel", "debug", "-debug_ts", "-progress", "pipe:1", "-i",
+            runner.media_url(basic_clip), "-f", "null", "-"]
+    result = runner.run(argv, label="debug-run", cwd=tmp_path)
+    assert result.returncode == 0 and result.frames == 60
+    assert len(result.head) <= runner.STDERR_HEAD_LINES and len(result.tail) <= runner.STDERR_TAIL_LINES
+    assert result.dropped > 0  # debug output is far longer than what we keep
+    assert '"message":"ffmpeg progress"' in capfd.readouterr().err
+
+
+# ----------------------------------------------------------------------- deadline
+
+
+def ffmpeg_children() -> list[int]:
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[1] == me and "ffmpeg" in stat.split("(", 1)[1].split(")")[0]:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("segment_seconds", [0, 2], ids=["single-pass", "segments"])
+def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips: Path, segment_seconds: int) -> None:
+    clip = clips / "long.mp4"
+    if not clip.exists():
+        make_clip(clip, seconds=12, size="640x480")
+    name = put(mount, clip, f"long-{segment_seconds}.mp4")
+    cfg = MountConfig.load(mount)
+    ref = input_from_path(cfg, f"ingest/{name}")
+    assert ref is not None
+    from shared.events import WorkItem
+
+    item = WorkItem("test", f"ingest/{name}", input=ref,
+                    options={"preset": "veryslow", "segment_seconds": segment_seconds})
+    started = time.monotonic()
+    outcome = run_item(get_worker("video-transcode"), item, cfg, deadline=Deadline(11.5))
+    assert outcome.status == "retryable" and outcome.code == "deadline", outcome.message
+    assert time.monotonic() - started < 8
+    assert ffmpeg_children() == []
+    run_dirs = list((mount / "workspace" / "video-transcode" / name).glob("*/"))
+    assert run_dirs and not any((d / "manifest.json").exists() or (d / "error.json").exists() for d in run_dirs)
+
+
+# ----------------------------------------------------------------------- segment-parallel
+
+
+def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips: Path) -> None:
+    name = put(mount, make_clip(clips / "seven.mp4", seconds=7))
+    single = run(mount, name, poster=False)
+    split = run(mount, name, poster=False, segment_seconds=2)
+    assert single.status == split.status == "done", (single.message, split.message)
+    assert split.record["facts"]["segments"]["count"] >= 3  # type: ignore[index]
+    a, b = outputs(mount, single)["240p.mp4"], outputs(mount, split)["240p.mp4"]
+    sa, sb = ffprobe(a), ffprobe(b)
+    va, = (s for s in sa["streams"] if s["codec_type"] == "video")
+    vb, = (s for s in sb["streams"] if s["codec_type"] == "video")
+    assert va["nb_read_packets"] == vb["nb_read_packets"] == "210"
+    assert abs(float(va["duration"]) - float(vb["duration"])) <= 1 / 30
+    aa, = (s for s in sa["streams"] if s["codec_type"] == "audio")
+    ab, = (s for s in sb["streams"] if s["codec_type"] == "audio")
+    assert abs(float(aa["duration"]) - float(ab["duration"])) < 0.03
+    assert float(ab["start_time"]) == float(vb["start_time"]) == 0.0  # A/V start together
+    # the same source frame at every position: no gap or duplicate at the boundaries
+    stats = subprocess.run([str(FFMPEG), "-hide_banner", "-i", str(a), "-i", str(b), "-lavfi",
+                            "[0:v][1:v]psnr=stats_file=-", "-f", "null", "-"], capture_output=True, text=True,
+                           check=True).stdout
+    worst = min(float(line.split("psnr_y:")[1].split()[0]) for line in stats.splitlines() if "psnr_y:" in line)
+    assert worst > 30, f"a frame differs between the two encodes (PSNR {worst:.1f} dB)"
+    run_dir = b.parent
+    assert not (run_dir / encode.SEGMENTS_DIR).exists()  # intermediate segments are gone before the commit
+
+
+def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path) -> None:
+    """The AWS fan-out encodes segments in other invocations; the join reuses them."""
+    name = put(mount, make_clip(clips / "five-b.mp4", seconds=5))
+    cfg = MountConfig.load(mount)
+    path = mount / "ingest" / name
+    info = probe.probe(path)
+    assert info.video is not None
+    rate = encode.output_rate(info.video, 60)
+    plan = encode.VideoPlan(runner.media_url(path), info.video.index, f"{rate.numerator}/{rate.denominator}",
+                            tuple(encode.ladder_for(info.video, (1080,))), 23, "veryfast", 0)
+    segments = encode.plan_segments(info, rate, 2, probe.keyframe_times(path))
+    from shared.runs import run_id_for
+    from workers.video_transcode import core
+
+    options = parse({"segment_seconds": 2, "poster": False}).to_manifest()
+    import hashlib
+
+    run_id = run_id_for("video-transcode", SPEC.version, options, hashlib.sha256(path.read_bytes()).hexdigest())
+    run_dir = cfg.worker_dir("video-transcode") / name / run_id
+    run_dir.mkdir(parents=True)
+    first = encode.encode_segment(plan, segments[0], run_dir)
+    assert first.returncode == 0 and encode.segment_done(run_dir, segments[0], plan.rungs)
+    marker_time = (run_dir / segments[0].done_marker).stat().st_mtime_ns
+    calls: list[int] = []
+    original = encode.encode_segment
+
+    def spy(plan: Any, segment: Any, run_dir: Path, should_stop: Any = None) -> Any:
+        result = original(plan, segment, run_dir, should_stop)
+        calls.append(-1 if result.cached else segment.index)
+        return result
+
+    encode.encode_segment = spy  # type: ignore[assignment]
+    try:
+        outcome = run(mount, name, poster=False, segment_seconds=2)
+    finally:
+        encode.encode_segment = original  # type: ignore[assignment]
+    assert outcome.status == "done", outcome.message
+    assert -1 in calls and 0 not in calls  # segment 0 was not encoded again
+    assert marker_time  # the reused segment's marker existed before the run
+    assert ffprobe(outputs(mount, outcome)["240p.mp4"])["streams"][0]["nb_read_packets"] == "150"
+    assert core.AUDIO_PART.startswith(encode.SEGMENTS_DIR)
+
+
+# ----------------------------------------------------------------------- no ffprobe, CLI
+
+
+def test_works_with_only_the_imageio_ffmpeg_binary(mount: Path, clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = make_clip(clips / "for-wheel.mp4", seconds=2)
+    rotated = clips / "for-wheel-rot.mp4"
+    ff("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated), exe=newer_ffmpeg())
+    monkeypatch.setenv(runner.ENV_FFMPEG, newer_ffmpeg())
+    monkeypatch.setenv(runner.ENV_FFPROBE, "")  # as on a machine with the wheel only
+    runner.ffmpeg_exe.cache_clear()
+    runner.ffprobe_exe.cache_clear()
+    try:
+        assert runner.ffprobe_exe() is None
+        info = probe.probe(rotated)
+        assert info.prober == "ffmpeg" and info.video is not None and info.audio is not None
+        assert (info.video.width, info.video.height, info.video.rotation) == (320, 240, 270)
+        assert abs(info.duration - 2.0) < 0.1 and info.video.frame_rate == 30.0
+        assert info.audio.codec == "aac" and info.audio.channels == 1
+        name = put(mount, rotated)
+        outcome = run(mount, name, segment_seconds=1)
+    finally:
+        runner.ffmpeg_exe.cache_clear()
+        runner.ffprobe_exe.cache_clear()
+    assert outcome.status == "done", outcome.message
+    video, = streams(outputs(mount, outcome)["240p.mp4"], "video")
+    assert (video["width"], video["height"]) == (240, 320) and not video.get("side_data_list")
+
+
+def test_cli_run_and_verify_end_to_end(mount: Path, basic_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    put(mount, basic_clip, "clip.mp4")
+    code = main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "ladder=480,240",
+                 "--option", "sprite=true"])
+    manifest = json.loads(capsys.readouterr().out)
+    assert code == 0 and manifest["worker"] == "video-transcode"
+    assert {o["path"].rsplit("/", 1)[-1] for o in manifest["outputs"]} == {
+        "240p.mp4", "poster.jpg", "sprite.jpg", "sprite.vtt"}
+    assert manifest["options"]["ladder"] == [480, 240]
+    assert main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "ladder=480,240",
+                 "--option", "sprite=true"]) == 0
+    assert json.loads(capsys.readouterr().out)["run_id"] == manifest["run_id"]  # already done
+    assert main(["verify", "--root", str(mount)]) == 0
+    assert main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "crf=99"]) == 2

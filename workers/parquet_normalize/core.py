@@ -8,10 +8,13 @@ thousand JSON lines, or one Parquet batch) plus the row group being buffered.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import json
+import queue
 import re
+import threading
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -456,7 +459,7 @@ class Normalizer:
                 "utf-8", "utf-8-sig") else sample.decode("utf-8-sig", errors="ignore")
             originals = csv_reader.header(text)
             batches = csv_reader.batches(len(originals))
-        for item in _guarded(batches):
+        for item in _prefetch(_guarded(batches)):
             self.ctx.deadline.check(DEADLINE_MARGIN, doing="normalizing rows")
             if isinstance(item, Reject):
                 self.tally.rows_in += 1
@@ -730,6 +733,50 @@ def _translate(exc: Exception) -> MountworksError:
 
 
 _READ_ERRORS = (pa.ArrowException, OSError, UnicodeError, EOFError, ValueError)
+
+
+PREFETCH_BATCHES = 2  # parsed batches waiting for the transform: parsing overlaps the rest
+
+
+def _prefetch(items: Iterator[RawBatch | Reject]) -> Iterator[RawBatch | Reject]:
+    """Run the reader one step ahead in a thread (pyarrow releases the GIL while it
+    parses), so reading and transforming/writing use both cores; memory grows by at
+    most PREFETCH_BATCHES batches. Exceptions are re-raised in the caller's thread."""
+    done = object()
+    slots: queue.Queue[Any] = queue.Queue(maxsize=PREFETCH_BATCHES)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            slots.put((None, exc))
+
+    thread = threading.Thread(target=produce, name="parquet-normalize-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = slots.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                slots.get_nowait()
+        thread.join(timeout=5)
 
 
 def _guarded(items: Iterator[RawBatch | Reject]) -> Iterator[RawBatch | Reject]:

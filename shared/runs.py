@@ -150,12 +150,17 @@ def _host_identity() -> str:
 
 
 def _process_start(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (guards against pid reuse)."""
+    """Start time of a live process in clock ticks since boot (guards against pid reuse).
+
+    None when the process is gone, including a zombie: a killed holder whose parent died
+    too may linger unreaped (containers often run no init that reaps), yet it is dead.
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 @dataclass(frozen=True)

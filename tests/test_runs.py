@@ -150,3 +150,19 @@ def test_attempts_are_listed_in_order(mount: Path) -> None:
     for name in ("abc", "abc.2", "abc.10", "abcd", "abc.x"):
         (layout.input_dir / name).mkdir(parents=True)
     assert [n for n, _ in layout.attempts("abc")] == [1, 2, 10]
+
+
+def test_a_zombie_holder_counts_as_gone(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    code = (f"import os, sys; from pathlib import Path; from shared.runs import acquire_claim; "
+            f"acquire_claim(Path({str(run_dir)!r}), lease_seconds=3600); sys.stdout.write('claimed'); "
+            f"sys.stdout.flush(); os._exit(0)")
+    zombie = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        assert zombie.stdout is not None and zombie.stdout.read() == b"claimed"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{zombie.pid}/stat").read_text().split()[2] != "Z":
+            time.sleep(0.02)  # exited, not reaped: a zombie that still has a /proc entry
+        assert acquire_claim(run_dir, lease_seconds=60).generation == 1
+    finally:
+        zombie.wait()

@@ -171,15 +171,12 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
         facts["mode"] = "audio-only"
         return facts
 
-    video = info.video
-    rate = encode.output_rate(video, options.max_fps)
-    plan = VideoPlan(src, video.index, f"{rate.numerator}/{rate.denominator}",
-                     tuple(encode.ladder_for(video, options.ladder)), options.crf, options.preset, options.threads)
+    plan = video_plan(source.path, info, options)
     audio = info.audio.index if info.audio is not None else None
     stop.check("before encoding video")
     for rung in plan.rungs:
         out.path(rung.name, "video/mp4", rendition=f"{rung.label}p")
-    if options.segment_seconds and info.duration >= 1.5 * options.segment_seconds:
+    if uses_segments(info, options):
         facts["segments"] = encode_segmented(source.path, info, plan, audio, options, out.run_dir, stop)
         facts["mode"] = "segment-parallel"
     else:
@@ -200,6 +197,20 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
         stop.check("before HLS packaging")
         package_hls(plan, out, options, stop)
     return facts
+
+
+def video_plan(path: Path, info: MediaInfo, options: Options) -> VideoPlan:
+    """The frame-deciding settings, identical wherever a segment of this input is encoded."""
+    assert info.video is not None
+    rate = encode.output_rate(info.video, options.max_fps)
+    return VideoPlan(runner.media_url(path), info.video.index, f"{rate.numerator}/{rate.denominator}",
+                     tuple(encode.ladder_for(info.video, options.ladder)), options.crf, options.preset,
+                     options.threads)
+
+
+def uses_segments(info: MediaInfo, options: Options) -> bool:
+    return bool(options.segment_seconds) and info.video is not None and (
+        info.duration >= 1.5 * options.segment_seconds)
 
 
 def require_output(path: Path, what: str) -> None:
@@ -242,8 +253,8 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
     segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
     jobs = local_jobs()
     obs.logger.info("segment-parallel encode", extra={"segments": len(segments), "jobs": jobs})
-    tasks: list[Callable[[], None]] = [
-        (lambda s=seg: _encode_one(plan, s, run_dir, stop)) for seg in segments]  # type: ignore[misc]
+    tasks: list[Callable[[], bool]] = [
+        (lambda s=seg: encode_one(plan, s, run_dir, stop)) for seg in segments]  # type: ignore[misc]
     if audio is not None:
         tasks.insert(0, lambda: _encode_audio(plan.source, audio, options, run_dir, stop))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -253,6 +264,7 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
             stop.failed.set()
         wait(futures)
     errors = [f.exception() for f in futures if f.exception() is not None]
+    reused = sum(1 for f in futures[-len(segments):] if f.exception() is None and f.result())
     deadline = next((e for e in errors if isinstance(e, DeadlineReached)), None)
     if errors:
         raise next((e for e in errors if not isinstance(e, DeadlineReached)), deadline)  # type: ignore[misc]
@@ -261,24 +273,27 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
         run_checked(encode.join_argv(rung, segments, AUDIO_PART if audio is not None else None, run_dir),
                     f"join {rung.label}p", stop, cwd=run_dir, expect_frames=False)
     shutil.rmtree(run_dir / encode.SEGMENTS_DIR, ignore_errors=True)
-    return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs}
+    return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs, "reused": reused}
 
 
 AUDIO_PART = f"{encode.SEGMENTS_DIR}/audio.m4a"
 
 
-def _encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Stopper) -> None:
+def encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Callable[[], bool]) -> bool:
+    """Encode one segment (or find it done); True when it was already done elsewhere."""
     try:
         result = encode.encode_segment(plan, segment, run_dir, should_stop=stop)
     except runner.Stopped as exc:
         raise DeadlineReached(f"stopped segment {segment.index}: the invocation's time is nearly up") from exc
     check_result(result, f"segment {segment.index}", expect_frames=True)
+    return result.cached
 
 
-def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper) -> None:
+def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper) -> bool:
     (run_dir / encode.SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
     run_checked(encode.audio_argv(source, stream, options.audio_bitrate, AUDIO_PART, options.threads),
                 "audio encode", stop, cwd=run_dir, expect_frames=False)
+    return False
 
 
 # ------------------------------------------------------------------ poster, sprite, HLS

@@ -1,0 +1,56 @@
+"""The AWS fan-out, run locally with the durable-execution SDK's own test runner.
+
+The orchestrator invokes the segment function once per segment (registered with the
+runner as a plain Lambda); the final step commits through the ordinary worker path,
+which must find every segment done and only join them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aws_durable_execution_sdk_python_testing")
+pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg and ffprobe")
+
+
+def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aws_durable_execution_sdk_python.execution import InvocationStatus
+    from aws_durable_execution_sdk_python_testing import DurableFunctionTestRunner
+
+    from workers.video_transcode import durable
+
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=s=320x240:r=25:d=6", "-f", "lavfi", "-i", "sine=d=6", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+                    str(mount / "ingest" / "film.mp4")], check=True)
+    monkeypatch.setenv("MOUNTWORKS_MOUNT", str(mount))
+    invoked: list[int] = []
+
+    def segment_function(event: dict[str, object], context: object) -> dict[str, object]:
+        result = durable.segment_handler(event, context)
+        invoked.append(int(str(result["segment"])))
+        return result
+
+    event = {"input": "ingest/film.mp4", "options": {"segment_seconds": 2, "poster": False}}
+    with DurableFunctionTestRunner(handler=durable.orchestrate) as runner:
+        runner.register_function(durable.DEFAULT_SEGMENT_FUNCTION, segment_function)
+        result = runner.run(input=json.dumps(event), execution_timeout=120)
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    summary = json.loads(str(result.result))
+    assert summary["status"] == "done"
+    segments = summary["facts"]["segments"]
+    assert sorted(invoked) == list(range(segments["count"])) and segments["count"] >= 2
+    assert segments["reused"] == segments["count"]  # the commit step encoded nothing itself
+    manifests = list((mount / "workspace" / "video-transcode").rglob("manifest.json"))
+    assert len(manifests) == 1
+    out = manifests[0].parent / "240p.mp4"
+    probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-count_packets", "-show_streams", "-of", "json",
+                                       str(out)], check=True, capture_output=True).stdout)
+    video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+    assert video["nb_read_packets"] == "150"
+    assert [s["codec_type"] for s in probe["streams"]] == ["video", "audio"]

@@ -1,0 +1,126 @@
+"""The AWS fan-out: one durable orchestration per input, one invocation per segment.
+
+    orchestrate (Lambda durable function, aws-durable-execution-sdk-python)
+      step "plan"        probe, choose the run directory and the segments (checkpointed)
+      map  "segments"    ctx.invoke(segment function) per segment, up to MAX_FANOUT at once;
+                         each writes only its own files under the run directory
+      step "commit"      the ordinary worker path (claim, join, poster, manifest): it finds
+                         every segment done and only joins, so the commit happens once
+
+Replays are safe: a checkpointed step is not run again, a segment whose done marker
+exists is not encoded again, and a committed run is reported, not redone. The segment
+function is a plain Lambda (this module's :func:`segment_handler`, same image).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from aws_durable_execution_sdk_python import DurableContext, StepContext, durable_execution
+from aws_durable_execution_sdk_python.config import MapConfig
+
+from shared.config import MountConfig
+from shared.errors import PermanentInputError, UsageError
+from shared.events import WorkItem
+from shared.paths import check_key, input_from_path, resolve_input
+from shared.runs import OutputDir, RunLayout, hash_file, run_id_for
+from shared.runtime import run_item
+from shared.worker import Deadline
+from workers.video_transcode import SPEC, core, encode
+from workers.video_transcode.encode import Rung, Segment, VideoPlan
+from workers.video_transcode.options import parse
+
+ENV_SEGMENT_FUNCTION = "MOUNTWORKS_VIDEO_SEGMENT_FUNCTION"
+DEFAULT_SEGMENT_FUNCTION = "mountworks-video-segment"
+MAX_FANOUT = 100  # segment invocations in flight per input
+
+
+def _config() -> MountConfig:
+    return MountConfig.load()
+
+
+def plan_run(event: Mapping[str, Any]) -> dict[str, Any]:
+    """Probe the input and choose its run directory and segments (no output is written)."""
+    cfg = _config()
+    key = str(event.get("input") or "")
+    ref = input_from_path(cfg, key)
+    if ref is None:
+        raise UsageError(f"input {key!r} is not under {cfg.ingest_prefix}/")
+    raw_options = event.get("options") or {}
+    options = parse(raw_options)
+    path = resolve_input(cfg, ref)
+    sha256, _ = hash_file(path)
+    layout = RunLayout(cfg, SPEC.name, ref)
+    run_id = run_id_for(SPEC.name, SPEC.version, options.to_manifest(), sha256)
+    if layout.latest_commit(run_id) is not None:
+        return {"segments": [], "reason": "already committed"}
+    attempts = layout.attempts(run_id)
+    run_dir = layout.attempt_dir(run_id, attempts[-1][0] if attempts else 1)
+    try:
+        info = core.inspect(path, options)
+    except PermanentInputError as exc:  # the commit step records it as error.json
+        return {"segments": [], "reason": exc.code}
+    if not core.uses_segments(info, options):
+        return {"segments": [], "reason": "single pass"}
+    plan = core.video_plan(path, info, options)
+    from workers.video_transcode import probe
+
+    segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
+    return {"run_dir": layout.rel(run_dir), "plan": asdict(plan), "segments": [asdict(s) for s in segments]}
+
+
+def segment_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point of one segment encode: ``{"run_dir", "plan", "segment"}``."""
+    cfg = _config()
+    run_dir = cfg.root / check_key(str(event["run_dir"]), what="run directory")
+    OutputDir(run_dir, cfg.worker_dir(SPEC.name))  # refuses anything outside our own prefix
+    raw = dict(event["plan"])
+    plan = VideoPlan(**{**raw, "rungs": tuple(Rung(**r) for r in raw["rungs"])})
+    segment = Segment(**event["segment"])
+    getter = getattr(context, "get_remaining_time_in_millis", None)
+    deadline = Deadline(getter() / 1000.0 if callable(getter) else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def stop() -> bool:
+        left = deadline.remaining()
+        return left is not None and left < core.STOP_MARGIN_SECONDS
+
+    cached = core.encode_one(plan, segment, run_dir, stop)
+    return {"segment": segment.index, "cached": cached}
+
+
+def commit_run(event: Mapping[str, Any]) -> dict[str, Any]:
+    """The ordinary worker path; with every segment done it only joins and commits."""
+    cfg = _config()
+    key = str(event.get("input") or "")
+    ref = input_from_path(cfg, key)
+    item = WorkItem("durable", key, input=ref, options=dict(event.get("options") or {}))
+    outcome = run_item(SPEC, item, cfg, deadline=Deadline(None), invocation="durable")
+    summary = outcome.summary()
+    if outcome.record is not None:
+        summary["facts"] = outcome.record.get("facts")
+    return summary
+
+
+@durable_execution
+def orchestrate(event: dict[str, Any], context: DurableContext) -> dict[str, Any]:
+    """Durable entry point: ``{"input": "ingest/film.mp4", "options": {"segment_seconds": 60}}``."""
+    planned: dict[str, Any] = context.step(lambda _: plan_run(event), name="plan")
+    function = os.environ.get(ENV_SEGMENT_FUNCTION, DEFAULT_SEGMENT_FUNCTION)
+
+    def encode_remote(ctx: DurableContext, segment: dict[str, Any], index: int, _: Any) -> Any:
+        payload = {"run_dir": planned["run_dir"], "plan": planned["plan"], "segment": segment}
+        return ctx.invoke(function, payload, name=f"segment-{index}")
+
+    if planned["segments"]:
+        context.map(planned["segments"], encode_remote, name="segments",
+                    config=MapConfig(max_concurrency=MAX_FANOUT))
+
+    def commit(_: StepContext) -> dict[str, Any]:
+        return commit_run(event)
+
+    result: dict[str, Any] = context.step(commit, name="commit")
+    return result

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 from functools import partial
@@ -55,13 +57,25 @@ def pdfminer_text(path: Path) -> int:
     return len(extract_text(str(path)))
 
 
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 class WorkerRun:
     """Each call runs the worker into a fresh workspace prefix (a committed run would be skipped)."""
 
     def __init__(self, root: Path, name: str, parallel: int) -> None:
         self.root, self.name, self.parallel, self.n = root, name, parallel, 0
+        self.cpu: list[float] = []  # CPU seconds of this process and its children, per call
 
     def __call__(self, path: Path) -> int:
+        before = _cpu_seconds()
+        chars = self._run()
+        self.cpu.append(_cpu_seconds() - before)
+        return chars
+
+    def _run(self) -> int:
         self.n += 1
         cfg = MountConfig.load(self.root, workspace_prefix=f"ws-{self.parallel}-{self.n}")
         ref = input_from_path(cfg, f"ingest/{self.name}")
@@ -103,18 +117,22 @@ def main() -> int:
     load_before = os.getloadavg()
     sections = []
     for label, path, pages in docs:
+        serial, parallel = WorkerRun(root, path.name, 1), WorkerRun(root, path.name, 2)
         contenders = [
             Contender("pypdf loop", partial(pypdf_loop, path), note="anchor"),
-            Contender("worker", partial(WorkerRun(root, path.name, 1), path), note="1 process"),
-            Contender("worker parallel=2", partial(WorkerRun(root, path.name, 2), path), note="page ranges"),
+            Contender("worker", partial(serial, path), note="1 process"),
+            Contender("worker parallel=2", partial(parallel, path), note="page ranges"),
         ]
         if use_pdfminer:
             contenders.append(Contender("pdfminer.six", partial(pdfminer_text, path)))
         results = compare(contenders, anchor="pypdf loop", repeats=args.repeat, units=pages, unit_name="pages")
         speedup = results["worker"].median / results["worker parallel=2"].median
         overhead = results.ratio("worker") - 1
+        cpu_serial, cpu_parallel = statistics.median(serial.cpu[1:]), statistics.median(parallel.cpu[1:])
         sections.append(f"**{label}**: worker overhead over the pypdf loop {overhead * 100:+.1f}%, "
-                        f"page-range parallel speed-up on 2 processes {speedup:.2f}x\n\n{results.markdown()}")
+                        f"page-range parallel speed-up on 2 processes {speedup:.2f}x (wall); CPU seconds "
+                        f"(process + children) {cpu_serial:.2f} serial vs {cpu_parallel:.2f} parallel, so at "
+                        f"most {2 * cpu_serial / cpu_parallel:.2f}x on 2 idle cores\n\n{results.markdown()}")
     load_after = os.getloadavg()
     shutil.rmtree(root, ignore_errors=True)
 

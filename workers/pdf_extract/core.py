@@ -549,12 +549,16 @@ def _parallel(source: InputFile, indexes: range, options: Options, budget: Budge
 
 
 def workers_for(options: Options, pages: int) -> int:
-    """Processes for ``pages`` pages: as asked, or one per usable CPU above PARALLEL_MIN_PAGES."""
+    """Processes for ``pages`` pages: as asked, or one per idle CPU above PARALLEL_MIN_PAGES.
+
+    Only the speed depends on this: the result is the same for any number of processes."""
     if options.parallel >= 1:
         return max(1, min(options.parallel, pages))
     if pages < PARALLEL_MIN_PAGES:
         return 1
-    return max(1, min(len(os.sched_getaffinity(0)), pages // CHUNK_PAGES))
+    cpus = len(os.sched_getaffinity(0))
+    idle = cpus - os.getloadavg()[0]  # a backfill may already run one input per CPU: do not pile on
+    return max(1, min(cpus, round(idle), pages // CHUNK_PAGES))
 
 
 # ------------------------------------------------------------------ document level

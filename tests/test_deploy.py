@@ -58,7 +58,9 @@ NEEDS = {
 OPTIONAL = {
     # runner.ffmpeg_exe() imports imageio_ffmpeg only when no ffmpeg is on PATH; the
     # image puts the static ffmpeg and ffprobe in /usr/local/bin.
-    "video-transcode": {"imageio-ffmpeg"},
+    # durable.py is an opt-in durable-function entry point (extra `durable`) that
+    # template.yaml does not deploy; the image's handler never imports it.
+    "video-transcode": {"imageio-ffmpeg", "aws-durable-execution-sdk-python"},
 }
 
 

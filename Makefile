@@ -6,7 +6,7 @@ PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 .PHONY: install demo test test-fast lint typecheck contract check clean
 
 install:
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[test,deploy]'
 
 demo: install
 	bash samples/demo.sh demo-mount

@@ -70,8 +70,10 @@ def content_stream(page: Page) -> bytes:
     return b"\n".join(parts) + b"\n"
 
 
-def build_pdf(pages: list[Page], *, version: str = "1.4", cyclic: bool = False) -> bytes:
-    """A complete PDF with a correct xref table; ``cyclic`` makes the page tree contain itself."""
+def build_pdf(pages: list[Page], *, version: str = "1.4", cyclic: bool = False,
+              image: tuple[int, int, bytes] | None = None) -> bytes:
+    """A complete PDF with a correct xref table; ``cyclic`` makes the page tree contain itself;
+    ``image`` replaces the shared gray image with (width, height, flate-compressed pixels)."""
     objects: dict[int, bytes] = {}
     font_ids = {}
     next_id = 3
@@ -81,10 +83,10 @@ def build_pdf(pages: list[Page], *, version: str = "1.4", cyclic: bool = False) 
         font_ids[name] = next_id
         next_id += 1
     image_id = next_id
-    pixels = zlib.compress(bytes(range(0, 256, 16)) * 16)
-    objects[image_id] = (b"<< /Type /XObject /Subtype /Image /Width 16 /Height 16 /ColorSpace /DeviceGray "
-                         b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n" % len(pixels)
-                         + pixels + b"\nendstream")
+    width, height, pixels = image or (16, 16, zlib.compress(bytes(range(0, 256, 16)) * 16))
+    objects[image_id] = (b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray "
+                         b"/BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n"
+                         % (width, height, len(pixels)) + pixels + b"\nendstream")
     next_id += 1
     fonts = b" ".join(b"/%s %d 0 R" % (n.encode(), i) for n, i in font_ids.items())
     kids = []

@@ -332,6 +332,19 @@ def test_flate_bomb_is_flagged_on_its_page(mount: Path, run: Any) -> None:
     assert pages[1]["error"]["limit"] == "MAX_DECOMPRESSED_BYTES"
 
 
+def test_image_bomb_is_bounded(mount: Path, run: Any) -> None:
+    """A 30000x30000 image whose pixels inflate from a few KB: listed as skipped, never decoded whole."""
+    bomb = zlib.compress(bytes(30_000 * 30_000 // 100), 9)  # the declared size is 100x the data, too
+    pdf = build_pdf([Page(image=True), text_page("text after the bomb")], image=(30_000, 30_000, bomb))
+    code, record = run("imgbomb.pdf", pdf, "images=true", f"max_decompressed_bytes={1 << 20}")
+    assert code == 0, record
+    pages = pages_of(mount, record)
+    assert pages[0]["flags"] == ["needs_ocr"] and pages[1]["text"] == "text after the bomb"
+    [image] = document_of(mount, record)["images"]
+    assert "path" not in image and image["skipped"].startswith("MAX_DECOMPRESSED_BYTES reached")
+    assert record["facts"]["images"] == 0
+
+
 def test_page_time_limit_flags_the_slow_page(mount: Path, run: Any) -> None:
     slow = text_page(*[f"line {i} of a very long page" for i in range(20_000)], leading=0.01)
     pdf = build_pdf([slow, text_page("quick")])

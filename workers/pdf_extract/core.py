@@ -91,10 +91,18 @@ DATE_KEYS = {"creation_date": "/CreationDate", "modification_date": "/ModDate"}
 
 
 def _limit_name(exc: LimitReachedError) -> str:
+    """Which of our named limits a pypdf limit stands for (pypdf's own name otherwise)."""
     text = str(exc).lower()
-    if "page" in text and "tree" in text:
+    if "page tree" in text:
         return "MAX_PAGES"
-    return "MAX_DECOMPRESSED_BYTES"
+    if any(word in text for word in ("decompress", "output length", "buffer size", "stream", "decoding")):
+        return "MAX_DECOMPRESSED_BYTES"
+    return "PYPDF_SAFETY_LIMIT"
+
+
+def _is_cycle(exc: Exception) -> bool:
+    """pypdf reports some reference cycles as a limit; they are malformed input, not big input."""
+    return "cycl" in str(exc).lower()
 
 
 @contextlib.contextmanager
@@ -111,7 +119,12 @@ def translated(doing: str) -> Iterator[None]:
     except DependencyError:
         raise
     except LimitReachedError as exc:
-        raise LimitExceeded(f"{doing}: a safety limit was reached ({exc})", limit=_limit_name(exc)) from exc
+        if _is_cycle(exc):
+            raise CorruptInput(f"{doing}: malformed PDF with cyclic references ({_short(exc)})") from exc
+        limit = _limit_name(exc)
+        hint = {"MAX_PAGES": "; raise option max_pages", "MAX_DECOMPRESSED_BYTES": "; raise option "
+                "max_decompressed_bytes"}.get(limit, "")
+        raise LimitExceeded(f"{doing}: {limit} was reached ({_short(exc)}){hint}", limit=limit) from exc
     except FileNotDecryptedError as exc:
         raise EncryptedInput(f"{doing}: the document is encrypted and was not decrypted") from exc
     except RecursionError as exc:
@@ -348,9 +361,13 @@ def extract_page(reader: PdfReader, index: int, options: Options, budget: Budget
         error = {"code": "limit-exceeded", "limit": "MAX_PAGE_SECONDS",
                  "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
     except LimitReachedError as exc:
-        flags.append("limit")
-        error = {"code": "limit-exceeded", "limit": _limit_name(exc),
-                 "message": f"page {number}: a safety limit was reached ({_short(exc)})"}
+        if _is_cycle(exc):
+            flags.append("error")
+            error = {"code": "page-error", "message": f"page {number}: cyclic references ({_short(exc)})"}
+        else:
+            flags.append("limit")
+            error = {"code": "limit-exceeded", "limit": _limit_name(exc),
+                     "message": f"page {number}: a safety limit was reached ({_short(exc)})"}
     except MountworksError:
         raise
     except Exception as exc:  # pypdf on a malformed page: record it here, keep the other pages

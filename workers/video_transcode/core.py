@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from fractions import Fraction
@@ -250,7 +251,9 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
     Each segment is an independent unit (its own files and done marker under the run
     directory), so a remote fan-out may have produced some already: those are reused.
     """
+    started = time.monotonic()
     segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
+    planned = time.monotonic()
     jobs = local_jobs()
     obs.logger.info("segment-parallel encode", extra={"segments": len(segments), "jobs": jobs})
     tasks: list[Callable[[], bool]] = [
@@ -269,11 +272,14 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
     if errors:
         raise next((e for e in errors if not isinstance(e, DeadlineReached)), deadline)  # type: ignore[misc]
     stop.check("before joining segments")
+    encoded = time.monotonic()
     for rung in plan.rungs:
         run_checked(encode.join_argv(rung, segments, AUDIO_PART if audio is not None else None, run_dir),
                     f"join {rung.label}p", stop, cwd=run_dir, expect_frames=False)
     shutil.rmtree(run_dir / encode.SEGMENTS_DIR, ignore_errors=True)
-    return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs, "reused": reused}
+    return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs, "reused": reused,
+            "seconds": {"split": round(planned - started, 3), "encode": round(encoded - planned, 3),
+                        "join": round(time.monotonic() - encoded, 3)}}
 
 
 AUDIO_PART = f"{encode.SEGMENTS_DIR}/audio.m4a"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -324,6 +326,20 @@ def test_broken_inputs_are_classified_permanent_errors(mount: Path, clips: Path,
     assert (run_dir / "error.json").is_file() and not (run_dir / "manifest.json").exists()
 
 
+def test_garbled_picture_data_is_corrupt_although_ffmpeg_exits_0(mount: Path, clips: Path) -> None:
+    good = make_clip(clips / "to-garble.mp4", seconds=3, audio=False, extra=("-movflags", "+faststart"))
+    data = bytearray(good.read_bytes())
+    mdat = data.index(b"mdat") + 8
+    start, size = mdat + (len(data) - mdat) * 4 // 10, (len(data) - mdat) * 35 // 100  # a third of the pictures
+    data[start:start + size] = random.Random(1).randbytes(size)
+    (mount / "ingest" / "garbled.mp4").write_bytes(bytes(data))
+    assert subprocess.run([str(FFMPEG), "-v", "quiet", "-i", str(mount / "ingest" / "garbled.mp4"), "-f", "null",
+                           "-"], check=False).returncode == 0  # ffmpeg itself does not fail
+    outcome = run(mount, "garbled.mp4")
+    assert outcome.status == "failed" and outcome.code == "corrupt-input", outcome.message
+    assert "decoding errors" in (outcome.message or "") and len(outcome.message or "") < 800
+
+
 def test_encrypted_mp4_is_refused_instead_of_transcoded_to_garbage(mount: Path, clips: Path, basic_clip: Path) -> None:
     enc = clips / "cenc.mp4"
     ff("-i", str(basic_clip), "-c", "copy", "-encryption_scheme", "cenc-aes-ctr",
@@ -503,3 +519,12 @@ def test_cli_run_and_verify_end_to_end(mount: Path, basic_clip: Path, capsys: py
     assert json.loads(capsys.readouterr().out)["run_id"] == manifest["run_id"]  # already done
     assert main(["verify", "--root", str(mount)]) == 0
     assert main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "crf=99"]) == 2
+
+
+def test_registration_imports_no_media_library() -> None:
+    """Cold start: importing the worker's package must not load ffmpeg-python or Pillow."""
+    code = ("import sys, workers.video_transcode, workers.video_transcode.handler; "
+            "print(sorted(m for m in ('ffmpeg', 'PIL', 'workers.video_transcode.core') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert out.strip() == "[]"

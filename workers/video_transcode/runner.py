@@ -30,6 +30,8 @@ STDERR_HEAD_LINES = 40  # stream/format description ffmpeg prints first
 STDERR_TAIL_LINES = 200  # the last lines, where failures are reported
 PROGRESS_LOG_SECONDS = 10.0  # one progress log line per this many seconds of a run
 POLL_SECONDS = 0.2
+DECODE_ERROR_MARKERS = ("error while decoding", "invalid nal", "concealing", "error splitting the input",
+                        "decode_slice_header error", "corrupt", "missing picture", "no frame!")
 
 
 @lru_cache(maxsize=1)
@@ -115,7 +117,7 @@ class _StderrReader(threading.Thread):
                 continue
             self.seen += 1
             lowered = line.lower()
-            if "error while decoding" in lowered or "invalid nal" in lowered or "concealing" in lowered:
+            if any(marker in lowered for marker in DECODE_ERROR_MARKERS):
                 self.decode_errors += 1
             if len(self.head) < STDERR_HEAD_LINES:
                 self.head.append(line)

@@ -156,8 +156,10 @@ def test_ladder_is_capped_at_the_source_with_h264_aac_faststart_and_probe_facts(
 
 def test_odd_sizes_give_even_dimensions() -> None:
     video = probe.VideoStream(0, "h264", None, 1279, 719, "yuv420p", 8, 30.0, "30/1", False, 0, None, None, 0.0)
-    for rung in encode.ladder_for(video, (1080, 720, 480)):
-        assert rung.width % 2 == 0 and rung.height % 2 == 0 and rung.height <= 720
+    rungs = encode.ladder_for(video, (1080, 720, 480))
+    assert [(r.width, r.height, r.name) for r in rungs] == [(1278, 718, "718p.mp4"), (854, 480, "480p.mp4")]
+    wide = probe.VideoStream(0, "h264", None, 1920, 1080, "yuv420p", 8, 30.0, "30/1", False, 90, None, None, 0.0)
+    assert [(r.width, r.height) for r in encode.ladder_for(wide, (1080, 720))] == [(1080, 1920), (720, 1280)]
 
 
 def test_phone_rotation_gives_an_upright_output_without_a_display_matrix(mount: Path, clips: Path) -> None:

@@ -56,10 +56,12 @@ def ladder_for(video: VideoStream, ladder: Sequence[int]) -> list[Rung]:
     disp_w, disp_h = video.display_size
     short = min(disp_w, disp_h)
     labels = sorted({min(r, short) for r in ladder}, reverse=True)
+    cap_w, cap_h = max(2, disp_w // 2 * 2), max(2, disp_h // 2 * 2)  # even, never above the source
     rungs = []
     for label in labels:
         scale = label / short
-        rungs.append(Rung(even(label), even(disp_w * scale), even(disp_h * scale)))
+        width, height = min(even(disp_w * scale), cap_w), min(even(disp_h * scale), cap_h)
+        rungs.append(Rung(min(width, height), width, height))
     return list(dict.fromkeys(rungs))
 
 

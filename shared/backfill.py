@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import signal
@@ -35,6 +36,8 @@ from shared.worker import SNIFF_BYTES, WorkerSpec
 
 MAX_LISTED_FAILURES = 50
 SLOWEST_LISTED = 5
+# Upper bounds (ms) of the duration histogram's buckets: a flat-memory view of every run.
+DURATION_BUCKETS_MS = (10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000)
 
 
 def walk_files(top: Path) -> Iterator[Path]:
@@ -78,6 +81,7 @@ class WorkerTally:
     bytes_in: int = 0
     bytes_out: int = 0
     seconds: float = 0.0
+    histogram: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_MS) + 1))
 
     def add(self, outcome: Outcome) -> None:
         key = {"done": "done", "already-done": "skipped", "already-failed": "skipped", "skipped": "skipped",
@@ -87,6 +91,8 @@ class WorkerTally:
         self.bytes_in += int(outcome.extra.get("bytes_in", 0))
         self.bytes_out += int(outcome.extra.get("bytes_out", 0))
         self.seconds += outcome.duration_ms / 1000
+        if key in ("done", "failed") and outcome.duration_ms:
+            self.histogram[bisect.bisect_right(DURATION_BUCKETS_MS, outcome.duration_ms)] += 1
 
 
 @dataclass
@@ -100,6 +106,8 @@ class Summary:
     failures: list[dict[str, Any]] = field(default_factory=list)
     slowest: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    engine: str = "local"
+    throttled: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def add(self, outcome: Outcome) -> None:
@@ -127,6 +135,7 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         keys = ("done", "skipped", "failed", "retryable", "refused", "internal_error")
         return {
+            "engine": self.engine,
             "files": self.files,
             "unrouted": self.unrouted,
             **({"would_process": self.would_process} if self.would_process else {}),
@@ -134,6 +143,7 @@ class Summary:
             "workers": {name: {**vars(t), "seconds": round(t.seconds, 3)} for name, t in self.workers.items()},
             "failures": self.failures,
             "slowest": self.slowest,
+            **({"throttled": self.throttled} if self.throttled else {}),
             "interrupted": self.interrupted,
             "duration_s": round(time.monotonic() - self.started, 3),
         }
@@ -277,7 +287,8 @@ def backfill(
             summary.files += 1
             for outcome in pool.collect(block=False):
                 summary.add(outcome)
-            for spec, item in _route(cfg, specs, path, options, retry_failed, summary):
+            rel = PurePosixPath(path.relative_to(cfg.root).as_posix()).as_posix()
+            for spec, item in route(cfg, specs, rel, options, retry_failed, summary):
                 if dry_run:
                     summary.would_process += 1
                     continue
@@ -297,10 +308,13 @@ def backfill(
     return summary
 
 
-def _route(cfg: MountConfig, specs: list[WorkerSpec], path: Path, options: Mapping[str, Any],
-           retry_failed: bool, summary: Summary) -> list[tuple[WorkerSpec, WorkItem]]:
-    """The (worker, item) pairs to run for one file; committed ones are tallied as skipped."""
-    rel = PurePosixPath(path.relative_to(cfg.root).as_posix()).as_posix()
+def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[str, Any],
+          retry_failed: bool, summary: Summary) -> list[tuple[WorkerSpec, WorkItem]]:
+    """The (worker, item) pairs to run for one file (``rel``: relative to the mount root).
+
+    Shared by every engine: committed ones are tallied as skipped after a ``stat`` and a
+    ``_seen`` lookup (no content read); the rest are routed by their first bytes.
+    """
     try:
         ref = input_from_path(cfg, rel)
         if ref is None:

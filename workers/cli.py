@@ -2,6 +2,7 @@
 
     mountworks run WORKER INPUT [--root DIR] [--option KEY=VALUE ...] [--wait S] [--retry-failed]
     mountworks backfill [--root DIR] [--worker NAME ...] [--jobs N] [--dry-run] [--retry-failed]
+                        [--engine local|lambda|stepfunctions] [--report FILE.html] [--quiet]
     mountworks verify [--root DIR] [PATH]
     mountworks invoke WORKER EVENT.json [--root DIR] [--timeout S]
 
@@ -94,15 +95,48 @@ def _read_record(cfg: MountConfig, worker: str, name: str, run_id: str) -> dict[
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from shared.backfill import Progress, backfill
+    from shared.backfill import Progress, Summary, backfill
 
-    cfg = _config(args)
+    cfg = _config(args) if args.engine != "stepfunctions" or args.root else None
     specs = [get_worker(name) for name in args.worker] if args.worker else all_workers()
     options = parse_cli_options(args.option)
-    summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
-                       retry_failed=args.retry_failed,
-                       progress=Progress(sys.stderr, enabled=not args.no_progress))
-    _print_json({"root": str(cfg.root), "dry_run": args.dry_run, **summary.to_json()})
+    progress = Progress(sys.stderr, enabled=not (args.no_progress or args.quiet))
+    extra: dict[str, Any] = {}
+    summary: Summary
+    if args.engine == "local":
+        assert cfg is not None
+        summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
+                           retry_failed=args.retry_failed, progress=progress)
+    elif args.engine == "lambda":
+        from shared.engines import LambdaEngine, aws_client, function_names
+
+        assert cfg is not None
+        if not args.bucket:
+            raise UsageError("--engine lambda needs --bucket (the bucket the mount shows)")
+        functions = function_names(specs, args.function, args.function_pattern)
+        engine = LambdaEngine(cfg, specs, args.bucket, functions, aws_client("lambda"), aws_client("s3"),
+                              jobs=args.jobs, options=options, retry_failed=args.retry_failed, dry_run=args.dry_run)
+        summary = engine.run(args.prefix, progress)
+        extra = {"bucket": args.bucket, "functions": functions}
+    else:
+        from shared.engines import StepFunctionsEngine, aws_client
+
+        if not args.state_machine_arn:
+            raise UsageError("--engine stepfunctions needs --state-machine-arn (the stack's BackfillStateMachineArn)")
+        sfn = StepFunctionsEngine(args.state_machine_arn, specs, aws_client("stepfunctions"), options=options,
+                                  poll_seconds=args.poll, timeout_seconds=args.watch_timeout)
+        summary, executions = sfn.run(args.prefix, None if args.quiet else sys.stderr)
+        extra = {"state_machine_arn": args.state_machine_arn, "executions": executions}
+    root = {"root": str(cfg.root)} if cfg is not None else {}
+    _print_json({**root, "dry_run": args.dry_run, **extra, **summary.to_json()})
+    if not args.quiet or args.report:
+        from shared.report import html_report, table
+
+        if not args.quiet:
+            sys.stderr.write(table(summary))
+        if args.report:
+            context = {k: v for k, v in {**root, **extra}.items() if isinstance(v, str)}
+            Path(args.report).write_text(html_report(summary, context), encoding="utf-8")
     return summary.exit_code
 
 
@@ -195,6 +229,22 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--dry-run", action="store_true", help="route and count, process nothing")
     bf.add_argument("--retry-failed", action="store_true", help="process again inputs that failed for good")
     bf.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    bf.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table on stderr")
+    bf.add_argument("--report", metavar="FILE.html", help="also write a one-page HTML report")
+    bf.add_argument("--engine", choices=("local", "lambda", "stepfunctions"), default="local",
+                    help="local: process pool on the mount (default); lambda: invoke the deployed functions; "
+                         "stepfunctions: start the Distributed Map backfill")
+    bf.add_argument("--prefix", default="", help="only inputs below ingest/PREFIX (lambda, stepfunctions)")
+    bf.add_argument("--bucket", help="the bucket the mount shows (lambda)")
+    bf.add_argument("--function", action="append", default=[], metavar="WORKER=FUNCTION",
+                    help="the Lambda function of a worker (lambda)")
+    bf.add_argument("--function-pattern", metavar="PATTERN",
+                    help="function name pattern with {worker} (lambda; default mountworks-{worker})")
+    bf.add_argument("--state-machine-arn", help="the backfill state machine (stepfunctions)")
+    bf.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                    help="progress polling interval (stepfunctions)")
+    bf.add_argument("--watch-timeout", type=float, default=None, metavar="SECONDS",
+                    help="stop watching after this long; the executions keep running (stepfunctions)")
     bf.set_defaults(func=cmd_backfill)
 
     vf = sub.add_parser("verify", help="re-hash committed outputs against their manifests")

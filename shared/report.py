@@ -1,0 +1,155 @@
+"""What a person reads after a backfill: a terminal table and a one-page HTML report.
+
+The JSON summary on stdout is for programs; this is for people. The HTML page is
+self-contained (inline CSS and SVG, no script, nothing fetched), so it opens from disk
+in any browser and can be attached to a ticket.
+"""
+
+from __future__ import annotations
+
+import html
+import itertools
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.backfill import DURATION_BUCKETS_MS, Summary
+
+COLUMNS = ("worker", "done", "skipped", "failed", "retryable", "bytes in", "bytes out", "time")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def human_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f}s"
+    minutes, seconds = divmod(int(s), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def rows(summary: Summary) -> list[list[str]]:
+    """One row per worker, then the total row: the figures both views show."""
+    out = []
+    for name in sorted(summary.workers):
+        t = summary.workers[name]
+        out.append([name, str(t.done), str(t.skipped), str(t.failed + t.refused + t.internal_error),
+                    str(t.retryable), human_bytes(t.bytes_in), human_bytes(t.bytes_out), human_seconds(t.seconds)])
+    total = [sum(getattr(t, k) for t in summary.workers.values()) for k in ("done", "skipped")]
+    failed = sum(t.failed + t.refused + t.internal_error for t in summary.workers.values())
+    out.append(["total", str(total[0]), str(total[1]), str(failed), str(summary.total("retryable")),
+                human_bytes(summary.total("bytes_in")), human_bytes(summary.total("bytes_out")),
+                human_seconds(sum(t.seconds for t in summary.workers.values()))])
+    return out
+
+
+def table(summary: Summary) -> str:
+    """A plain-text table per worker, the slowest inputs and the failures with their codes."""
+    body = rows(summary)
+    widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in body)) for i in range(len(COLUMNS))]
+
+    def line(cells: list[str] | tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                               strict=True)))
+
+    out = [f"backfill ({summary.engine}): {summary.files} files, {summary.unrouted} unrouted"
+           + (", INTERRUPTED" if summary.interrupted else ""), line(COLUMNS), line(["-" * w for w in widths])]
+    out += [line(r) for r in body]
+    if summary.slowest:
+        out.append("slowest:")
+        out += [f"  {s['duration_ms'] / 1000:8.2f}s  {s['worker']}  {s['input']}" for s in summary.slowest]
+    if summary.failures:
+        out.append(f"failed ({len(summary.failures)} listed):")
+        for f in summary.failures:
+            error = f.get("error") or {}
+            out.append(f"  {error.get('code', f.get('status', '?'))}  {f.get('worker', '-')}  {f['input']}"
+                       + (f"  ({error['message']})" if error.get("message") else ""))
+    return "\n".join(out) + "\n"
+
+
+def _bucket_labels() -> list[str]:
+    def ms(v: int) -> str:
+        return f"{v // 1000}s" if v >= 1000 else f"{v}ms"
+
+    labels = [f"<{ms(DURATION_BUCKETS_MS[0])}"]
+    labels += [f"{ms(a)}–{ms(b)}" for a, b in itertools.pairwise(DURATION_BUCKETS_MS)]
+    return [*labels, f"≥{ms(DURATION_BUCKETS_MS[-1])}"]
+
+
+def duration_chart(summary: Summary) -> str:
+    """Inline SVG: per duration bucket, one bar per worker (counts of done/failed runs)."""
+    labels = _bucket_labels()
+    workers = sorted(summary.workers)
+    palette = ("#2f6db5", "#d9822b", "#3a9d5d", "#b5403a", "#7a5cb5", "#5c8a8a")
+    peak = max([1, *(c for w in workers for c in summary.workers[w].histogram)])
+    width, height, left, bottom = 760, 260, 48, 40
+    slot = (width - left - 10) / len(labels)
+    bar = max(2.0, (slot - 6) / max(1, len(workers)))
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img" '
+             f'aria-label="durations per worker">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#888"/>',
+             f'<text x="4" y="14" font-size="11">runs (max {peak})</text>']
+    for i, label in enumerate(labels):
+        x0 = left + i * slot
+        parts.append(f'<text x="{x0 + slot / 2:.1f}" y="{height - bottom + 14}" font-size="10" '
+                     f'text-anchor="middle">{html.escape(label)}</text>')
+        for j, worker in enumerate(workers):
+            count = summary.workers[worker].histogram[i]
+            h = (height - bottom - 24) * count / peak
+            parts.append(f'<rect class="bar" data-worker="{html.escape(worker)}" data-bucket="{html.escape(label)}" '
+                         f'data-count="{count}" x="{x0 + 3 + j * bar:.1f}" y="{height - bottom - h:.1f}" '
+                         f'width="{bar - 1:.1f}" height="{h:.1f}" fill="{palette[j % len(palette)]}">'
+                         f'<title>{html.escape(worker)} {html.escape(label)}: {count}</title></rect>')
+    for j, worker in enumerate(workers):
+        parts.append(f'<rect x="{left + j * 150}" y="{height + 8}" width="10" height="10" '
+                     f'fill="{palette[j % len(palette)]}"/><text x="{left + 14 + j * 150}" y="{height + 17}" '
+                     f'font-size="11">{html.escape(worker)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def html_report(summary: Summary, context: dict[str, Any] | None = None) -> str:
+    """The one-page report: figures table, duration chart, slowest and failed inputs."""
+    e = html.escape
+    data = summary.to_json()
+    head = "".join(f"<th>{e(c)}</th>" for c in COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in rows(summary))
+    slow = "".join(f"<tr><td>{s['duration_ms'] / 1000:.2f}s</td><td>{e(s['worker'])}</td><td>{e(s['input'])}</td></tr>"
+                   for s in summary.slowest) or '<tr><td colspan="3">none</td></tr>'
+    failed = "".join(
+        f"<tr><td>{e(str((f.get('error') or {}).get('code', f.get('status', ''))))}</td>"
+        f"<td>{e(str(f.get('worker', '-')))}</td><td>{e(str(f['input']))}</td>"
+        f"<td>{e(str((f.get('error') or {}).get('message', '')))}</td></tr>"
+        for f in summary.failures) or '<tr><td colspan="4">none</td></tr>'
+    facts = {"engine": summary.engine, "files": summary.files, "unrouted": summary.unrouted,
+             "interrupted": summary.interrupted, "duration": human_seconds(data["duration_s"]),
+             **(context or {})}
+    fact_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>mountworks backfill report</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#222}}
+table{{border-collapse:collapse;margin:0.5em 0 1.5em}}th,td{{border:1px solid #ccc;padding:3px 8px}}
+#workers td:not(:first-child){{text-align:right}}#workers tr:last-child{{font-weight:bold}}
+h1{{font-size:1.4em}}h2{{font-size:1.1em;margin-top:1.5em}}
+</style></head><body>
+<h1>mountworks backfill report</h1>
+<p>Generated {e(generated)}.</p>
+<table id="facts">{fact_rows}</table>
+<h2>Per worker</h2>
+<table id="workers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Durations</h2>
+{duration_chart(summary)}
+<h2>Slowest inputs</h2>
+<table id="slowest"><thead><tr><th>time</th><th>worker</th><th>input</th></tr></thead><tbody>{slow}</tbody></table>
+<h2>Failed inputs</h2>
+<table id="failures"><thead><tr><th>code</th><th>worker</th><th>input</th><th>message</th></tr></thead>
+<tbody>{failed}</tbody></table>
+</body></html>
+"""

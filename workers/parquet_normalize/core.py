@@ -735,7 +735,7 @@ def _translate(exc: Exception) -> MountworksError:
 _READ_ERRORS = (pa.ArrowException, OSError, UnicodeError, EOFError, ValueError)
 
 
-PREFETCH_BATCHES = 2  # parsed batches waiting for the transform: parsing overlaps the rest
+PREFETCH_BATCHES = 1  # parsed batches waiting for the transform: parsing overlaps the rest
 
 
 def _prefetch(items: Iterator[RawBatch | Reject]) -> Iterator[RawBatch | Reject]:

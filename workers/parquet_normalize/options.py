@@ -17,8 +17,8 @@ from shared.paths import check_key
 
 WORKER = "parquet-normalize"
 
-BLOCK_MB = 4  # bytes of input parsed per record batch: bounds memory, not the file size
-ROW_GROUP_ROWS = 256 * 1024  # rows per Parquet row group (buffered before a write)
+BLOCK_MB = 1  # bytes of input parsed per record batch: bounds memory, not the file size
+ROW_GROUP_ROWS = 64 * 1024  # rows per Parquet row group (buffered before a write)
 MAX_COLUMNS = 4096
 MAX_PARTITIONS = 1024  # distinct values of partition_by (one open writer each)
 MAX_DEDUPE_KEYS = 20_000_000  # distinct dedupe keys remembered across the stream

@@ -75,16 +75,26 @@ class Results:
         """Median wall time of ``name`` divided by the anchor's (below 1 is faster)."""
         return self[name].median / self[anchor or self.anchor].median
 
+    def paired(self, name: str, anchor: str | None = None) -> float:
+        """Median over rounds of ``name / anchor`` within the same round.
+
+        Runs of one round are neighbours in time, so a load spike from other processes hits
+        both; this is steadier than a ratio of medians when the machine is shared.
+        """
+        a, b = self[name].seconds, self[anchor or self.anchor].seconds
+        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
     def markdown(self) -> str:
         base = self[self.anchor].median
-        head = "| contender | median s | best s | time vs " + self.anchor + " | throughput vs " + self.anchor + " |"
-        lines = [head, "|---|---:|---:|---:|---:|"]
+        head = ("| contender | median s | best s | time vs " + self.anchor + " | throughput vs " + self.anchor
+                + " | paired time vs " + self.anchor + " |")
+        lines = [head, "|---|---:|---:|---:|---:|---:|"]
         if self.unit_name:
             lines[0] = lines[0][:-1] + f"| {self.unit_name}/s |"
             lines[1] += "---:|"
         for t in self.timings:
             row = (f"| {t.name}{' (' + t.note + ')' if t.note else ''} | {t.median:.3f} | {t.best:.3f} | "
-                   f"{t.median / base:.2f}x | {base / t.median:.2f}x |")
+                   f"{t.median / base:.2f}x | {base / t.median:.2f}x | {self.paired(t.name):.2f}x |")
             if self.unit_name:
                 row += f" {self.units / t.median:.2f} |"
             lines.append(row)

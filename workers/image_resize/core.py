@@ -25,7 +25,6 @@ from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageEr
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
 from workers.image_resize.options import ANIMATED_FORMATS, Options, Size
-from workers.image_resize.placeholder import blurhash, components_for
 from workers.image_resize.sniff import detect_format
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey rendition
@@ -439,6 +438,8 @@ def _animated(im: Image.Image, renditions: list[Rendition], orientation: int, op
 
 def _placeholder(im: Image.Image, background: tuple[int, int, int]) -> dict[str, Any]:
     """A BlurHash and the dominant colour, from a thumbnail of the smallest rendition."""
+    from workers.image_resize.placeholder import blurhash, components_for
+
     tiny = _flatten(im, background).convert("RGB")
     tiny.thumbnail((PLACEHOLDER_EDGE, PLACEHOLDER_EDGE), Image.Resampling.BOX)
     cx, cy = components_for(*tiny.size)

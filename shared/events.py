@@ -3,7 +3,8 @@
 Accepted (see CONTRACT.md, "Triggers a Lambda handler accepts"):
 - S3 event notifications: ``Records[].s3``; keys are form-encoded and decoded once here;
   only ``ObjectCreated:*`` records are work, others are skipped.
-- EventBridge "Object Created" events from S3: ``detail.object.key`` (sent decoded).
+- EventBridge "Object Created" events from S3: ``detail.object.key``, form-encoded like a
+  notification's key and decoded here once, as Powertools' own accessor does.
 - SQS messages whose body is either of the above (the SQS layer is in runtime.py, for
   partial batch responses); S3's ``s3:TestEvent`` is skipped.
 - Direct invocation: ``{"input": "ingest/a/b.jpg", "options": {...}}``.
@@ -92,7 +93,8 @@ def _eventbridge(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
     from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationEvent
 
     try:
-        key = S3EventBridgeNotificationEvent(dict(event)).detail.object.key
+        raw_key = S3EventBridgeNotificationEvent(dict(event)).detail.object.raw_event["key"]
+        key = decode_s3_notification_key(raw_key) if isinstance(raw_key, str) else raw_key
     except MALFORMED:
         return [WorkItem("eventbridge", repr(event.get("detail"))[:200], refused="a malformed EventBridge S3 event")]
     if event.get("detail-type") != "Object Created":

@@ -148,3 +148,9 @@ def test_unsafe_or_foreign_keys_are_reported_never_processed(cfg: MountConfig, e
 def test_unrecognized_events_are_usage_errors(cfg: MountConfig, event: Any) -> None:
     with pytest.raises(UsageError):
         work_items(event, cfg)
+
+
+def test_eventbridge_keys_are_decoded_once_like_notifications(cfg: MountConfig) -> None:
+    event = {"source": "aws.s3", "detail-type": "Object Created",
+             "detail": {"bucket": {"name": "b"}, "object": {"key": "ingest/a+b%2Bc%25.jpg", "size": 1}}}
+    assert inputs(work_items(event, cfg)) == ["ingest/a b+c%.jpg"]

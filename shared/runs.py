@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.config import MountConfig
-from shared.errors import ClaimHeld, RefusedPath
-from shared.paths import InputRef, confine_output
+from shared.errors import ClaimHeld, LimitExceeded, RefusedPath
+from shared.paths import MAX_KEY_BYTES, InputRef, confine_output
 
 MANIFEST = "manifest.json"
 ERROR_RECORD = "error.json"
@@ -282,16 +282,22 @@ class OutputDir:
     under ``workspace/<worker>/``; ``ingest/`` and other workers' prefixes are out of reach.
     """
 
-    def __init__(self, run_dir: Path, owner_dir: Path) -> None:
+    def __init__(self, run_dir: Path, owner_dir: Path, *, name_budget: int | None = None) -> None:
+        """``name_budget``: bytes left for an output's name under S3's key limit (None: no limit)."""
         real_owner = Path(os.path.realpath(owner_dir))
         if not Path(os.path.realpath(run_dir)).is_relative_to(real_owner):
             raise RefusedPath(f"run directory {run_dir} is outside {owner_dir}")
         self.run_dir = run_dir
+        self.name_budget = name_budget
         self.outputs: list[Output] = []
 
     def path(self, name: str, media_type: str, **facts: Any) -> Path:
         """Reserve an output for a tool that writes by path (ffmpeg, pyarrow)."""
         target = confine_output(self.run_dir, name)
+        if self.name_budget is not None and len(name.encode()) > self.name_budget:
+            raise LimitExceeded(
+                f"output {name!r} would get an S3 key over {MAX_KEY_BYTES} bytes (the input key is long); "
+                "shorten the input's key", limit="s3_key_bytes")
         if target.name in (MANIFEST, ERROR_RECORD) or target.name.startswith(CLAIM_PREFIX):
             raise RefusedPath(f"output name {name!r} is reserved for the commit")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -338,6 +344,11 @@ class RunLayout:
     def rel(self, path: Path) -> str:
         """A path relative to the mount root, as manifests record it."""
         return path.relative_to(self.cfg.root).as_posix()
+
+    def name_budget(self, run_dir: Path) -> int:
+        """Bytes left for names inside ``run_dir`` before a key passes S3's 1,024-byte limit."""
+        key = "/".join(p for p in (self.cfg.bucket_prefix, self.rel(run_dir)) if p)
+        return MAX_KEY_BYTES - len(key.encode()) - 1
 
     def seen_path(self, fingerprint: str) -> Path:
         return self.input_dir / SEEN_DIR / f"{fingerprint}.json"

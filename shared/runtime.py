@@ -59,6 +59,7 @@ VISIBILITY_FIRST_WAIT = 0.05
 VISIBILITY_MAX_WAIT = 2.0
 DEADLINE_MARGIN_SECONDS = 5.0  # stop waiting/working this long before Lambda would kill us
 CLAIM_GRACE_SECONDS = 30.0  # a claim outlives its invocation's deadline by this much
+MIN_NAME_BUDGET = 32  # room a run directory must leave under the key limit (commit record, claims, short names)
 
 
 @dataclass
@@ -199,6 +200,12 @@ def execute(
     run_dir = layout.attempt_dir(base_run_id, attempt)
     run_id = run_dir.name
     obs.log_context(run_id=run_id)
+    budget = layout.name_budget(run_dir)
+    if budget < MIN_NAME_BUDGET:
+        raise RefusedPath(
+            f"{ref} is too long a key: its outputs would get S3 keys over 1,024 bytes (workspace/{spec.name}/"
+            f".../{run_id}/ adds {len(run_id) + len(spec.name) + len(cfg.workspace_prefix) + 3} bytes); shorten "
+            f"the input key by at least {MIN_NAME_BUDGET - budget} bytes")
 
     remaining = deadline.remaining()
     lease = cfg.claim_lease_seconds if remaining is None else remaining + CLAIM_GRACE_SECONDS
@@ -216,7 +223,7 @@ def execute(
 
     identity = _identity(spec, ref, options, run_id, source, invocation)
     started_at = _now_iso()
-    out = OutputDir(run_dir, layout.owner_dir)
+    out = OutputDir(run_dir, layout.owner_dir, name_budget=budget)
     ctx = RunContext(deadline=deadline, run_id=run_id, request_id=invocation)
     try:
         facts = spec.core().process(source, out, parsed_options, ctx)

@@ -395,3 +395,24 @@ def test_a_manifest_torn_by_a_crash_is_replaced_by_the_rerun(mount: Path, capsys
     code_, record = cli(capsys, "run", "test-echo", "ingest/torn.echo", "--root", str(mount))
     assert code_ == 0 and record["run_id"] == run_id
     assert json.loads((run_dir / "manifest.json").read_text())["run_id"] == run_id
+
+
+def test_an_input_key_too_long_for_its_outputs_is_refused_before_any_write(
+        mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = mount / "ingest" / ("d" * 200) / ("e" * 200) / ("f" * 200) / ("g" * 200)
+    folder.mkdir(parents=True)
+    (folder / ("h" * 150 + ".echo")).write_bytes(b"ECHO long")  # a 970-byte key: valid in S3
+    rel = (folder / ("h" * 150 + ".echo")).relative_to(mount).as_posix()
+    assert main(["run", "test-echo", rel, "--root", str(mount)]) == 2
+    assert "outputs would get S3 keys over 1,024 bytes" in capsys.readouterr().err
+    assert not (mount / "workspace").exists() or not list((mount / "workspace").rglob("*.json"))
+
+
+def test_an_output_name_past_the_key_limit_is_a_permanent_error(mount: Path) -> None:
+    from shared.errors import LimitExceeded
+    from shared.runs import OutputDir
+
+    out = OutputDir(mount / "workspace" / "w" / "run", mount / "workspace" / "w", name_budget=10)
+    out.path("short.bin", "x/y")
+    with pytest.raises(LimitExceeded, match="over 1024 bytes"):
+        out.path("a-much-longer-name.bin", "x/y")

@@ -244,8 +244,9 @@ def test_hostile_keys_map_to_the_right_file(s3_mount: S3Mount, key: str, echo_re
     assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def test_a_key_near_1024_bytes_maps_to_its_file(s3_mount: S3Mount, echo_registered: None) -> None:
-    key = _long_key(1000)
+def test_a_long_key_maps_to_its_file_and_its_outputs_stay_within_s3_limits(s3_mount: S3Mount,
+                                                                          echo_registered: None) -> None:
+    key = _long_key(900)
     data = b"ECHO long"
     put = s3_mount.put(key, data)
     assert (s3_mount.root / key).read_bytes() == data  # the mount shows it where the key says
@@ -254,8 +255,17 @@ def test_a_key_near_1024_bytes_maps_to_its_file(s3_mount: S3Mount, echo_register
     assert (result["input"], result["status"]) == (key, "done"), result
     manifest = json.loads(s3_mount.get(committed_manifests(s3_mount, "test-echo")[0]))
     assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    # moto stores keys over 1,024 bytes; real S3 (and S3 Files' export) would not: see docs/s3files.md
-    assert max(len(k.encode()) for k in s3_mount.keys("workspace/")) > 1024
+    assert max(len(k.encode()) for k in s3_mount.keys("workspace/")) <= 1024
+
+
+def test_a_key_too_long_for_its_outputs_is_refused_not_half_exported(s3_mount: S3Mount,
+                                                                     echo_registered: None) -> None:
+    key = _long_key(1000)  # a valid S3 key, but workspace/<worker>/.../<run-id>/ would pass 1,024 bytes
+    put = s3_mount.put(key, b"ECHO long")
+    response = run_handler(s3_mount, "test-echo", s3_notification(s3_mount.bucket, key, put, 9))
+    result = response["results"][0]
+    assert result["status"] == "refused" and "over 1,024 bytes" in result["error"]["message"], result
+    assert s3_mount.keys("workspace/") == []
 
 
 def test_keys_over_1024_bytes_and_outside_ingest_are_not_processed(s3_mount: S3Mount,

@@ -444,6 +444,14 @@ def _chunks(indexes: range, workers: int) -> list[range]:
     return [range(start, min(start + size, indexes.stop)) for start in range(indexes.start, indexes.stop, size)]
 
 
+def _write_chunks(reader: PdfReader, options: Options, chunks: list[tuple[int, range]], folder: Path,
+                  budget: Budget) -> None:
+    for number, pages in chunks:
+        with (folder / f"{number:08d}.jsonl").open("w", encoding="utf-8") as f:
+            for index in pages:
+                f.write(json.dumps(extract_page(reader, index, options, budget), ensure_ascii=False) + "\n")
+
+
 def _child(path: Path, size: int, options: Options, chunks: list[tuple[int, range]], folder: Path,
            remaining: float | None, max_seconds_left: float) -> dict[str, Any] | None:
     """One page-range process: open the document itself, write each chunk's records to a file.
@@ -453,11 +461,7 @@ def _child(path: Path, size: int, options: Options, chunks: list[tuple[int, rang
     try:
         budget = Budget(Deadline(remaining), options.max_page_seconds, max_seconds_left)
         with apply_configuration(**_pypdf_limits(options)), opened(path, size, options) as doc:
-            for number, pages in chunks:
-                with (folder / f"{number:08d}.jsonl").open("w", encoding="utf-8") as f:
-                    for index in pages:
-                        record = extract_page(doc.reader, index, options, budget)
-                        f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            _write_chunks(doc.reader, options, chunks, folder, budget)
         return None
     except MountworksError as exc:
         return {"kind": type(exc).__name__, "message": exc.message, "code": exc.code,
@@ -527,14 +531,18 @@ def _raise_from_child(report: dict[str, Any]) -> None:
     raise RuntimeError(f"a page-range process failed: {message}")
 
 
-def _parallel(source: InputFile, indexes: range, options: Options, budget: Budget, workers: int,
-              sink: Callable[[dict[str, Any]], None]) -> None:
-    """Split the pages over ``workers`` processes; merge their chunk files in page order."""
+def _parallel(source: InputFile, reader: PdfReader, indexes: range, options: Options, budget: Budget,
+              workers: int, sink: Callable[[dict[str, Any]], None]) -> None:
+    """Split the pages over ``workers`` processes; merge their chunk files in page order.
+
+    This process is one of the workers: it takes its share with the reader it already has
+    open while ``workers - 1`` forked children open the file for theirs.
+    """
     chunks = list(enumerate(_chunks(indexes, workers)))
     folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
     pending: dict[int, int] = {}  # read fd -> pid
     try:
-        for w in range(workers):
+        for w in range(1, workers):
             mine = chunks[w::workers]
             if not mine:
                 continue
@@ -543,6 +551,7 @@ def _parallel(source: InputFile, indexes: range, options: Options, budget: Budge
             pid, fd = _fork(functools.partial(_child, source.path, source.size, options, mine, folder,
                                               remaining, left))
             pending[fd] = pid
+        _write_chunks(reader, options, chunks[0::workers], folder, budget)
         while pending:
             budget.deadline.check(DEADLINE_MARGIN_SECONDS, doing="extracting page ranges")
             ready, _, _ = select.select(list(pending), [], [], 0.25)
@@ -814,7 +823,7 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
                 out.open("text.txt", "text/plain; charset=utf-8") as text_file:
             writer = PageWriter(pages_file, text_file)
             if workers > 1:
-                _parallel(source, indexes, options, budget, workers, writer.add)
+                _parallel(source, reader, indexes, options, budget, workers, writer.add)
             else:
                 _serial(reader, indexes, options, budget, writer.add)
         out.update_facts("pages.jsonl", pages=writer.count)

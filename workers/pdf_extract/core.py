@@ -20,10 +20,11 @@ deadline, whichever is first, so that one pathological page can neither hang the
 nor let Lambda kill it before it stops cleanly (DeadlineReached, nothing committed).
 
 Large documents: the selected pages can be split over processes (option ``parallel``,
-automatic above PARALLEL_MIN_PAGES pages). Each process opens the file itself, writes
-its chunks of page records to a private temporary folder, and the parent merges the
-chunks in page order through the very same writer as the serial path, so the committed
-result is byte-for-byte the one a single process would give.
+automatic above PARALLEL_MIN_PAGES pages). This process takes one share of the chunks and
+each forked child opens the file itself for another; every share is written as chunk
+files to a private temporary folder, then merged in page order through the very same
+writer as the serial path, so the committed result is byte-for-byte the one a single
+process would give.
 """
 
 from __future__ import annotations

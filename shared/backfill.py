@@ -101,6 +101,7 @@ class Summary:
 
     files: int = 0
     unrouted: int = 0
+    companions: int = 0
     would_process: int = 0
     workers: dict[str, WorkerTally] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -138,6 +139,7 @@ class Summary:
             "engine": self.engine,
             "files": self.files,
             "unrouted": self.unrouted,
+            "companions": self.companions,
             **({"would_process": self.would_process} if self.would_process else {}),
             "totals": {k: self.total(k) for k in keys},
             "workers": {name: {**vars(t), "seconds": round(t.seconds, 3)} for name, t in self.workers.items()},
@@ -325,6 +327,9 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
         summary.unrouted += 1
         summary.failures.append({"input": rel, "status": "refused", "error": {"code": "refused-path",
                                                                                "message": str(exc)}})
+        return []
+    if any(s.is_companion(ref.name.name) for s in specs):
+        summary.companions += 1  # e.g. a schema contract beside a CSV: read by its input's run
         return []
     hinted = [s for s in specs if s.hinted_by(ref.name.name)]
     skip = [s for s in hinted if _quiet(committed_without_reading, s, ref, options, st, cfg, retry_failed)]

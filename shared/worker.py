@@ -85,6 +85,10 @@ class WorkerSpec:
     sniff: Callable[[bytes], bool]
     parse_options: Callable[[Mapping[str, Any] | None], WorkerOptions]
     core_module: str
+    companions: tuple[str, ...] = ()  # name endings of files that configure inputs (never inputs)
+
+    def is_companion(self, name: str) -> bool:
+        return name.lower().endswith(self.companions) if self.companions else False
 
     def core(self) -> WorkerCore:
         module: Any = importlib.import_module(self.core_module)

@@ -416,3 +416,17 @@ def test_an_output_name_past_the_key_limit_is_a_permanent_error(mount: Path) -> 
     out.path("short.bin", "x/y")
     with pytest.raises(LimitExceeded, match="over 1024 bytes"):
         out.path("a-much-longer-name.bin", "x/y")
+
+
+def test_backfill_leaves_companion_files_to_their_inputs(mount: Path, capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import echo_worker
+
+    monkeypatch.setattr(echo_worker, "SPEC", dataclasses.replace(echo_worker.SPEC, companions=(".echo.cfg",)))
+    (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
+    (mount / "ingest" / "a.echo.cfg").write_bytes(b"ECHO but a companion")
+    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    assert code == 0
+    assert (summary["totals"]["done"], summary["companions"], summary["unrouted"]) == (1, 1, 0)

@@ -18,6 +18,8 @@ UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 DELIMITERS = (",", "\t", ";", "|")
 # Text that starts like these is a document for another worker (or none), not a table.
+# Schema contracts that sit beside an input: configuration, never inputs themselves.
+CONTRACT_SUFFIXES = (".schema.json", ".schema.yaml", ".schema.yml")
 NOT_TABULAR_PREFIXES = (b"%PDF", b"<", b"#!", b"%!PS", b"{\\rtf")
 
 
@@ -84,4 +86,5 @@ SPEC = WorkerSpec(
     sniff=sniff,
     parse_options=parse,
     core_module="workers.parquet_normalize.core",
+    companions=CONTRACT_SUFFIXES,
 )

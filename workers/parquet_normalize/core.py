@@ -33,6 +33,7 @@ from shared.errors import (
 )
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
+from workers.parquet_normalize import CONTRACT_SUFFIXES
 from workers.parquet_normalize.contract import ColumnRule, Contract, ContractError, load_contract
 from workers.parquet_normalize.options import Options
 from workers.parquet_normalize.reading import (
@@ -51,7 +52,7 @@ from workers.parquet_normalize.reading import (
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 REJECTS_NAME = "rejects.jsonl"
 DATA_NAME = "data.parquet"
-SCHEMA_SUFFIXES = (".schema.json", ".schema.yaml", ".schema.yml")
+SCHEMA_SUFFIXES = CONTRACT_SUFFIXES
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 DEADLINE_MARGIN = 10.0
 TRUE_TOKENS = ("true", "t", "yes", "y", "1")

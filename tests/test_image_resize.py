@@ -375,6 +375,28 @@ def _webp(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def test_avif_and_png_outputs_round_trip(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import features
+
+    if not features.check("avif"):
+        code, _ = run(mount, capsys, "a.jpg", jpeg(noise((64, 48))), "formats=avif")
+        assert code == 2  # a clear usage error where this Pillow has no AVIF encoder
+        return
+    code, record = run(mount, capsys, "a.jpg", jpeg(noise((64, 48))), "formats=avif,png")
+    assert code == 0
+    found = outputs(mount, record)
+    assert {n: (o["image"].format, o["media_type"]) for n, o in found.items()} == {
+        "w320.avif": ("AVIF", "image/avif"), "w320.png": ("PNG", "image/png")}
+    avif = found["w320.avif"]["image"]
+    assert avif.size == (64, 48)
+    # and AVIF decodes as an input, recognised by its ftyp brand
+    code, again = run(mount, capsys, "again.bin", (mount / record["outputs"][0]["path"]).read_bytes()
+                      if record["outputs"][0]["format"] == "avif"
+                      else (mount / record["outputs"][1]["path"]).read_bytes())
+    assert code == 0
+    assert again["facts"]["source"]["format"] == "AVIF"
+
+
 def test_format_comes_from_content_not_name(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, record = run(mount, capsys, "really-a-jpeg.png", jpeg(noise((40, 30))))
     assert code == 0

@@ -178,26 +178,45 @@ class Progress:
         self.stream.flush()
 
 
-def _child(conn: Connection, spec: WorkerSpec, item: WorkItem, cfg: MountConfig, retry_failed: bool,
-           wait_seconds: float | None) -> None:
+MAX_INPUTS_PER_CHILD = 500  # a child is replaced after this many inputs (bounds any library leak)
+
+
+def _child_loop(conn: Connection, cfg: MountConfig, retry_failed: bool, wait_seconds: float | None) -> None:
+    """A pool child: run inputs sent by the parent until told to stop (None) or recycled."""
+    from workers.registry import get_worker
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
-    outcome = run_item(spec, item, cfg, retry_failed=retry_failed, wait_seconds=wait_seconds)
-    conn.send({"status": outcome.status, "run_id": outcome.run_id, "code": outcome.code,
-               "message": outcome.message, "duration_ms": outcome.duration_ms,
-               "extra": {k: v for k, v in outcome.extra.items() if k in ("bytes_in", "bytes_out")}})
-    conn.close()
+    for _ in range(MAX_INPUTS_PER_CHILD):
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        worker_name, item = message
+        outcome = run_item(get_worker(worker_name), item, cfg, retry_failed=retry_failed,
+                           wait_seconds=wait_seconds)
+        conn.send({"status": outcome.status, "run_id": outcome.run_id, "code": outcome.code,
+                   "message": outcome.message, "duration_ms": outcome.duration_ms,
+                   "extra": {k: v for k, v in outcome.extra.items() if k in ("bytes_in", "bytes_out")}})
 
 
 @dataclass
-class _Running:
+class _Child:
     process: Any
     conn: Connection
-    spec: WorkerSpec
-    item: WorkItem
+    handled: int = 0
+    spec: WorkerSpec | None = None  # the input it is working on, if any
+    item: WorkItem | None = None
 
 
 class IsolatedPool:
-    """Runs each input in a forked child, at most ``jobs`` at a time."""
+    """Runs inputs in forked children, at most ``jobs`` at a time, each child reused.
+
+    A child handles inputs one by one (forking per input cost more than a small input's
+    whole run); when one dies in native code, only the input it was on is lost (classified
+    by :func:`_crashed`) and a fresh child takes its place.
+    """
 
     def __init__(self, jobs: int, cfg: MountConfig, retry_failed: bool, wait_seconds: float | None = None) -> None:
         self.jobs = jobs
@@ -205,56 +224,105 @@ class IsolatedPool:
         self.cfg = cfg
         self.retry_failed = retry_failed
         self.context = get_context("fork")
-        self.running: list[_Running] = []
+        self.children: list[_Child] = []
+
+    @property
+    def running(self) -> list[_Child]:
+        return [c for c in self.children if c.item is not None]
 
     def full(self) -> bool:
         return len(self.running) >= self.jobs
 
-    def submit(self, spec: WorkerSpec, item: WorkItem) -> None:
-        spec.core()  # import the library once in the parent, so every fork starts warm
-        parent_end, child_end = self.context.Pipe(duplex=False)
-        args = (child_end, spec, item, self.cfg, self.retry_failed, self.wait_seconds)
-        process = self.context.Process(target=_child, args=args, daemon=True)
+    def _idle_child(self) -> _Child:
+        for child in self.children:
+            if child.item is None and child.handled < MAX_INPUTS_PER_CHILD and child.process.is_alive():
+                return child
+        for child in [c for c in self.children if c.item is None]:  # recycled or dead: replace
+            self._retire(child)
+        parent_end, child_end = self.context.Pipe(duplex=True)
+        args = (child_end, self.cfg, self.retry_failed, self.wait_seconds)
+        process = self.context.Process(target=_child_loop, args=args, daemon=True)
         process.start()
         child_end.close()
-        self.running.append(_Running(process, parent_end, spec, item))
+        child = _Child(process, parent_end)
+        self.children.append(child)
+        return child
+
+    def submit(self, spec: WorkerSpec, item: WorkItem) -> None:
+        spec.core()  # import the library once in the parent, so every child starts warm
+        child = self._idle_child()
+        child.spec, child.item = spec, item
+        child.handled += 1
+        child.conn.send((spec.name, item))
 
     def collect(self, block: bool) -> list[Outcome]:
-        """Outcomes of the children that finished (waiting for one if ``block``)."""
-        if not self.running:
-            return []
-        ready = wait([r.process.sentinel for r in self.running], timeout=None if block else 0)
-        finished: list[Outcome] = []
-        for run in [r for r in self.running if r.process.sentinel in ready]:
-            run.process.join()
-            message: dict[str, Any] | None = None
-            with contextlib.suppress(EOFError, OSError):
-                if run.conn.poll():
-                    message = run.conn.recv()
-            run.conn.close()
-            self.running.remove(run)
-            if message is not None:
-                finished.append(Outcome(message["status"], run.item.key, run.spec.name, message["run_id"],
-                                        code=message["code"], message=message["message"],
-                                        duration_ms=message["duration_ms"], extra=message["extra"]))
-            else:
-                finished.append(_crashed(run, self.cfg, self.retry_failed))
+        """Outcomes of the inputs that finished (at least one if ``block`` and any is running)."""
+        finished = self._collect_once(block)
+        while block and not finished and self.running:
+            finished = self._collect_once(block)
         return finished
 
+    def _collect_once(self, block: bool) -> list[Outcome]:
+        busy = self.running
+        if not busy:
+            return []
+        waitables: list[Any] = [c.conn for c in busy] + [c.process.sentinel for c in busy]
+        ready = wait(waitables, timeout=None if block else 0)
+        finished: list[Outcome] = []
+        for child in busy:
+            if child.conn not in ready and child.process.sentinel not in ready:
+                continue
+            assert child.spec is not None and child.item is not None
+            message: dict[str, Any] | None = None
+            with contextlib.suppress(EOFError, OSError):
+                if child.conn.poll():
+                    message = child.conn.recv()
+            if message is not None:
+                finished.append(Outcome(message["status"], child.item.key, child.spec.name, message["run_id"],
+                                        code=message["code"], message=message["message"],
+                                        duration_ms=message["duration_ms"], extra=message["extra"]))
+                child.spec, child.item = None, None
+            else:  # its pipe closed: the child died (its exit status may lag a moment behind)
+                child.process.join(timeout=10)
+                if child.process.is_alive():
+                    continue
+                finished.append(_crashed(child, self.cfg, self.retry_failed))
+                child.conn.close()
+                self.children.remove(child)
+        return finished
+
+    def _retire(self, child: _Child) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            child.conn.send(None)
+        child.process.join(timeout=5)
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join()
+        child.conn.close()
+        self.children.remove(child)
+
+    def close(self) -> None:
+        """Let every child finish and exit (call after the last collect)."""
+        for child in list(self.children):
+            self._retire(child)
+
     def stop(self) -> None:
-        for run in self.running:
+        """Kill every child now (Ctrl-C): their claims are taken over by the next run."""
+        for child in self.children:
             with contextlib.suppress(ProcessLookupError):
-                run.process.kill()
-            run.process.join()
-        self.running.clear()
+                child.process.kill()
+            child.process.join()
+            child.conn.close()
+        self.children.clear()
 
 
 CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
 
 
-def _crashed(run: _Running, cfg: MountConfig, retry_failed: bool) -> Outcome:
+def _crashed(run: _Child, cfg: MountConfig, retry_failed: bool) -> Outcome:
     """A child that died without reporting: a native crash is a permanent input error
     (committed as ``decoder-crash``); a kill from outside (OOM killer, operator) is retryable."""
+    assert run.spec is not None and run.item is not None
     code = run.process.exitcode or 0
     sig = signal.Signals(-code) if code < 0 else None
     how = f"was killed by {sig.name}" if sig else f"exited with status {code}"
@@ -303,6 +371,7 @@ def backfill(
             for outcome in pool.collect(block=True):
                 summary.add(outcome)
             progress.update(summary)
+        pool.close()
     except KeyboardInterrupt:
         summary.interrupted = True
         pool.stop()

@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         pool = IsolatedPool(1, cfg, args.retry_failed, wait_seconds=args.wait)
         pool.submit(spec, item)
         outcome = pool.collect(block=True)[0]
+        pool.close()
     if outcome.record is None and outcome.committed and outcome.run_id:
         outcome.record = _read_record(cfg, spec.name, ref.name.as_posix(), outcome.run_id)
     if outcome.record is not None:

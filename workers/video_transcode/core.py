@@ -260,7 +260,9 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
         (lambda s=seg: encode_one(plan, s, run_dir, stop)) for seg in segments]  # type: ignore[misc]
     if audio is not None:
         tasks.insert(0, lambda: _encode_audio(plan.source, audio, options, run_dir, stop))
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    # The audio encode is light (a few % of the video's CPU): it runs beside the segments,
+    # as it would in its own invocation, instead of taking one of the ``jobs`` slots.
+    with ThreadPoolExecutor(max_workers=jobs + (audio is not None)) as pool:
         futures = [pool.submit(task) for task in tasks]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() for f in done if f.done()):

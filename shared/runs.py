@@ -39,7 +39,6 @@ SEEN_DIR = "_seen"
 CLAIM_PREFIX = ".claim."
 MANIFEST_SCHEMA = "mountworks.manifest/1"
 ERROR_SCHEMA = "mountworks.error/1"
-HASH_CHUNK = 1 << 20
 TORN_GRACE_SECONDS = 10.0  # an empty claim or commit file older than this was torn by a crash
 
 
@@ -48,14 +47,10 @@ def canonical_json(value: Any) -> str:
 
 
 def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 and size of a file, streamed in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    size = 0
+    """sha256 and size of a file, streamed (bounded memory whatever the size)."""
     with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        digest = hashlib.file_digest(f, "sha256")
+        return digest.hexdigest(), os.fstat(f.fileno()).st_size
 
 
 def run_id_for(worker: str, version: str, options: Mapping[str, Any], content_sha256: str) -> str:
@@ -70,11 +65,13 @@ def stat_fingerprint(worker: str, version: str, options: Mapping[str, Any], st: 
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def write_exclusive(path: Path, data: bytes) -> bool:
+def write_exclusive(path: Path, data: bytes, *, durable: bool = True) -> bool:
     """Create ``path`` with ``data`` only if it does not exist; False if it already did.
 
-    One ``write`` call after the exclusive create, then fsync, so a killed process leaves
-    either nothing, an empty file (recognised as torn), or the whole record.
+    One ``write`` call after the exclusive create, so a killed process leaves either
+    nothing, an empty file (recognised as torn), or the whole record. ``durable`` adds an
+    fsync: commit records need it; claims and ``_seen`` pointers do not (losing one to a
+    power cut only costs a takeover or a re-hash).
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -85,7 +82,8 @@ def write_exclusive(path: Path, data: bytes) -> bool:
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     return True
@@ -240,7 +238,7 @@ def acquire_claim(run_dir: Path, *, lease_seconds: float, check_local: bool = Tr
         )
     generation = 0 if existing is None else existing.generation + 1
     claim = Claim(run_dir, generation, holder)
-    if not write_exclusive(claim.path, canonical_json(holder).encode()):
+    if not write_exclusive(claim.path, canonical_json(holder).encode(), durable=False):
         raise ClaimHeld(f"run {run_dir.name} was claimed by another process a moment ago")
     return claim
 
@@ -360,7 +358,7 @@ class RunLayout:
     def remember(self, fingerprint: str, run_id: str) -> None:
         path = self.seen_path(fingerprint)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_exclusive(path, canonical_json({"run_id": run_id}).encode())
+        write_exclusive(path, canonical_json({"run_id": run_id}).encode(), durable=False)
 
     def attempts(self, run_id: str) -> list[tuple[int, Path]]:
         """The attempt directories of a run, oldest first: ``<run-id>``, ``<run-id>.2``, ..."""

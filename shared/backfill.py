@@ -29,6 +29,7 @@ from typing import Any, TextIO
 from shared.config import MountConfig
 from shared.errors import MountworksError, RefusedPath, UsageError
 from shared.events import WorkItem
+from shared.options import options_for
 from shared.paths import InputRef, input_from_path, resolve_input
 from shared.runs import RunLayout, stat_fingerprint
 from shared.runtime import Outcome, commit_crash, run_item
@@ -401,7 +402,8 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
         summary.companions += 1  # e.g. a schema contract beside a CSV: read by its input's run
         return []
     hinted = [s for s in specs if s.hinted_by(ref.name.name)]
-    skip = [s for s in hinted if _quiet(committed_without_reading, s, ref, options, st, cfg, retry_failed)]
+    skip = [s for s in hinted
+            if _quiet(committed_without_reading, s, ref, options_for(s.name, options), st, cfg, retry_failed)]
     if skip and len(skip) == len(hinted):
         for spec in skip:
             summary.add(Outcome("skipped", rel, spec.name))
@@ -417,10 +419,11 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
         return []
     work = []
     for spec in chosen:
-        if spec in skip or _quiet(committed_without_reading, spec, ref, options, st, cfg, retry_failed):
+        mine = options_for(spec.name, options)
+        if spec in skip or _quiet(committed_without_reading, spec, ref, mine, st, cfg, retry_failed):
             summary.add(Outcome("skipped", rel, spec.name))
         else:
-            work.append((spec, WorkItem("backfill", rel, input=ref, options=options)))
+            work.append((spec, WorkItem("backfill", rel, input=ref, options=mine)))
     return work
 
 

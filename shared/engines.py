@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from shared.backfill import Progress, Summary, WorkerTally, route
 from shared.config import MountConfig
 from shared.errors import UsageError
+from shared.options import options_for
 from shared.runtime import Outcome
 from shared.worker import WorkerSpec
 
@@ -223,7 +224,7 @@ class StepFunctionsEngine:
         started = {}
         for spec in self.specs:
             payload = {"worker": spec.name, "prefix": prefix.strip("/") + "/" if prefix.strip("/") else "",
-                       "options": dict(self.options or {})}
+                       "options": options_for(spec.name, self.options or {})}
             response = self.client.start_execution(stateMachineArn=self.state_machine_arn,
                                                    input=json.dumps(payload))
             started[spec.name] = str(response["executionArn"])

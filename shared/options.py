@@ -23,8 +23,22 @@ def parse_cli_options(pairs: Iterable[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise UsageError(f"option {pair!r} is not KEY=VALUE")
-        options[key.strip().replace("-", "_")] = value.strip()
+        scope, sep, name = key.strip().rpartition(":")
+        options[f"{scope}{sep}{name.replace('-', '_')}"] = value.strip()
     return options
+
+
+def options_for(worker: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options one worker gets from a mixed set: ``key`` applies to every worker,
+    ``worker:key`` only to that one (``-o pdf-extract:parallel=1`` in a backfill)."""
+    mine: dict[str, Any] = {}
+    for key, value in options.items():
+        scope, sep, name = key.rpartition(":")
+        if not sep:
+            mine.setdefault(key, value)
+        elif scope == worker:
+            mine[name] = value
+    return mine
 
 
 class OptionReader:

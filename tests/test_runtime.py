@@ -430,3 +430,16 @@ def test_backfill_leaves_companion_files_to_their_inputs(mount: Path, capsys: py
     code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
     assert code == 0
     assert (summary["totals"]["done"], summary["companions"], summary["unrouted"]) == (1, 1, 0)
+
+
+def test_backfill_options_can_be_scoped_to_one_worker(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.options import options_for
+
+    assert options_for("pdf-extract", {"q": "1", "pdf-extract:parallel": "1", "image-resize:sizes": "320"}) == {
+        "q": "1", "parallel": "1"}
+    (mount / "ingest" / "bad.echo").write_bytes(b"ECHO x")
+    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress",
+                        "-o", "test-echo:mode=fail", "-o", "other-worker:unknown=1")
+    assert code == 0 and summary["totals"]["failed"] == 1  # the scoped option reached test-echo only
+    code, record = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount), "-o", "test-echo:mode=fail")
+    assert code == 3 and record["options"] == {"mode": "fail"}

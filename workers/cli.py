@@ -33,7 +33,7 @@ from shared.errors import (
     RetryableError,
     UsageError,
 )
-from shared.options import parse_cli_options
+from shared.options import options_for, parse_cli_options
 from shared.paths import input_from_path
 from workers.registry import all_workers, get_worker, worker_names
 
@@ -58,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = get_worker(args.worker)
     cfg = _config(args)
-    options = parse_cli_options(args.option)
+    options = options_for(spec.name, parse_cli_options(args.option))
     spec.parse_options(options)  # a bad option is a usage error before anything runs
     ref = input_from_path(cfg, args.input)
     if ref is None:

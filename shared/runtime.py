@@ -224,7 +224,7 @@ def execute(
     identity = _identity(spec, ref, options, run_id, source, invocation)
     started_at = _now_iso()
     out = OutputDir(run_dir, layout.owner_dir, name_budget=budget)
-    ctx = RunContext(deadline=deadline, run_id=run_id, request_id=invocation)
+    ctx = RunContext(deadline=deadline, run_id=run_id, request_id=invocation, layout=layout)
     try:
         facts = spec.core().process(source, out, parsed_options, ctx)
     except PermanentInputError as exc:

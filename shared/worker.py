@@ -18,7 +18,7 @@ from typing import IO, Any, Protocol
 
 from shared.errors import DeadlineReached
 from shared.paths import InputRef
-from shared.runs import OutputDir
+from shared.runs import OutputDir, RunLayout
 
 SNIFF_BYTES = 64
 
@@ -65,6 +65,7 @@ class RunContext:
     deadline: Deadline
     run_id: str
     request_id: str
+    layout: RunLayout | None = None  # this input's runs of this worker (a merge reads committed ones)
 
 
 class WorkerCore(Protocol):

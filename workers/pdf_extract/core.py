@@ -806,6 +806,10 @@ def _images(reader: PdfReader, indexes: range, out: OutputDir, options: Options,
 
 def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
     """Extract everything the contract lists; return the manifest's facts."""
+    if options.ranges:  # merge committed page-range runs; nothing is extracted again
+        from workers.pdf_extract.merge import merge
+
+        return merge(source, out, options, ctx)
     check_header(source.path, source.size)
     budget = Budget(ctx.deadline, options.max_page_seconds, options.max_seconds)
     budget.deadline.check(DEADLINE_MARGIN_SECONDS, doing="before opening the document")

@@ -10,13 +10,17 @@ password therefore commits an ``error.json`` under the same run-id as the right 
 would use: process the input again with ``--retry-failed`` (a new attempt directory).
 ``parallel`` only changes how fast the same result is produced, so it is not part of
 the run-id either.
+
+``ranges`` (``1-500,501-1000,1001-``) asks for the merge of page-range runs that separate
+invocations committed with ``pages=1-500`` and so on (the same other options): see
+:mod:`workers.pdf_extract.merge`. It is normalized, so the same ranges give the same run-id.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.errors import UsageError
@@ -34,6 +38,7 @@ MAX_ATTACHMENT_BYTES = 50_000_000  # one embedded file; a larger one is listed w
 MAX_IMAGES = 1_000  # embedded images written (option ``images``)
 MAX_IMAGE_BYTES = 20_000_000  # one embedded image
 MAX_PARALLEL = 32  # worker processes for the local page-range mode
+MAX_RANGES = 1_000  # page ranges one merge may name
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
 
@@ -65,9 +70,38 @@ def parse_pages(value: str) -> PageRange:
     return PageRange(first, last)
 
 
+def parse_ranges(items: tuple[str, ...]) -> tuple[PageRange, ...]:
+    """``("1-500", "501-1000", "1001-")`` -> ranges that tile the document from page 1.
+
+    They must be in order, contiguous and non-overlapping, each closed but the last; whether
+    the last one ends on the last page is only known from the range runs (merge time).
+    """
+    if len(items) > MAX_RANGES:
+        raise UsageError(f"option ranges names {len(items)} ranges, more than MAX_RANGES={MAX_RANGES}")
+    try:
+        ranges = tuple(parse_pages(item) for item in items)
+    except UsageError as exc:
+        raise UsageError(f"option ranges: {exc.message}") from None
+    expected = 1
+    for n, r in enumerate(ranges):
+        shown = r.text() or "1-"
+        if r.first != expected:
+            gap = f"{expected}" if r.first - 1 == expected else f"{expected}-{r.first - 1}"
+            what = "overlaps the one before" if r.first < expected else f"leaves a gap (page {gap} missing)"
+            if n == 0:
+                what = "does not start at page 1"
+            raise UsageError(f"option ranges: range {shown} {what}; ranges must be contiguous, in order, "
+                             "from page 1 (for example 1-500,501-1000,1001-)")
+        if r.last is None and n != len(ranges) - 1:
+            raise UsageError(f"option ranges: only the last range may be open-ended (got {shown} before others)")
+        expected = (r.last or 0) + 1
+    return ranges
+
+
 @dataclass(frozen=True)
 class Options:
     pages: PageRange = PageRange()
+    ranges: tuple[PageRange, ...] = ()  # merge these committed page-range runs (see merge.py)
     images: bool = False
     parallel: int = 0  # 0: automatic (a process per core above PARALLEL_MIN_PAGES pages); 1: serial
     max_pages: int = MAX_PAGES
@@ -81,9 +115,20 @@ class Options:
     max_image_bytes: int = MAX_IMAGE_BYTES
     password: str | None = field(default=None, repr=False)  # a secret: never recorded anywhere
 
+    def ranges_text(self) -> str:
+        return ",".join(r.text() or "1-" for r in self.ranges)
+
+    def for_range(self, page_range: PageRange) -> Options:
+        """The options a range run was (or will be) committed with: these, with ``pages`` set."""
+        return replace(self, pages=page_range, ranges=())
+
     def to_manifest(self) -> dict[str, Any]:
-        """Normalized options for the manifest and the run-id: never the password itself."""
+        """Normalized options for the manifest and the run-id: never the password itself.
+
+        ``ranges`` appears only when set, so that the run-ids of every other run stay as
+        they were before the option existed."""
         return {
+            **({"ranges": self.ranges_text()} if self.ranges else {}),
             "pages": self.pages.text(),
             "images": self.images,
             "password_supplied": self.password is not None,
@@ -104,8 +149,14 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
     r = OptionReader(raw, WORKER)
     password_given = r.raw.get("password") is not None
     password = r.text("password", "", max_len=1024)
+    pages = parse_pages(r.text("pages", "", max_len=64))
+    ranges = parse_ranges(r.items("ranges", ()))
+    if ranges and pages != PageRange():
+        raise UsageError("options pages and ranges do not go together: ranges merges the runs of "
+                         "pages=START-END invocations into one whole-document run")
     options = Options(
-        pages=parse_pages(r.text("pages", "", max_len=64)),
+        pages=pages,
+        ranges=ranges,
         images=r.boolean("images", False),
         parallel=r.integer("parallel", 0, lo=0, hi=MAX_PARALLEL),
         max_pages=r.integer("max_pages", MAX_PAGES, lo=1, hi=1_000_000),

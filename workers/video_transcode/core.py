@@ -256,8 +256,15 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
     planned = time.monotonic()
     jobs = local_jobs()
     obs.logger.info("segment-parallel encode", extra={"segments": len(segments), "jobs": jobs})
-    tasks: list[Callable[[], bool]] = [
-        (lambda s=seg: encode_one(plan, s, run_dir, stop)) for seg in segments]  # type: ignore[misc]
+    took: dict[int, float] = {}
+
+    def timed(segment: Segment) -> bool:
+        begun = time.monotonic()
+        cached = encode_one(plan, segment, run_dir, stop)
+        took[segment.index] = round(time.monotonic() - begun, 3)
+        return cached
+
+    tasks: list[Callable[[], bool]] = [(lambda s=seg: timed(s)) for seg in segments]  # type: ignore[misc]
     if audio is not None:
         tasks.insert(0, lambda: _encode_audio(plan.source, audio, options, run_dir, stop))
     # The audio encode is light (a few % of the video's CPU): it runs beside the segments,
@@ -281,7 +288,8 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
     shutil.rmtree(run_dir / encode.SEGMENTS_DIR, ignore_errors=True)
     return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs, "reused": reused,
             "seconds": {"split": round(planned - started, 3), "encode": round(encoded - planned, 3),
-                        "join": round(time.monotonic() - encoded, 3)}}
+                        "join": round(time.monotonic() - encoded, 3),
+                        "per_segment": [took.get(s.index) for s in segments]}}
 
 
 AUDIO_PART = f"{encode.SEGMENTS_DIR}/audio.m4a"

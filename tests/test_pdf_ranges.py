@@ -142,6 +142,15 @@ def test_missing_range_is_retryable_and_commits_nothing(mount: Path, capsys: pyt
     assert [json.loads(line)["page"] for line in files(mount, merged)["pages.jsonl"].splitlines()] == list(range(1, 7))
 
 
+def test_merge_invoked_before_its_ranges_raises_retry_later(mount: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the Lambda handler: RetryLater (exit 75), which a Step Functions Retry catches."""
+    rel = put(mount, "early.pdf", sample_pdf(6))
+    fan = plan(rel, page_count=6, range_size=3)
+    assert invoke(mount, tmp_path, capsys, fan.merge) == 75
+    assert not commits(mount)
+
+
 @pytest.mark.parametrize(("ranges", "message"), [
     ("1-3,3-6", "overlaps"),
     ("1-3,5-6", "gap (page 4 missing)"),

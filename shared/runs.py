@@ -204,6 +204,8 @@ def holder_is_gone(claim: Claim, *, now: float | None = None, check_local: bool 
     holder = claim.holder
     if not holder:
         return _age_seconds(claim.path) > TORN_GRACE_SECONDS
+    if holder.get("released"):
+        return True
     if float(holder.get("expires_at", 0)) < now:
         return True
     if check_local and holder.get("host") == _host_identity():
@@ -241,6 +243,18 @@ def acquire_claim(run_dir: Path, *, lease_seconds: float, check_local: bool = Tr
     if not write_exclusive(claim.path, canonical_json(holder).encode(), durable=False):
         raise ClaimHeld(f"run {run_dir.name} was claimed by another process a moment ago")
     return claim
+
+
+def release_claim(claim: Claim) -> None:
+    """Give a run back without committing (a retryable stop): the next caller takes it at once.
+
+    Releasing is one more exclusive create, a generation that says ``released``: nothing
+    is deleted, and if another process took the run over meanwhile, this does nothing.
+    """
+    if still_holds(claim):
+        released = {**claim.holder, "released": True, "released_at": time.time()}
+        write_exclusive(claim.run_dir / f"{CLAIM_PREFIX}{claim.generation + 1}.json",
+                        canonical_json(released).encode(), durable=False)
 
 
 def clear_torn_commits(claim: Claim) -> None:

@@ -49,6 +49,7 @@ from shared.runs import (
     clear_torn_commits,
     commit_record,
     hash_file,
+    release_claim,
     run_id_for,
     stat_fingerprint,
     still_holds,
@@ -227,6 +228,9 @@ def execute(
     ctx = RunContext(deadline=deadline, run_id=run_id, request_id=invocation, layout=layout)
     try:
         facts = spec.core().process(source, out, parsed_options, ctx)
+    except RetryableError:
+        release_claim(claim)  # the retry must not wait out this invocation's lease
+        raise
     except PermanentInputError as exc:
         record = {"schema": ERROR_SCHEMA, **identity, "error": _error_body(exc),
                   "started_at": started_at, "finished_at": _now_iso(),

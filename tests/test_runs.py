@@ -166,3 +166,17 @@ def test_a_zombie_holder_counts_as_gone(tmp_path: Path) -> None:
         assert acquire_claim(run_dir, lease_seconds=60).generation == 1
     finally:
         zombie.wait()
+
+
+def test_a_released_claim_is_taken_at_once_even_where_only_leases_count(tmp_path: Path) -> None:
+    from shared.runs import release_claim
+
+    run_dir = tmp_path / "run"
+    claim = acquire_claim(run_dir, lease_seconds=3600, check_local=False)
+    with pytest.raises(ClaimHeld):
+        acquire_claim(run_dir, lease_seconds=60, check_local=False)
+    release_claim(claim)
+    assert acquire_claim(run_dir, lease_seconds=60, check_local=False).generation == 2
+    release_claim(claim)  # a stale holder releasing again changes nothing
+    current = current_claim(run_dir)
+    assert current is not None and current.generation == 2

@@ -443,3 +443,14 @@ def test_backfill_options_can_be_scoped_to_one_worker(mount: Path, capsys: pytes
     assert code == 0 and summary["totals"]["failed"] == 1  # the scoped option reached test-echo only
     code, record = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount), "-o", "test-echo:mode=fail")
     assert code == 3 and record["options"] == {"mode": "fail"}
+
+
+def test_a_retryable_stop_releases_the_run_for_the_next_invocation(mount: Path) -> None:
+    from shared.runtime import RetryLater
+
+    # the holder (this very process) is alive: without a release the run stays claimed for its lease
+    (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
+    with pytest.raises(RetryLater, match="time is nearly up"):
+        handler_response(mount, {"input": "ingest/a.echo", "options": {"sleep": 0.6}}, timeout=0.5)
+    response = handler_response(mount, {"input": "ingest/a.echo"})  # not "in progress" for the lease's length
+    assert response["results"][0]["status"] == "done"

@@ -530,3 +530,14 @@ def test_registration_imports_no_media_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"
+
+
+def test_segments_are_cut_at_the_keyframe_nearest_an_even_split() -> None:
+    info = probe.MediaInfo("mov", 60.0, None, 0.0, None, None)
+    keyframes = [t / 30 for t in (0, 60, 120, 887, 947, 1500, 1790)]
+    segments = encode.plan_segments(info, encode.Fraction(30), 30, keyframes)
+    assert [(s.start, s.frames) for s in segments] == [(0, 887), (887, None)]
+    # no keyframe list (no ffprobe): cuts on the grid, every frame in exactly one segment
+    grid = encode.plan_segments(info, encode.Fraction(30), 1, None)
+    assert [s.start for s in grid] == list(range(0, 1770, 30))  # the last one takes the final 2 s
+    assert sum(s.frames or 1800 - s.start for s in grid) == 1800

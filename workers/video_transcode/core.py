@@ -264,13 +264,13 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
         took[segment.index] = round(time.monotonic() - begun, 3)
         return cached
 
-    tasks: list[Callable[[], bool]] = [(lambda s=seg: timed(s)) for seg in segments]  # type: ignore[misc]
-    if audio is not None:
-        tasks.insert(0, lambda: _encode_audio(plan.source, audio, options, run_dir, stop))
     # The audio encode is light (a few % of the video's CPU): it runs beside the segments,
     # as it would in its own invocation, instead of taking one of the ``jobs`` slots.
-    with ThreadPoolExecutor(max_workers=jobs + (audio is not None)) as pool:
-        futures = [pool.submit(task) for task in tasks]
+    with ThreadPoolExecutor(max_workers=jobs) as pool, ThreadPoolExecutor(max_workers=1) as side:
+        futures = []
+        if audio is not None:
+            futures.append(side.submit(_encode_audio, plan.source, audio, options, run_dir, stop))
+        futures += [pool.submit(timed, segment) for segment in segments]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() for f in done if f.done()):
             stop.failed.set()

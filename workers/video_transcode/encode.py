@@ -185,10 +185,16 @@ def plan_segments(info: MediaInfo, rate: Fraction, segment_seconds: int,
         candidates = sorted({round((t - info.start_time) * rate) for t in keyframes})
     else:
         candidates = list(range(step, total, step))
+    tail = max(1, int(rate))  # never leave a last segment shorter than a second
     cuts = [0]
-    for frame in candidates:
-        if frame - cuts[-1] >= step and total - frame >= max(1, int(rate)):
-            cuts.append(frame)
+    target = step
+    while target < total - tail:
+        usable = [f for f in candidates if cuts[-1] + max(1, step // 2) <= f <= total - tail]
+        if not usable:
+            break
+        cut = min(usable, key=lambda f: (abs(f - target), f))  # the keyframe nearest the even split
+        cuts.append(cut)
+        target = cut + step
     segments = [Segment(i, start, nxt - start) for i, (start, nxt) in enumerate(itertools.pairwise(cuts))]
     segments.append(Segment(len(cuts) - 1, cuts[-1], None))
     return segments

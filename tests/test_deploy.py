@@ -167,8 +167,7 @@ def test_environment_names_and_mount_path_match_config(template: dict[str, Any])
     assert set(env) <= names | powertools, f"unknown variables: {set(env) - names - powertools}"
     assert names <= set(env), f"config variables the template does not set: {names - set(env)}"
     assert env[config.ENV_MOUNT] == config.DEFAULT_MOUNT_IN_LAMBDA == MOUNT_PATH
-    (fs_config,) = glob["FileSystemConfigs"]
-    assert fs_config["LocalMountPath"] == MOUNT_PATH and MOUNT_PATH.startswith("/mnt/")
+    assert MOUNT_PATH.startswith("/mnt/")
     assert env[config.ENV_INGEST_PREFIX] == {"Ref": "IngestPrefix"}
     assert template["Parameters"]["IngestPrefix"]["Default"] == config.DEFAULT_INGEST_PREFIX
     assert template["Parameters"]["WorkspacePrefix"]["Default"] == config.DEFAULT_WORKSPACE_PREFIX
@@ -176,6 +175,8 @@ def test_environment_names_and_mount_path_match_config(template: dict[str, Any])
     for worker, fn in _functions(template).items():
         variables = fn["Properties"]["Environment"]["Variables"]
         assert variables == {"POWERTOOLS_SERVICE_NAME": worker}
+        (fs_config,) = fn["Properties"]["FileSystemConfigs"]
+        assert fs_config["LocalMountPath"] == MOUNT_PATH, worker
     assert f"MOUNTWORKS_MOUNT={MOUNT_PATH}" in DOCKERFILE.read_text()
 
 

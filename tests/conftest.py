@@ -55,6 +55,17 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
+def _log_level_per_test() -> Any:
+    """The CLI sets the shared logger's level (WARNING by default): undo it after each test,
+    so a test that expects INFO lines does not depend on which tests ran before it."""
+    from shared import observability
+
+    level = observability.logger.log_level
+    yield
+    observability.logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
 def _no_lambda_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests run as local runs unless they set the Lambda variables themselves."""
     for name in ("AWS_LAMBDA_FUNCTION_NAME", "MOUNTWORKS_MOUNT", "MOUNTWORKS_INGEST_PREFIX",

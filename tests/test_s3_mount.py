@@ -6,12 +6,14 @@ mount, and the results are read back as S3 objects. See tests/s3support.py for t
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,18 @@ def deletes_in_bucket(mount: S3Mount, since: int) -> list[str]:
     """DELETE requests moto served for this bucket after byte ``since`` of its log.
 
     s3fs implements rename as copy + DELETE of the source, so no DELETE means no rename.
+    The server writes its log asynchronously: a marker request is made last and waited
+    for, so every earlier request is in the text that is read.
     """
+    marker = f"log-marker-{uuid.uuid4().hex}"
+    with contextlib.suppress(Exception):
+        mount.get(marker)  # a 404, logged after everything before it
+    deadline = time.monotonic() + 10
     text = _moto_log(mount)[since:]
+    while marker not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = _moto_log(mount)[since:]
+    assert marker in text, "moto's request log did not show the marker request"
     return [line for line in text.splitlines() if f'"DELETE /{mount.bucket}/' in line]
 
 

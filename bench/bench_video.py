@@ -7,12 +7,15 @@ compressible, plus a sine tone), made once per run (or reused from ``--keep DIR`
 Every contender makes the same 720p H.264/AAC rendition (``ladder=720``, no poster):
 
 - ``plain ffmpeg``: ``ffmpeg -i src -vf scale=1280:720 -c:v libx264 -preset P -crf 23
-  -pix_fmt yuv420p -c:a aac -b:a 128k -movflags +faststart out.mp4`` (the anchor of (a)),
+  -pix_fmt yuv420p -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k -movflags +faststart
+  out.mp4`` (the anchor of (a); the worker forces a keyframe every 2 s for HLS and seeking),
 - ``worker``: the whole worker run through ``shared.runtime.execute`` (hash, probe,
   encode, output probe, manifest), default threading (a),
 - ``worker segments``: segment-parallel, 2 local jobs, default threading (c),
 - ``worker 1-thread``: single pass with ``threads=1`` (one vCPU, as one Lambda) (b anchor),
-- ``worker segments 1-thread``: 2 segments, each a single-threaded ffmpeg, 2 at a time (b).
+- ``worker segments 1-thread``: 2 segments, each a single-threaded ffmpeg, 2 at a time (b),
+- ``worker segments 1-thread, 1 job``: the same segments one at a time, so that each
+  segment's time is its time alone, as in its own invocation (the modelled (b) row).
 
 Timing is bench/harness.py's (interleaved, rotating order, medians). Also reported: the
 split and join seconds of the segmented runs (from the manifest), the Python process's
@@ -118,7 +121,8 @@ def main() -> int:
     plain_out = work / "plain.mp4"
     plain_argv = [
         runner.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-vf", "scale=1280:720",
-        "-c:v", "libx264", "-preset", args.preset, "-crf", "23", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a",
+        "-c:v", "libx264", "-preset", args.preset, "-crf", "23", "-pix_fmt", "yuv420p",
+        "-force_key_frames", "expr:gte(t,n_forced*2)", "-c:a", "aac", "-b:a",
         "128k", "-movflags", "+faststart", str(plain_out)]
     plain = Contender("plain ffmpeg", counting("plain ffmpeg", lambda: subprocess.run(
         plain_argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) and None))

@@ -33,7 +33,7 @@ def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, m
 
     def segment_function(event: dict[str, object], context: object) -> dict[str, object]:
         result = durable.segment_handler(event, context)
-        invoked.append(int(str(result["segment"])))
+        invoked.append(-1 if result.get("audio") else int(str(result["segment"])))
         return result
 
     event = {"input": "ingest/film.mp4", "options": {"segment_seconds": 2, "poster": False}}
@@ -44,8 +44,8 @@ def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, m
     summary = json.loads(str(result.result))
     assert summary["status"] == "done"
     segments = summary["facts"]["segments"]
-    assert sorted(invoked) == list(range(segments["count"])) and segments["count"] >= 2
-    assert segments["reused"] == segments["count"]  # the commit step encoded nothing itself
+    assert sorted(invoked) == [-1, *range(segments["count"])] and segments["count"] >= 2  # audio + segments
+    assert segments["reused"] == segments["count"] and segments["audio_reused"]  # the commit only joined
     manifests = list((mount / "workspace" / "video-transcode").rglob("manifest.json"))
     assert len(manifests) == 1
     out = manifests[0].parent / "240p.mp4"

@@ -277,6 +277,7 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
         wait(futures)
     errors = [f.exception() for f in futures if f.exception() is not None]
     reused = sum(1 for f in futures[-len(segments):] if f.exception() is None and f.result())
+    audio_reused = audio is not None and futures[0].exception() is None and futures[0].result()
     deadline = next((e for e in errors if isinstance(e, DeadlineReached)), None)
     if errors:
         raise next((e for e in errors if not isinstance(e, DeadlineReached)), deadline)  # type: ignore[misc]
@@ -287,12 +288,14 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
                     f"join {rung.label}p", stop, cwd=run_dir, expect_frames=False)
     shutil.rmtree(run_dir / encode.SEGMENTS_DIR, ignore_errors=True)
     return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs, "reused": reused,
+            "audio_reused": audio_reused,
             "seconds": {"split": round(planned - started, 3), "encode": round(encoded - planned, 3),
                         "join": round(time.monotonic() - encoded, 3),
                         "per_segment": [took.get(s.index) for s in segments]}}
 
 
 AUDIO_PART = f"{encode.SEGMENTS_DIR}/audio.m4a"
+AUDIO_DONE = f"{encode.SEGMENTS_DIR}/audio.done.json"
 
 
 def encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Callable[[], bool]) -> bool:
@@ -305,11 +308,24 @@ def encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Callable[
     return result.cached
 
 
-def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper) -> bool:
+def encode_audio_part(source: str, stream: int, audio_kbps: int, threads: int, run_dir: Path,
+                      stop: Callable[[], bool]) -> bool:
+    """The whole file's audio, once (a unit of work like a segment); True when already done."""
+    if (run_dir / AUDIO_DONE).is_file() and (run_dir / AUDIO_PART).is_file():
+        return True
     (run_dir / encode.SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
-    run_checked(encode.audio_argv(source, stream, options.audio_bitrate, AUDIO_PART, options.threads),
-                "audio encode", stop, cwd=run_dir, expect_frames=False)
+    try:
+        result = runner.run(encode.audio_argv(source, stream, audio_kbps, AUDIO_PART, threads),
+                            label="audio encode", cwd=run_dir, should_stop=stop)
+    except runner.Stopped as exc:
+        raise DeadlineReached("stopped the audio encode: the invocation's time is nearly up") from exc
+    check_result(result, "audio encode", expect_frames=False)
+    encode.write_marker(run_dir / AUDIO_DONE, {"audio": stream})
     return False
+
+
+def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper) -> bool:
+    return encode_audio_part(source, stream, options.audio_bitrate, options.threads, run_dir, stop)
 
 
 # ------------------------------------------------------------------ poster, sprite, HLS

@@ -2,8 +2,9 @@
 
     orchestrate (Lambda durable function, aws-durable-execution-sdk-python)
       step "plan"        probe, choose the run directory and the segments (checkpointed)
-      map  "segments"    ctx.invoke(segment function) per segment, up to MAX_FANOUT at once;
-                         each writes only its own files under the run directory
+      map  "segments"    ctx.invoke(segment function) per segment and once for the audio
+                         (the whole file's, so no AAC priming gaps), up to MAX_FANOUT at
+                         once; each writes only its own files under the run directory
       step "commit"      the ordinary worker path (claim, join, poster, manifest): it finds
                          every segment done and only joins, so the commit happens once
 
@@ -69,17 +70,20 @@ def plan_run(event: Mapping[str, Any]) -> dict[str, Any]:
     from workers.video_transcode import probe
 
     segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
-    return {"run_dir": layout.rel(run_dir), "plan": asdict(plan), "segments": [asdict(s) for s in segments]}
+    items: list[dict[str, Any]] = [{"segment": asdict(s)} for s in segments]
+    if info.audio is not None:  # the audio is encoded once, beside the segments
+        items.insert(0, {"audio": {"stream": info.audio.index, "kbps": options.audio_bitrate,
+                                   "threads": options.threads}})
+    return {"run_dir": layout.rel(run_dir), "plan": asdict(plan), "segments": items}
 
 
 def segment_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda entry point of one segment encode: ``{"run_dir", "plan", "segment"}``."""
+    """Lambda entry point of one unit: ``{"run_dir", "plan", "segment"}`` or ``{..., "audio"}``."""
     cfg = _config()
     run_dir = cfg.root / check_key(str(event["run_dir"]), what="run directory")
     OutputDir(run_dir, cfg.worker_dir(SPEC.name))  # refuses anything outside our own prefix
     raw = dict(event["plan"])
     plan = VideoPlan(**{**raw, "rungs": tuple(Rung(**r) for r in raw["rungs"])})
-    segment = Segment(**event["segment"])
     getter = getattr(context, "get_remaining_time_in_millis", None)
     deadline = Deadline(getter() / 1000.0 if callable(getter) else None)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,12 @@ def segment_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         left = deadline.remaining()
         return left is not None and left < core.STOP_MARGIN_SECONDS
 
+    if "audio" in event:
+        audio = event["audio"]
+        cached = core.encode_audio_part(plan.source, int(audio["stream"]), int(audio["kbps"]),
+                                        int(audio["threads"]), run_dir, stop)
+        return {"audio": True, "cached": cached}
+    segment = Segment(**event["segment"])
     cached = core.encode_one(plan, segment, run_dir, stop)
     return {"segment": segment.index, "cached": cached}
 
@@ -111,9 +121,9 @@ def orchestrate(event: dict[str, Any], context: DurableContext) -> dict[str, Any
     planned: dict[str, Any] = context.step(lambda _: plan_run(event), name="plan")
     function = os.environ.get(ENV_SEGMENT_FUNCTION, DEFAULT_SEGMENT_FUNCTION)
 
-    def encode_remote(ctx: DurableContext, segment: dict[str, Any], index: int, _: Any) -> Any:
-        payload = {"run_dir": planned["run_dir"], "plan": planned["plan"], "segment": segment}
-        return ctx.invoke(function, payload, name=f"segment-{index}")
+    def encode_remote(ctx: DurableContext, item: dict[str, Any], index: int, _: Any) -> Any:
+        payload = {"run_dir": planned["run_dir"], "plan": planned["plan"], **item}
+        return ctx.invoke(function, payload, name="audio" if "audio" in item else f"segment-{index}")
 
     if planned["segments"]:
         context.map(planned["segments"], encode_remote, name="segments",

@@ -236,8 +236,11 @@ def join_argv(rung: Rung, segments: Sequence[Segment], audio: str | None, run_di
 
 def write_done_marker(run_dir: Path, segment: Segment, facts: dict[str, Any]) -> None:
     """Record a finished segment (its files are complete); written after they are closed."""
-    path = run_dir / segment.done_marker
-    data = json.dumps({"segment": asdict(segment), **facts}).encode()
+    write_marker(run_dir / segment.done_marker, {"segment": asdict(segment), **facts})
+
+
+def write_marker(path: Path, record: dict[str, Any]) -> None:
+    data = json.dumps(record).encode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, data)

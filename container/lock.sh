@@ -5,10 +5,15 @@
 # Python version, binary wheels only, and carry the sha256 of every wheel and sdist
 # of each pinned version, so `pip install --require-hashes` works on both
 # architectures. Needs `uv` (pip install uv).
+#
+#   container/lock.sh                    every image
+#   container/lock.sh video-transcode    only the named images (the others keep their pins)
 set -euo pipefail
 cd "$(dirname "$0")/requirements"
 PYTHON_VERSION="${PYTHON_VERSION:-3.12}"
-for input in *.in; do
+if [ "$#" -gt 0 ]; then inputs=("${@/%/.in}"); else inputs=(*.in); fi
+for input in "${inputs[@]}"; do
+  [ -f "$input" ] || { echo "no $input in container/requirements" >&2; exit 2; }
   worker="${input%.in}"
   uv pip compile "$input" --universal --python-version "$PYTHON_VERSION" --generate-hashes \
     --only-binary :all: --no-header --quiet -o "$worker.txt"

@@ -51,17 +51,23 @@ HEAVY = {"pyarrow", "imageio-ffmpeg", "ffmpeg-python", "pillow", "pypdf", "numpy
 NEEDS = {
     "image-resize": {"pillow", "pillow-heif"},
     "pdf-extract": {"pypdf", "cryptography", "pillow"},
-    "video-transcode": {"ffmpeg-python", "pillow"},
+    "video-transcode": {"ffmpeg-python", "pillow", "aws-durable-execution-sdk-python"},
     "parquet-normalize": {"pyarrow", "numpy", "pyyaml"},
 }
 # Imports a worker makes only as a fallback the image never takes, with the reason.
 OPTIONAL = {
     # runner.ffmpeg_exe() imports imageio_ffmpeg only when no ffmpeg is on PATH; the
     # image puts the static ffmpeg and ffprobe in /usr/local/bin.
-    # durable.py is an opt-in durable-function entry point (extra `durable`) that
-    # template.yaml does not deploy; the image's handler never imports it.
-    "video-transcode": {"imageio-ffmpeg", "aws-durable-execution-sdk-python"},
+    "video-transcode": {"imageio-ffmpeg"},
 }
+# Functions beyond the four workers, all from a worker's image with another handler:
+# logical id -> (worker whose image they run, module, handler attribute).
+FANOUT = {
+    "VideoSegmentFunction": ("video-transcode", "workers.video_transcode.durable", "segment_handler"),
+    "VideoFanoutFunction": ("video-transcode", "workers.video_transcode.durable", "orchestrate"),
+}
+DURABLE_FUNCTION = "VideoFanoutFunction"
+SEGMENT_FUNCTION = "VideoSegmentFunction"
 
 
 # ------------------------------------------------------------------ template loading
@@ -99,8 +105,9 @@ def _resources(template: dict[str, Any], kind: str) -> Iterator[tuple[str, dict[
 
 
 def _functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Worker name (the image's Docker tag) -> its function resource."""
-    return {res["Metadata"]["DockerTag"]: res for _, res in _resources(template, "AWS::Serverless::Function")}
+    """Worker name (the image's Docker tag) -> its worker function resource (no fan-out ones)."""
+    return {res["Metadata"]["DockerTag"]: res for name, res in _resources(template, "AWS::Serverless::Function")
+            if name not in FANOUT}
 
 
 def _logical(worker: str) -> str:
@@ -123,6 +130,8 @@ def _sub_defaults(text: str, template: dict[str, Any]) -> str:
 def test_every_registered_worker_is_deployed(template: dict[str, Any]) -> None:
     assert set(WORKERS) <= set(DEPLOYED), "a worker was registered without a function in template.yaml"
     assert set(_functions(template)) == set(DEPLOYED)
+    every = {name for name, _ in _resources(template, "AWS::Serverless::Function")}
+    assert every == {f"{_logical(w)}Function" for w in DEPLOYED} | set(FANOUT), "an unchecked function"
     for name, module in WORKERS.items():
         assert DEPLOYED[name] == module
 
@@ -195,19 +204,128 @@ def test_function_sizing_and_queue(template: dict[str, Any], worker: str) -> Non
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == dlq
 
 
-@pytest.mark.parametrize("worker", sorted(DEPLOYED))
-def test_least_privilege(template: dict[str, Any], worker: str) -> None:
-    (policy,) = _functions(template)[worker]["Properties"]["Policies"]
-    statements = {s["Sid"]: s for s in policy["Statement"]}
-    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs"}
+def _check_mount_and_reads(statements: dict[str, dict[str, Any]]) -> None:
+    """The two statements every function that works on the mount has, and their scope."""
     mount = statements["MountThroughAccessPoint"]
     assert sorted(mount["Action"]) == ["s3files:ClientMount", "s3files:ClientWrite"]
     assert "s3files:AccessPointArn" in mount["Condition"]["StringEquals"]
     reads = statements["DirectReadsOfInputs"]
     assert sorted(reads["Action"]) == ["s3:GetObject", "s3:GetObjectVersion"]
     assert reads["Resource"]["Fn::Sub"][0].endswith("/${IngestPrefix}/*")
-    for statement in policy["Statement"]:
+    for statement in statements.values():
         assert "*" not in json.dumps(statement["Action"])
+        assert statement["Effect"] == "Allow"
+
+
+@pytest.mark.parametrize("worker", sorted(DEPLOYED))
+def test_least_privilege(template: dict[str, Any], worker: str) -> None:
+    (policy,) = _functions(template)[worker]["Properties"]["Policies"]
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs"}
+    _check_mount_and_reads(statements)
+
+
+# ------------------------------------------------------------------ drift: the video fan-out
+
+
+def _env_reads(module: Any) -> list[ast.expr]:
+    """First argument of every ``os.environ.get``/``os.environ[...]``/``os.getenv`` in a module."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and node.args:
+            name = ast.unparse(node.func)
+            if name in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
+                found.append(node.args[0])
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ"):
+            found.append(node.slice)
+    return found
+
+
+@pytest.mark.parametrize("logical", sorted(FANOUT))
+def test_fanout_handler_commands_match_code(template: dict[str, Any], logical: str) -> None:
+    worker, module_name, attribute = FANOUT[logical]
+    fn = template["Resources"][logical]
+    props = fn["Properties"]
+    assert props["ImageConfig"]["Command"] == [f"{module_name}.{attribute}"]
+    assert props["PackageType"] == "Image"
+    # The worker's own image: one build serves the worker and its fan-out.
+    assert fn["Metadata"] == _functions(template)[worker]["Metadata"]
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, attribute))
+    assert module_name.startswith(DEPLOYED[worker] + ".")
+    (fs_config,) = props["FileSystemConfigs"]
+    assert fs_config == _functions(template)[worker]["Properties"]["FileSystemConfigs"][0]
+    assert fs_config["LocalMountPath"] == MOUNT_PATH
+    assert "MountTargetsReady" in fn["DependsOn"]
+    assert props["MemorySize"] >= 512 and 60 <= props["Timeout"] <= 900
+    assert "Events" not in props, "fan-out functions are started by invocation, never by the ingest events"
+    log_group = template["Resources"][logical.replace("Function", "LogGroup")]["Properties"]
+    assert log_group["LogGroupName"]["Fn::Sub"] == "/aws/lambda/" + props["FunctionName"]["Fn::Sub"]
+
+
+def test_durable_code_reads_only_named_variables_the_template_sets(template: dict[str, Any]) -> None:
+    from workers.video_transcode import durable
+
+    reads = _env_reads(durable)
+    assert reads, "durable.py reads its segment function from the environment"
+    for arg in reads:
+        assert isinstance(arg, ast.Name) and arg.id.startswith("ENV_"), (
+            f"durable.py reads the environment with {ast.unparse(arg)}, not a named ENV_ constant")
+    names = {getattr(durable, arg.id) for arg in reads if isinstance(arg, ast.Name)}
+    orchestrator = template["Resources"][DURABLE_FUNCTION]["Properties"]["Environment"]["Variables"]
+    assert names <= set(orchestrator), f"the template does not set {names - set(orchestrator)}"
+    assert orchestrator[durable.ENV_SEGMENT_FUNCTION] == {"Fn::GetAtt": [SEGMENT_FUNCTION, "Arn"]}
+    declared = {value for key, value in vars(durable).items() if key.startswith("ENV_")}
+    for logical, (worker, _, _) in FANOUT.items():
+        variables = template["Resources"][logical]["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_SERVICE_NAME"] == worker
+        assert set(variables) <= declared | {"POWERTOOLS_SERVICE_NAME"}, f"{logical}: unknown variables"
+
+
+def test_durable_orchestrator_config_and_least_privilege(template: dict[str, Any]) -> None:
+    from workers.video_transcode import durable
+
+    res = template["Resources"]
+    props = res[DURABLE_FUNCTION]["Properties"]
+    durable_config = props["DurableConfig"]
+    # The whole execution outlives any one invocation; Lambda allows 1 s .. 366 days and
+    # 1 .. 90 days of history.
+    assert props["Timeout"] < durable_config["ExecutionTimeout"] <= 31_622_400
+    assert 1 <= durable_config["RetentionPeriodInDays"] <= 90
+    # A durable function cannot be invoked by an unqualified ARN: publish an alias.
+    assert props["AutoPublishAlias"]
+    assert template["Outputs"]["VideoFanoutFunctionAliasArn"]["Value"] == {"Ref": f"{DURABLE_FUNCTION}.Alias"}
+    assert durable.MAX_FANOUT >= 2
+    # Its own role, so SAM does not attach the managed durable policy (checkpoint on "*").
+    assert props["Role"] == {"Fn::GetAtt": ["VideoFanoutRole", "Arn"]}
+    assert "Policies" not in props
+    role = res["VideoFanoutRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+    managed = {arn["Fn::Sub"].rsplit("/", 1)[1] for arn in role["ManagedPolicyArns"]}
+    assert managed == {"AWSLambdaVPCAccessExecutionRole", "AWSXRayDaemonWriteAccess"}
+    (policy,) = role["Policies"]
+    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    assert set(statements) == {"OwnDurableExecutions", "InvokeSegmentFunction", "MountThroughAccessPoint",
+                               "DirectReadsOfInputs"}
+    _check_mount_and_reads(statements)
+    own = statements["OwnDurableExecutions"]
+    assert sorted(own["Action"]) == ["lambda:CheckpointDurableExecution", "lambda:GetDurableExecutionState"]
+    # Durable execution ARNs extend the *qualified* function ARN: "<name>:*", never "*".
+    assert own["Resource"]["Fn::Sub"].endswith(":function:" + props["FunctionName"]["Fn::Sub"] + ":*")
+    invoke = statements["InvokeSegmentFunction"]
+    assert invoke["Action"] == "lambda:InvokeFunction"
+    assert invoke["Resource"] == {"Fn::GetAtt": [SEGMENT_FUNCTION, "Arn"]}
+
+
+def test_segment_function_least_privilege(template: dict[str, Any]) -> None:
+    props = template["Resources"][SEGMENT_FUNCTION]["Properties"]
+    assert "DurableConfig" not in props  # a plain function: one segment per invocation
+    (policy,) = props["Policies"]
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs"}
+    _check_mount_and_reads(statements)
 
 
 def _rule_keys(template: dict[str, Any], worker: str) -> list[str]:

@@ -3,18 +3,21 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-fast lint typecheck contract check clean
+.PHONY: install install-dev demo test test-fast lint typecheck contract check clean
 
 install:
+	$(PIP_INSTALL) -e .
+
+install-dev:
 	$(PIP_INSTALL) -e '.[test,deploy]'
 
 demo: install
 	bash samples/demo.sh demo-mount
 
-test: install
+test: install-dev
 	$(PYTHON) -m pytest
 
-test-fast: install
+test-fast: install-dev
 	$(PYTHON) -m pytest -m "not slow and not s3"
 
 lint:
@@ -23,7 +26,7 @@ lint:
 typecheck:
 	$(PYTHON) -m mypy
 
-contract: install
+contract: install-dev
 	$(PYTHON) ../shared/tools/contract_check.py --mountworks "$$(command -v mountworks)"
 
 check: lint typecheck test

@@ -6,18 +6,19 @@
 set -euo pipefail
 root="${1:-demo-mount}"
 here="$(cd "$(dirname "$0")" && pwd)"
+py="${PYTHON:-python3}"
 mkdir -p "$root"
 echo "== sample inputs in $root/ingest/" >&2
-python "$here/make_samples.py" "$root" >&2
+"$py" "$here/make_samples.py" "$root" >&2
 echo "== mountworks backfill --root $root" >&2
 set +e
-python -m workers backfill --root "$root" --jobs 2
+"$py" -m workers backfill --root "$root" --jobs 2
 status=$?
 set -e
 echo "== mountworks verify --root $root" >&2
-python -m workers verify --root "$root" >/dev/null && echo "verify: every manifest holds" >&2
+"$py" -m workers verify --root "$root" >/dev/null && echo "verify: every manifest holds" >&2
 echo "== committed outputs (paths relative to $root)" >&2
-python - "$root" <<'PY' >&2
+"$py" - "$root" <<'PY' >&2
 import json, sys
 from pathlib import Path
 root = Path(sys.argv[1])

@@ -413,3 +413,12 @@ def test_options_are_checked() -> None:
                 {"nope": 1}, {"format": "xlsx"}):
         with pytest.raises(UsageError):
             SPEC.parse_options(bad)
+
+
+def test_a_pretty_printed_json_object_is_refused_as_not_records(mount: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (mount / "ingest" / "event.json").write_text('{\n  "Records": [\n    {"a": 1}\n  ]\n}\n')
+    assert main(["run", "parquet-normalize", "ingest/event.json", "--root", str(mount)]) == 3
+    record = json.loads(capsys.readouterr().out)
+    assert record["error"]["code"] == "unsupported-format"
+    assert "not an array of records" in record["error"]["message"]

@@ -122,7 +122,9 @@ def detect(path: Path, size: int, options: Options) -> tuple[Detected, bytes]:
     text = _decode_sample(sample, options, detected)
     stripped = text.lstrip()
     if options.format == "jsonl" or (options.format == "auto" and stripped.startswith("{")):
-        detected.kind = "jsonl"
+        # JSON Lines puts a whole object on its first line; a pretty-printed single document
+        # ("{" alone, then fields) is a document, refused below as "not an array of records"
+        detected.kind = "jsonl" if options.format == "jsonl" or _first_line_is_object(stripped) else "json"
     elif options.format == "auto" and stripped.startswith("["):
         detected.kind = "json"
     else:
@@ -407,6 +409,14 @@ def _cell(value: Any) -> str | None:
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return str(value)
+
+
+def _first_line_is_object(text: str) -> bool:
+    first = text.split("\n", 1)[0].strip()
+    try:
+        return isinstance(json.loads(first), dict)
+    except ValueError:
+        return len(first) >= len(text.strip())  # a sample cut inside one long line: trust it
 
 
 class JsonReader:

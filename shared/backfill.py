@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
+import json
 import os
 import signal
 import sys
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, TextIO
 
 from shared.config import MountConfig
@@ -31,7 +33,7 @@ from shared.errors import MountworksError, RefusedPath, UsageError
 from shared.events import WorkItem
 from shared.options import options_for
 from shared.paths import InputRef, input_from_path, resolve_input
-from shared.runs import RunLayout, stat_fingerprint
+from shared.runs import RunLayout, canonical_json, seen_pointer_path, stat_fingerprint
 from shared.runtime import Outcome, commit_crash, run_item
 from shared.worker import SNIFF_BYTES, WorkerSpec
 
@@ -41,9 +43,10 @@ SLOWEST_LISTED = 5
 DURATION_BUCKETS_MS = (10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000)
 
 
-def walk_files(top: Path) -> Iterator[Path]:
-    """Every regular file (or symlink to one) below ``top``, depth first, streamed."""
-    stack = [top]
+def walk_files(top: Path) -> Iterator[str]:
+    """Every regular file (or symlink to one) below ``top``, depth first, streamed (as str:
+    millions of paths go through here)."""
+    stack = [str(top)]
     while stack:
         folder = stack.pop()
         try:
@@ -51,23 +54,41 @@ def walk_files(top: Path) -> Iterator[Path]:
                 subdirs = []
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        subdirs.append(Path(entry.path))
+                        subdirs.append(entry.path)
                     elif entry.is_file() or entry.is_symlink():
-                        yield Path(entry.path)
+                        yield entry.path
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         stack.extend(sorted(subdirs, reverse=True))
 
 
+@functools.lru_cache(maxsize=256)
+def _normalized_options(spec: WorkerSpec, options_json: str) -> dict[str, Any]:
+    """A worker's normalized options, parsed once per backfill rather than once per file."""
+    return spec.parse_options(json.loads(options_json)).to_manifest()
+
+
 def committed_without_reading(spec: WorkerSpec, ref: InputRef, options: Mapping[str, Any],
                               st: os.stat_result, cfg: MountConfig, retry_failed: bool) -> bool:
-    """Is this input already committed by this worker? Metadata only: no content read."""
-    layout = RunLayout(cfg, spec.name, ref)
-    normalized = spec.parse_options(options).to_manifest()
-    run_id = layout.seen_run_id(stat_fingerprint(spec.name, spec.version, normalized, st))
-    if run_id is None:
+    """Is this input already committed by this worker? Metadata only: no content read.
+
+    One ``stat`` (done by the caller) and one small read: the ``_seen`` pointer is written
+    after its commit and says whether that commit failed. Only ``--retry-failed`` over a
+    failed input (or a pointer without that flag) looks at the run directory itself.
+    """
+    normalized = _normalized_options(spec, canonical_json(dict(options)))
+    fingerprint = stat_fingerprint(spec.name, spec.version, normalized, st)
+    try:
+        with open(seen_pointer_path(cfg, spec.name, ref.name.as_posix(), fingerprint), "rb") as f:
+            pointer = json.loads(f.read())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return False
-    commit = layout.latest_commit(run_id)
+    run_id, failed = pointer.get("run_id"), pointer.get("failed")
+    if not isinstance(run_id, str):
+        return False
+    if failed is False or (failed is True and not retry_failed):
+        return True
+    commit = RunLayout(cfg, spec.name, ref).latest_commit(run_id)
     return commit is not None and not (retry_failed and commit.failed)
 
 
@@ -354,11 +375,12 @@ def backfill(
     pool = IsolatedPool(jobs, cfg, retry_failed)
     options = dict(options or {})
     try:
+        root_prefix = str(cfg.root).rstrip("/") + "/"
         for path in walk_files(cfg.ingest_dir):
             summary.files += 1
             for outcome in pool.collect(block=False):
                 summary.add(outcome)
-            rel = PurePosixPath(path.relative_to(cfg.root).as_posix()).as_posix()
+            rel = path[len(root_prefix):]
             for spec, item in route(cfg, specs, rel, options, retry_failed, summary):
                 if dry_run:
                     summary.would_process += 1

@@ -8,6 +8,7 @@ preceded by a containment check against the real (symlink-resolved) mount.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -101,14 +102,20 @@ def input_from_bucket_key(cfg: MountConfig, key: str) -> InputRef | None:
     return input_from_path(cfg, path.as_posix())
 
 
+@functools.lru_cache(maxsize=64)
+def _real_dir(path: str) -> Path:
+    """The ingest folder's real path, resolved once per process (a backfill asks per file)."""
+    return Path(os.path.realpath(path))
+
+
 def resolve_input(cfg: MountConfig, ref: InputRef) -> Path:
     """The real file behind an input, refused if symlinks lead it out of ``ingest/``.
 
     The file may not exist yet (S3 events can arrive before the mount shows the file);
     containment is checked on whatever part of the path exists.
     """
-    ingest_real = Path(os.path.realpath(cfg.ingest_dir))
-    real = Path(os.path.realpath(cfg.root / ref.rel))
+    ingest_real = _real_dir(str(cfg.ingest_dir))
+    real = Path(os.path.realpath(os.path.join(cfg.root, ref.rel)))
     if not real.is_relative_to(ingest_real) or real == ingest_real:
         raise RefusedPath(f"input {ref} resolves outside {cfg.ingest_prefix}/ (symlink escape refused)")
     return real

@@ -336,6 +336,12 @@ class OutputDir:
 # ----------------------------------------------------------------------------- layout
 
 
+def seen_pointer_path(cfg: MountConfig, worker: str, name: str, fingerprint: str) -> str:
+    """Where the ``_seen`` pointer of an input (``name``: below ingest/) lives, as a string:
+    a backfill over millions of committed inputs looks this up once per file."""
+    return os.path.join(cfg.root, cfg.workspace_prefix, worker, name, SEEN_DIR, fingerprint + ".json")
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Where one worker keeps the runs of one input."""
@@ -362,17 +368,29 @@ class RunLayout:
         return MAX_KEY_BYTES - len(key.encode()) - 1
 
     def seen_path(self, fingerprint: str) -> Path:
-        return self.input_dir / SEEN_DIR / f"{fingerprint}.json"
+        return Path(seen_pointer_path(self.cfg, self.worker, self.ref.name.as_posix(), fingerprint))
 
-    def seen_run_id(self, fingerprint: str) -> str | None:
+    def seen(self, fingerprint: str) -> tuple[str, bool | None] | None:
+        """The ``_seen`` pointer: (run-id, whether that commit failed), or None.
+
+        A pointer is written only after its commit, so one that says ``failed: false``
+        answers "already committed?" by itself; ``None`` for ``failed`` is an older pointer.
+        """
         record = _read_json(self.seen_path(fingerprint))
         run_id = (record or {}).get("run_id")
-        return run_id if isinstance(run_id, str) else None
+        if not isinstance(run_id, str):
+            return None
+        failed = (record or {}).get("failed")
+        return run_id, failed if isinstance(failed, bool) else None
 
-    def remember(self, fingerprint: str, run_id: str) -> None:
+    def seen_run_id(self, fingerprint: str) -> str | None:
+        found = self.seen(fingerprint)
+        return found[0] if found else None
+
+    def remember(self, fingerprint: str, run_id: str, *, failed: bool) -> None:
         path = self.seen_path(fingerprint)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_exclusive(path, canonical_json({"run_id": run_id}).encode(), durable=False)
+        write_exclusive(path, canonical_json({"failed": failed, "run_id": run_id}).encode(), durable=False)
 
     def attempts(self, run_id: str) -> list[tuple[int, Path]]:
         """The attempt directories of a run, oldest first: ``<run-id>``, ``<run-id>.2``, ..."""

@@ -195,7 +195,7 @@ def execute(
     commit = layout.latest_commit(base_run_id)
     if commit is not None:
         if not (retry_failed and commit.failed):
-            layout.remember(fingerprint, base_run_id)
+            layout.remember(fingerprint, base_run_id, failed=commit.failed)
             return _committed_outcome(spec, ref, commit)
         attempt += 1
     run_dir = layout.attempt_dir(base_run_id, attempt)
@@ -236,7 +236,7 @@ def execute(
                   "started_at": started_at, "finished_at": _now_iso(),
                   "duration_ms": round((time.monotonic() - started) * 1000, 1)}
         _commit(claim, ERROR_RECORD, record)
-        layout.remember(fingerprint, base_run_id)
+        layout.remember(fingerprint, base_run_id, failed=True)
         return Outcome("failed", str(ref), spec.name, run_id, record, code=exc.code, message=exc.message,
                        duration_ms=record["duration_ms"])
 
@@ -250,7 +250,7 @@ def execute(
     manifest = {"schema": MANIFEST_SCHEMA, **identity, "outputs": outputs, "facts": facts,
                 "started_at": started_at, "finished_at": _now_iso(), "duration_ms": duration_ms}
     _commit(claim, MANIFEST, manifest)
-    layout.remember(fingerprint, base_run_id)
+    layout.remember(fingerprint, base_run_id, failed=False)
     return Outcome("done", str(ref), spec.name, run_id, manifest, duration_ms=duration_ms,
                    extra={"bytes_in": size, "bytes_out": sum(o["size"] for o in outputs)})
 
@@ -435,5 +435,5 @@ def commit_crash(spec: WorkerSpec, ref: InputRef, raw_options: Mapping[str, Any]
               "error": {"code": "decoder-crash", "message": message}, "started_at": now, "finished_at": now,
               "duration_ms": 0.0}
     _commit(claim, ERROR_RECORD, record)
-    layout.remember(stat_fingerprint(spec.name, spec.version, options, st), base_run_id)
+    layout.remember(stat_fingerprint(spec.name, spec.version, options, st), base_run_id, failed=True)
     return Outcome("failed", str(ref), spec.name, run_dir.name, record, code="decoder-crash", message=message)

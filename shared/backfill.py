@@ -43,9 +43,10 @@ SLOWEST_LISTED = 5
 DURATION_BUCKETS_MS = (10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000)
 
 
-def walk_files(top: Path) -> Iterator[str]:
-    """Every regular file (or symlink to one) below ``top``, depth first, streamed (as str:
-    millions of paths go through here)."""
+def walk_files(top: Path) -> Iterator[tuple[str, bool]]:
+    """(path, is_symlink) of every regular file (or symlink to one) below ``top``, depth
+    first, streamed, as strings: millions of paths go through here. Symlinked folders are
+    not followed, so a path that is not itself a symlink is already its real path."""
     stack = [str(top)]
     while stack:
         folder = stack.pop()
@@ -55,8 +56,10 @@ def walk_files(top: Path) -> Iterator[str]:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
                         subdirs.append(entry.path)
-                    elif entry.is_file() or entry.is_symlink():
-                        yield entry.path
+                    elif entry.is_symlink():
+                        yield entry.path, True
+                    elif entry.is_file(follow_symlinks=False):
+                        yield entry.path, False
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
         stack.extend(sorted(subdirs, reverse=True))
@@ -376,12 +379,12 @@ def backfill(
     options = dict(options or {})
     try:
         root_prefix = str(cfg.root).rstrip("/") + "/"
-        for path in walk_files(cfg.ingest_dir):
+        for path, is_symlink in walk_files(cfg.ingest_dir):
             summary.files += 1
             for outcome in pool.collect(block=False):
                 summary.add(outcome)
             rel = path[len(root_prefix):]
-            for spec, item in route(cfg, specs, rel, options, retry_failed, summary):
+            for spec, item in route(cfg, specs, rel, options, retry_failed, summary, walked=not is_symlink):
                 if dry_run:
                     summary.would_process += 1
                     continue
@@ -403,17 +406,19 @@ def backfill(
 
 
 def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[str, Any],
-          retry_failed: bool, summary: Summary) -> list[tuple[WorkerSpec, WorkItem]]:
+          retry_failed: bool, summary: Summary, *, walked: bool = False) -> list[tuple[WorkerSpec, WorkItem]]:
     """The (worker, item) pairs to run for one file (``rel``: relative to the mount root).
 
     Shared by every engine: committed ones are tallied as skipped after a ``stat`` and a
     ``_seen`` lookup (no content read); the rest are routed by their first bytes.
+    ``walked``: the local walk found it as a plain file inside ``ingest/``, so it needs no
+    symlink resolution (every run resolves and confines it again before opening it).
     """
     try:
         ref = input_from_path(cfg, rel)
         if ref is None:
             return []
-        real = resolve_input(cfg, ref)
+        real = Path(os.path.join(cfg.root, rel)) if walked else resolve_input(cfg, ref)
         st = real.stat()
     except (RefusedPath, OSError) as exc:
         summary.unrouted += 1

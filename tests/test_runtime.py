@@ -454,3 +454,17 @@ def test_a_retryable_stop_releases_the_run_for_the_next_invocation(mount: Path) 
         handler_response(mount, {"input": "ingest/a.echo", "options": {"sleep": 0.6}}, timeout=0.5)
     response = handler_response(mount, {"input": "ingest/a.echo"})  # not "in progress" for the lease's length
     assert response["results"][0]["status"] == "done"
+
+
+def test_backfill_refuses_a_symlink_that_leaves_ingest(mount: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    outside = tmp_path / "outside.echo"
+    outside.write_bytes(b"ECHO secret")
+    (mount / "ingest" / "link.echo").symlink_to(outside)
+    (mount / "ingest" / "real.echo").write_bytes(b"ECHO real")
+    (mount / "ingest" / "alias.echo").symlink_to("real.echo")
+    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    assert code == 0 and summary["totals"]["done"] == 2  # real.echo and its in-ingest alias
+    refused = [f for f in summary["failures"] if f["input"] == "ingest/link.echo"]
+    assert refused and "outside ingest/" in refused[0]["error"]["message"]
+    assert not list((mount / "workspace").rglob("link.echo"))

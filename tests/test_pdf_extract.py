@@ -467,6 +467,25 @@ def test_parallel_page_ranges_equal_serial(tmp_path: Path, run: Any) -> None:
     assert serial[1]["facts"]["page_errors"] == 1 and serial[1]["facts"]["needs_ocr_pages"] == 1
 
 
+def test_parallel_on_a_streamed_file_equals_serial(tmp_path: Path, run: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file too large to read into memory is streamed from the mount: the forked page-range
+    process must reopen it (a shared descriptor would share its offset with the parent)."""
+    from workers.pdf_extract import core
+
+    monkeypatch.setattr(core, "IN_MEMORY_MAX_BYTES", 0)
+    lines = [[f"streamed page {i} line {j} " + "words " * 12 for j in range(40)] for i in range(120)]
+    pdf = build_pdf([text_page(*page) for page in lines])  # large enough that reads leave the buffer
+    results = {}
+    for mode in ("1", "2"):
+        root = tmp_path / mode
+        (root / "ingest").mkdir(parents=True)
+        code, record = run("big.pdf", pdf, f"parallel={mode}", root=root)
+        assert code == 0, record
+        results[mode] = _result_bytes(root, record)
+    assert results["1"] == results["2"]
+
+
 def test_page_range_option_selects_pages(mount: Path, run: Any) -> None:
     pdf = build_pdf([text_page(f"p{i}") for i in range(1, 11)])
     code, record = run("r.pdf", pdf, "pages=4-6")

@@ -453,16 +453,21 @@ def _write_chunks(reader: PdfReader, options: Options, chunks: list[tuple[int, r
                 f.write(json.dumps(extract_page(reader, index, options, budget), ensure_ascii=False) + "\n")
 
 
-def _child(path: Path, size: int, options: Options, chunks: list[tuple[int, range]], folder: Path,
+def _child(path: Path, reader: PdfReader, options: Options, chunks: list[tuple[int, range]], folder: Path,
            remaining: float | None, max_seconds_left: float) -> dict[str, Any] | None:
-    """One page-range process: open the document itself, write each chunk's records to a file.
+    """One page-range process: write each chunk's records to a file.
 
-    Returns None on success, else a report of the error for the parent to raise.
+    It works on the reader it inherited through ``fork`` (the document already parsed, its
+    object cache warm), with a stream of its own: an in-memory copy is private after the
+    fork; a file streamed from the mount is opened again, since a shared descriptor would
+    share its offset with the parent. Returns None on success, else an error report.
     """
     try:
         budget = Budget(Deadline(remaining), options.max_page_seconds, max_seconds_left)
-        with apply_configuration(**_pypdf_limits(options)), opened(path, size, options) as doc:
-            _write_chunks(doc.reader, options, chunks, folder, budget)
+        if not isinstance(reader.stream, io.BytesIO):
+            reader.stream = path.open("rb")
+        with apply_configuration(**_pypdf_limits(options)):
+            _write_chunks(reader, options, chunks, folder, budget)
         return None
     except MountworksError as exc:
         return {"kind": type(exc).__name__, "message": exc.message, "code": exc.code,
@@ -549,7 +554,7 @@ def _parallel(source: InputFile, reader: PdfReader, indexes: range, options: Opt
                 continue
             remaining = budget.deadline.remaining()
             left = budget.max_seconds - (time.monotonic() - budget.started)
-            pid, fd = _fork(functools.partial(_child, source.path, source.size, options, mine, folder,
+            pid, fd = _fork(functools.partial(_child, source.path, reader, options, mine, folder,
                                               remaining, left))
             pending[fd] = pid
         _write_chunks(reader, options, chunks[0::workers], folder, budget)

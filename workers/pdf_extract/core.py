@@ -727,22 +727,9 @@ def _attachments(reader: PdfReader, out: OutputDir, options: Options, budget: Bu
                 entry["skipped"] = f"more than MAX_ATTACHMENTS={options.max_attachments}"
                 continue
             budget.deadline.check(DEADLINE_MARGIN_SECONDS, doing="writing attachments")
-            try:
-                declared = embedded.size
-                if declared is not None and declared > options.max_attachment_bytes:
-                    entry["size"] = declared
-                    entry["skipped"] = f"larger than MAX_ATTACHMENT_BYTES={options.max_attachment_bytes}"
-                    continue
-                content = embedded.content
-            except LimitReachedError as exc:
-                entry["skipped"] = f"MAX_DECOMPRESSED_BYTES reached ({_short(exc)})"
-                continue
-            except Exception as exc:
-                entry["error"] = f"{type(exc).__name__}: {_short(exc)}"
-                continue
-            entry["size"] = len(content)
-            if len(content) > options.max_attachment_bytes:
-                entry["skipped"] = f"larger than MAX_ATTACHMENT_BYTES={options.max_attachment_bytes}"
+            content = _bounded_payload(entry, functools.partial(_attachment_bytes, embedded, options),
+                                       options.max_attachment_bytes, "MAX_ATTACHMENT_BYTES")
+            if content is None:
                 continue
             target = f"attachments/{index:03d}-{safe_name(name, 'attachment')}"
             media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
@@ -755,6 +742,52 @@ def _attachments(reader: PdfReader, out: OutputDir, options: Options, budget: Bu
     except Exception as exc:
         listed.append({"error": f"listing attachments: {type(exc).__name__}: {_short(exc)}"})
     return listed
+
+
+def _bounded_payload(entry: dict[str, Any], read: Callable[[], bytes], max_bytes: int,
+                     limit: str) -> bytes | None:
+    """Read an embedded file or image for ``entry``: its bytes, or None with the reason
+    (a decompression limit, a broken object, too large) recorded on the entry."""
+    try:
+        data = read()
+    except _TooLarge as exc:
+        entry["size"] = exc.size
+        data = None
+    except LimitReachedError as exc:
+        entry["skipped"] = f"MAX_DECOMPRESSED_BYTES reached ({_short(exc)})"
+        return None
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {_short(exc)}"
+        return None
+    if data is not None:
+        entry["size"] = len(data)
+    if data is None or len(data) > max_bytes:
+        entry["skipped"] = f"larger than {limit}={max_bytes}"
+        return None
+    return data
+
+
+class _TooLarge(Exception):
+    """An attachment whose declared size is over the limit: refused before it is inflated."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+def _attachment_bytes(embedded: Any, options: Options) -> bytes:
+    declared = embedded.size
+    if declared is not None and declared > options.max_attachment_bytes:
+        raise _TooLarge(declared)
+    content: bytes = embedded.content
+    return content
+
+
+def _image_bytes(images: Any, n: int, entry: dict[str, Any]) -> bytes:
+    image = images[n]
+    entry["name"] = _short(image.name, 200)
+    data: bytes = image.data
+    return data
 
 
 def _images(reader: PdfReader, indexes: range, out: OutputDir, options: Options,
@@ -779,22 +812,13 @@ def _images(reader: PdfReader, indexes: range, out: OutputDir, options: Options,
             try:
                 seconds, _ = budget.page_seconds()
                 with page_timer(seconds):
-                    image = images[n]
-                    data = image.data
-                    entry["name"] = _short(image.name, 200)
+                    data = _bounded_payload(entry, functools.partial(_image_bytes, images, n, entry),
+                                            options.max_image_bytes, "MAX_IMAGE_BYTES")
             except _PageTimeout:
                 budget.deadline.check(DEADLINE_MARGIN_SECONDS, doing="extracting images")
                 entry["skipped"] = f"took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"
                 continue
-            except LimitReachedError as exc:
-                entry["skipped"] = f"MAX_DECOMPRESSED_BYTES reached ({_short(exc)})"
-                continue
-            except Exception as exc:
-                entry["error"] = f"{type(exc).__name__}: {_short(exc)}"
-                continue
-            entry["size"] = len(data)
-            if len(data) > options.max_image_bytes:
-                entry["skipped"] = f"larger than MAX_IMAGE_BYTES={options.max_image_bytes}"
+            if data is None:
                 continue
             suffix = Path(entry["name"]).suffix.lower() if "." in entry["name"] else ".png"
             suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".bin"

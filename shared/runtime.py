@@ -228,9 +228,6 @@ def execute(
     ctx = RunContext(deadline=deadline, run_id=run_id, request_id=invocation, layout=layout)
     try:
         facts = spec.core().process(source, out, parsed_options, ctx)
-    except RetryableError:
-        release_claim(claim)  # the retry must not wait out this invocation's lease
-        raise
     except PermanentInputError as exc:
         record = {"schema": ERROR_SCHEMA, **identity, "error": _error_body(exc),
                   "started_at": started_at, "finished_at": _now_iso(),
@@ -239,6 +236,11 @@ def execute(
         layout.remember(fingerprint, base_run_id, failed=True)
         return Outcome("failed", str(ref), spec.name, run_id, record, code=exc.code, message=exc.message,
                        duration_ms=record["duration_ms"])
+    except BaseException:
+        # nothing committed (retryable, a usage error found by the core, a bug): the next
+        # attempt must not wait out this invocation's lease
+        release_claim(claim)
+        raise
 
     outputs = []
     for output in out.outputs:

@@ -49,6 +49,7 @@ from shared.runs import (
     clear_torn_commits,
     commit_record,
     hash_file,
+    read_commit,
     release_claim,
     run_id_for,
     stat_fingerprint,
@@ -192,7 +193,7 @@ def execute(
     base_run_id = run_id_for(spec.name, spec.version, options, sha256)
     attempts = layout.attempts(base_run_id)
     attempt = attempts[-1][0] if attempts else 1
-    commit = layout.latest_commit(base_run_id)
+    commit = read_commit(attempts[-1][1]) if attempts else None
     if commit is not None:
         if not (retry_failed and commit.failed):
             layout.remember(fingerprint, base_run_id, failed=commit.failed)

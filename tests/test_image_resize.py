@@ -291,6 +291,50 @@ def test_default_renditions_of_a_large_photo(mount: Path, capsys: pytest.Capture
     assert record["facts"]["source"]["renditions"] == 6
 
 
+def photo_like(size: tuple[int, int]) -> Image.Image:
+    """Gradients, sharp-edged shapes and grain: enough detail for resampling errors to show."""
+    rnd = random.Random(3)
+    im = Image.linear_gradient("L").resize(size).convert("RGB")
+    draw = ImageDraw.Draw(im)
+    for _ in range(40):
+        x, y, r = rnd.randrange(size[0]), rnd.randrange(size[1]), rnd.randrange(10, size[0] // 6)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=(rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
+    return Image.blend(im, noise(size).resize(size), 0.1)
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    import numpy as np
+
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10(255 ** 2 / max(float(np.mean(diff ** 2)), 1e-12)))
+
+
+def test_renditions_made_from_each_other_match_a_direct_lanczos(mount: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Each rendition comes from the previous one (2048 -> 1024 as a 2x2 box average): the
+    shortcut must not cost visible quality against resizing the original directly."""
+    source = photo_like((4096, 2730))
+    code, record = run(mount, capsys, "photo.png", png(source), "formats=png")
+    assert code == 0
+    for name, out in outputs(mount, record).items():
+        direct = source.resize(out["image"].size, Image.Resampling.LANCZOS)
+        assert psnr(out["image"].convert("RGB"), direct) >= 44, name  # w1024: 45.2 dB; an aliasing step: 37-43
+
+
+def test_only_whole_multiples_are_box_averaged() -> None:
+    from workers.image_resize.core import REDUCING_GAP, Rendition, _gap
+
+    def rendition(width: int) -> Rendition:
+        return Rendition("r", 0.5, width, width, None, None, ())
+
+    assert _gap((0, 0, 2048, 1365), rendition(1024), True) == 1.0  # 2x: a 2x2 mean, aligned
+    assert _gap((0, 0, 3000, 2000), rendition(1000), True) == 1.0
+    assert _gap((0, 0, 4096, 2730), rendition(2048), False) == REDUCING_GAP  # the original may alias
+    assert _gap((0, 0, 1024, 683), rendition(320), True) == REDUCING_GAP  # 3.2x: a box step would misalign
+    assert _gap((0, 0, 3000, 2000), rendition(2048), True) == REDUCING_GAP
+    assert _gap((0, 0, 1024, 683), rendition(1024), True) == REDUCING_GAP
+
+
 @pytest.mark.parametrize(("fit", "size", "expected_name", "expected_size"), [
     ("cover", "320x240", "320x240-cover.jpg", (320, 240)),
     ("contain", "320x240", "320x240-contain.jpg", (320, 240)),

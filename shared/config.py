@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from shared.errors import UsageError
 
@@ -38,8 +38,7 @@ def _prefix(value: str, what: str) -> str:
     return cleaned
 
 
-@dataclass(frozen=True)
-class MountConfig:
+class MountConfig(NamedTuple):
     """The mount root and the names of its two prefixes.
 
     ``bucket_prefix`` is the S3 key prefix that the mount root maps to (empty when the

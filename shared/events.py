@@ -19,22 +19,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from shared.config import MountConfig
 from shared.errors import RefusedPath, UsageError
 from shared.paths import InputRef, decode_s3_notification_key, input_from_bucket_key, input_from_path
 
 
-@dataclass(frozen=True)
-class WorkItem:
+class WorkItem(NamedTuple):
     """One input to process, or the reason it will not be."""
 
     source: str
     key: str
     input: InputRef | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = MappingProxyType({})  # read-only: one shared empty default
     skipped: str | None = None
     refused: str | None = None
 

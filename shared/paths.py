@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 from shared.config import MountConfig
@@ -57,8 +57,7 @@ def check_key(key: str, *, what: str = "key") -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-@dataclass(frozen=True)
-class InputRef:
+class InputRef(NamedTuple):
     """An input confined to the ingest prefix.
 
     ``rel`` is relative to the mount root (``ingest/photos/cat.jpg``);

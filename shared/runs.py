@@ -20,14 +20,13 @@ Why this shape:
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import importlib
 import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from shared.config import MountConfig
 from shared.errors import ClaimHeld, LimitExceeded, RefusedPath
@@ -46,8 +45,33 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _builtin_sha256() -> Any:
+    """CPython's own sha256 constructor, which imports without OpenSSL (3.12: ``_sha2``)."""
+    for name in ("_sha2", "_sha256"):
+        with contextlib.suppress(ImportError):
+            return importlib.import_module(name).sha256
+    import hashlib  # pragma: no cover - a Python built without its own sha256
+
+    return hashlib.sha256  # pragma: no cover
+
+
+_small_sha256 = _builtin_sha256()
+
+
+def short_digest(material: str) -> str:
+    """A 32-hex-digit sha256 of a short string (run-ids, ``_seen`` keys).
+
+    Uses CPython's built-in sha256 so that importing a handler does not initialize OpenSSL
+    (``import hashlib`` costs ~2.5 ms of every cold start); a skip that only reads ``_seen``
+    never loads it, and file contents still hash through OpenSSL in :func:`hash_file`.
+    """
+    return str(_small_sha256(material.encode()).hexdigest()[:32])
+
+
 def hash_file(path: Path) -> tuple[str, int]:
     """sha256 and size of a file, streamed (bounded memory whatever the size)."""
+    import hashlib  # OpenSSL's sha256 (SHA extensions): only when content is read
+
     with path.open("rb") as f:
         digest = hashlib.file_digest(f, "sha256")
         return digest.hexdigest(), os.fstat(f.fileno()).st_size
@@ -55,14 +79,12 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 def run_id_for(worker: str, version: str, options: Mapping[str, Any], content_sha256: str) -> str:
     """Deterministic run-id: same content, worker version and options -> same id."""
-    material = canonical_json([worker, version, options, content_sha256])
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+    return short_digest(canonical_json([worker, version, options, content_sha256]))
 
 
 def stat_fingerprint(worker: str, version: str, options: Mapping[str, Any], st: os.stat_result) -> str:
     """What we can know about an input without reading it: the key of a ``_seen`` pointer."""
-    material = canonical_json([worker, version, options, st.st_size, st.st_mtime_ns])
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+    return short_digest(canonical_json([worker, version, options, st.st_size, st.st_mtime_ns]))
 
 
 def write_exclusive(path: Path, data: bytes, *, durable: bool = True) -> bool:
@@ -112,8 +134,7 @@ def _age_seconds(path: Path) -> float:
 # ---------------------------------------------------------------------------- commits
 
 
-@dataclass(frozen=True)
-class Commit:
+class Commit(NamedTuple):
     """A committed run: its directory and its record (manifest or error)."""
 
     run_dir: Path
@@ -160,8 +181,7 @@ def _process_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     """Who holds a run: generation ``g`` is the file ``.claim.<g>.json``."""
 
     run_dir: Path
@@ -277,13 +297,12 @@ def still_holds(claim: Claim) -> bool:
 # ---------------------------------------------------------------------------- outputs
 
 
-@dataclass
-class Output:
+class Output(NamedTuple):
     """One output file as the worker describes it; the runtime adds size and hash."""
 
     name: str
     media_type: str
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any]
 
 
 class OutputDir:
@@ -342,8 +361,7 @@ def seen_pointer_path(cfg: MountConfig, worker: str, name: str, fingerprint: str
     return os.path.join(cfg.root, cfg.workspace_prefix, worker, name, SEEN_DIR, fingerprint + ".json")
 
 
-@dataclass(frozen=True)
-class RunLayout:
+class RunLayout(NamedTuple):
     """Where one worker keeps the runs of one input."""
 
     cfg: MountConfig

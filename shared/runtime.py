@@ -13,10 +13,10 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from shared import observability as obs
 from shared.config import MountConfig, in_lambda
@@ -64,8 +64,7 @@ CLAIM_GRACE_SECONDS = 30.0  # a claim outlives its invocation's deadline by this
 MIN_NAME_BUDGET = 32  # room a run directory must leave under the key limit (commit record, claims, short names)
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     """How one input ended; maps to an exit code, a Lambda result and a metric."""
 
     status: str  # done, already-done, failed, already-failed, retryable, skipped, refused, internal-error
@@ -76,7 +75,7 @@ class Outcome:
     code: str | None = None
     message: str | None = None
     duration_ms: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = MappingProxyType({})  # read-only: one shared empty default
 
     @property
     def exit_code(self) -> int:

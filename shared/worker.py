@@ -12,9 +12,8 @@ from __future__ import annotations
 import importlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from shared.errors import DeadlineReached
 from shared.paths import InputRef
@@ -22,15 +21,22 @@ from shared.runs import OutputDir, RunLayout
 
 SNIFF_BYTES = 64
 
+if TYPE_CHECKING:  # the shapes a worker plugs in; for the type checker only (no import-time cost)
 
-class WorkerOptions(Protocol):
-    def to_manifest(self) -> dict[str, Any]:
-        """The normalized options, as recorded in the manifest and hashed into the run-id."""
-        ...
+    class WorkerOptions(Protocol):
+        def to_manifest(self) -> dict[str, Any]:
+            """The normalized options, as recorded in the manifest and hashed into the run-id."""
+            ...
+
+    class WorkerCore(Protocol):
+        def process(
+            self, source: InputFile, out: OutputDir, options: Any, ctx: RunContext
+        ) -> dict[str, Any]:
+            """Write outputs into ``out``; return facts about the input for the manifest."""
+            ...
 
 
-@dataclass(frozen=True)
-class InputFile:
+class InputFile(NamedTuple):
     """The input, opened read-only (workers never write under ``ingest/``)."""
 
     ref: InputRef
@@ -58,8 +64,7 @@ class Deadline:
             raise DeadlineReached(f"stopped {doing}: the invocation's time is nearly up ({left:.1f}s left)")
 
 
-@dataclass(frozen=True)
-class RunContext:
+class RunContext(NamedTuple):
     """What a worker core may use besides its input, outputs and options."""
 
     deadline: Deadline
@@ -68,16 +73,7 @@ class RunContext:
     layout: RunLayout | None = None  # this input's runs of this worker (a merge reads committed ones)
 
 
-class WorkerCore(Protocol):
-    def process(
-        self, source: InputFile, out: OutputDir, options: Any, ctx: RunContext
-    ) -> dict[str, Any]:
-        """Write outputs into ``out``; return facts about the input for the manifest."""
-        ...
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
+class WorkerSpec(NamedTuple):
     """A worker's registration: cheap to import, names its heavy core by module."""
 
     name: str

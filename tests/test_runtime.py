@@ -420,11 +420,10 @@ def test_an_output_name_past_the_key_limit_is_a_permanent_error(mount: Path) -> 
 
 def test_backfill_leaves_companion_files_to_their_inputs(mount: Path, capsys: pytest.CaptureFixture[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    import dataclasses
 
     import echo_worker
 
-    monkeypatch.setattr(echo_worker, "SPEC", dataclasses.replace(echo_worker.SPEC, companions=(".echo.cfg",)))
+    monkeypatch.setattr(echo_worker, "SPEC", echo_worker.SPEC._replace(companions=(".echo.cfg",)))
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
     (mount / "ingest" / "a.echo.cfg").write_bytes(b"ECHO but a companion")
     code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")

@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcome = pool.collect(block=True)[0]
         pool.close()
     if outcome.record is None and outcome.committed and outcome.run_id:
-        outcome.record = _read_record(cfg, spec.name, ref.name.as_posix(), outcome.run_id)
+        outcome = outcome._replace(record=_read_record(cfg, spec.name, ref.name.as_posix(), outcome.run_id))
     if outcome.record is not None:
         _print_json(outcome.record)
     elif outcome.status not in ("refused", "internal-error"):

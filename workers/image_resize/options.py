@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.errors import UsageError
 from shared.options import OptionReader
@@ -30,13 +29,12 @@ FORMATS = ("jpeg", "webp", "avif", "png", "gif")
 FORMAT_ALIASES = {"jpg": "jpeg"}
 ANIMATED_FORMATS = frozenset({"webp", "gif"})
 
-_SIZE = re.compile(r"^(\d{1,9})(?:x(\d{1,9}))?$")
-_HEX = re.compile(r"^#?([0-9a-f]{3}|[0-9a-f]{6})$")
+_SIZE = r"(\d{1,9})(?:x(\d{1,9}))?"  # compiled on first use (re caches it), not at import
+_HEX = r"#?([0-9a-f]{3}|[0-9a-f]{6})"
 _NAMED_COLOURS = {"white": "#ffffff", "black": "#000000"}
 
 
-@dataclass(frozen=True, order=True)
-class Size:
+class Size(NamedTuple):
     """A target box; ``longest_edge`` sizes ("320") are a square box named ``w320``."""
 
     width: int
@@ -48,9 +46,11 @@ class Size:
         return str(self.width) if self.longest_edge else f"{self.width}x{self.height}"
 
 
-@dataclass(frozen=True)
-class Options:
-    sizes: tuple[Size, ...] = tuple(Size(int(s), int(s), True) for s in DEFAULT_SIZES)
+DEFAULT_BOXES = tuple(Size(int(s), int(s), True) for s in DEFAULT_SIZES)
+
+
+class Options(NamedTuple):
+    sizes: tuple[Size, ...] = DEFAULT_BOXES
     fit: str = "inside"
     formats: tuple[str, ...] = DEFAULT_FORMATS
     quality: int = DEFAULT_QUALITY
@@ -84,7 +84,7 @@ class Options:
 
 
 def _size(text: str) -> Size:
-    match = _SIZE.match(text.lower())
+    match = re.fullmatch(_SIZE, text.lower())
     if match is None:
         raise UsageError(f"option sizes: {text!r} is not a size; "
                          "use a longest edge like 1024 or a box like 320x240")
@@ -98,7 +98,7 @@ def _size(text: str) -> Size:
 
 def _colour(text: str) -> str:
     value = _NAMED_COLOURS.get(text.strip().lower(), text.strip().lower())
-    match = _HEX.match(value)
+    match = re.fullmatch(_HEX, value)
     if match is None:
         raise UsageError(f"option background={text!r} is not a colour; use #rrggbb, #rgb, white or black")
     digits = match.group(1)

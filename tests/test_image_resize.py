@@ -616,3 +616,20 @@ def test_handler_import_stays_light() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, "24 4194304"),  # freed image memory is kept for the next image (no page faults anew)
+    ({"PILLOW_BLOCKS_MAX": "2"}, "2 16777216"),  # the operator's setting wins
+], ids=["default", "environment-wins"])
+def test_image_memory_blocks_are_reused_between_images(env: dict[str, str], expected: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = ("import workers.image_resize.core; from PIL import Image; "
+            "print(Image.core.get_blocks_max(), Image.core.get_block_size())")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PILLOW_")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1], env={**clean, **env})
+    assert result.stdout.strip() == expected

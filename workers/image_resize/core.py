@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from PIL import Image, ImageFile, UnidentifiedImageError, features
+from PIL import Image, ImageFile, UnidentifiedImageError, _imaging, features
 
 from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError
 from shared.runs import OutputDir
@@ -28,6 +29,17 @@ from workers.image_resize.options import ANIMATED_FORMATS, Options, Size
 from workers.image_resize.sniff import detect_format
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a half-grey rendition
+
+# Pillow's image memory comes in blocks; by default a freed block goes straight back to the
+# OS, so every decode and resize of a large photo faults its pages in anew (~400k page
+# faults and ~5% of the time for 8 24 Mpx photos). Keeping up to BLOCKS_MAX freed 4 MB
+# blocks for the next image bounds what is held back at 96 MB. PILLOW_BLOCKS_MAX or
+# PILLOW_BLOCK_SIZE in the environment win (Pillow reads them when it loads).
+BLOCK_SIZE = 4 << 20
+BLOCKS_MAX = 24
+if "PILLOW_BLOCKS_MAX" not in os.environ and "PILLOW_BLOCK_SIZE" not in os.environ:
+    _imaging.set_block_size(BLOCK_SIZE)
+    _imaging.set_blocks_max(BLOCKS_MAX)
 
 RESAMPLE = Image.Resampling.LANCZOS
 REDUCING_GAP = 3.0  # reduce() by an integer factor first while the result stays >= 3x the target

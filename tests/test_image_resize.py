@@ -311,28 +311,36 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 
 def test_renditions_made_from_each_other_match_a_direct_lanczos(mount: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    """Each rendition comes from the previous one (2048 -> 1024 as a 2x2 box average): the
-    shortcut must not cost visible quality against resizing the original directly."""
+    """Each rendition comes from the previous one (2048 -> 1024 as a 2x2 box average), mild
+    reductions use bicubic: the shortcuts must not cost visible quality against resizing
+    the original directly with Lanczos."""
     source = photo_like((4096, 2730))
     code, record = run(mount, capsys, "photo.png", png(source), "formats=png")
     assert code == 0
     for name, out in outputs(mount, record).items():
         direct = source.resize(out["image"].size, Image.Resampling.LANCZOS)
         assert psnr(out["image"].convert("RGB"), direct) >= 44, name  # w1024: 45.2 dB; an aliasing step: 37-43
+    code, record = run(mount, capsys, "photo-3000.png", png(source.resize((3000, 2000))), "formats=png")
+    assert code == 0
+    out = outputs(mount, record)["w2048.png"]["image"]  # 3000 -> 2048: a reduction under 2x, bicubic
+    assert psnr(out.convert("RGB"), source.resize((3000, 2000)).resize((2048, 1365), Image.Resampling.LANCZOS)) >= 50
 
 
-def test_only_whole_multiples_are_box_averaged() -> None:
-    from workers.image_resize.core import REDUCING_GAP, Rendition, _gap
+def test_each_resize_step_gets_the_cheapest_filter_that_keeps_quality() -> None:
+    from PIL.Image import Resampling
+
+    from workers.image_resize.core import REDUCING_GAP, Rendition, _resampling
 
     def rendition(width: int) -> Rendition:
         return Rendition("r", 0.5, width, width, None, None, ())
 
-    assert _gap((0, 0, 2048, 1365), rendition(1024), True) == 1.0  # 2x: a 2x2 mean, aligned
-    assert _gap((0, 0, 3000, 2000), rendition(1000), True) == 1.0
-    assert _gap((0, 0, 4096, 2730), rendition(2048), False) == REDUCING_GAP  # the original may alias
-    assert _gap((0, 0, 1024, 683), rendition(320), True) == REDUCING_GAP  # 3.2x: a box step would misalign
-    assert _gap((0, 0, 3000, 2000), rendition(2048), True) == REDUCING_GAP
-    assert _gap((0, 0, 1024, 683), rendition(1024), True) == REDUCING_GAP
+    lanczos, bicubic = Resampling.LANCZOS, Resampling.BICUBIC
+    assert _resampling((0, 0, 2048, 1365), rendition(1024), True) == (lanczos, 1.0)  # 2x: an aligned 2x2 mean
+    assert _resampling((0, 0, 3000, 2000), rendition(1000), True) == (lanczos, 1.0)
+    assert _resampling((0, 0, 4096, 2730), rendition(2048), False) == (lanczos, REDUCING_GAP)  # the original
+    assert _resampling((0, 0, 1024, 683), rendition(320), True) == (lanczos, REDUCING_GAP)  # 3.2x: no box step
+    assert _resampling((0, 0, 3000, 2000), rendition(2048), False) == (bicubic, REDUCING_GAP)  # under 2x
+    assert _resampling((0, 0, 1024, 683), rendition(2048), False) == (lanczos, REDUCING_GAP)  # enlarging
 
 
 @pytest.mark.parametrize(("fit", "size", "expected_name", "expected_size"), [

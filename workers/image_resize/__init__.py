@@ -12,7 +12,7 @@ from workers.image_resize.sniff import is_image
 
 SPEC = WorkerSpec(
     name="image-resize",
-    version="1.0.0",
+    version="1.1.0",  # 1.1: 2x steps as 2x2 means, bicubic under 2x
     extensions=frozenset({".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".tif", ".tiff", ".bmp",
                           ".avif", ".heic", ".heif"}),
     sniff=is_image,

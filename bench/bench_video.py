@@ -7,8 +7,10 @@ compressible, plus a sine tone), made once per run (or reused from ``--keep DIR`
 Every contender makes the same 720p H.264/AAC rendition (``ladder=720``, no poster):
 
 - ``plain ffmpeg``: ``ffmpeg -i src -vf scale=1280:720 -c:v libx264 -preset P -crf 23
-  -pix_fmt yuv420p -force_key_frames expr:gte(t,n_forced*2) -c:a aac -b:a 128k -movflags +faststart
-  out.mp4`` (the anchor of (a); the worker forces a keyframe every 2 s for HLS and seeking),
+  -pix_fmt yuv420p -force_key_frames expr:gte(t,n_forced*2) -c:a copy -movflags +faststart
+  out.mp4`` (the anchor of (a); the worker forces a keyframe every 2 s for HLS and seeking,
+  and copies the clip's AAC-LC audio, which is under 128 kbit/s; ``-c:a aac -b:a 128k``
+  where the worker would encode it),
 - ``worker``: the whole worker run through ``shared.runtime.execute`` (hash, probe,
   encode, output probe, manifest), default threading (a),
 - ``worker segments``: segment-parallel, 2 local jobs, default threading (c),
@@ -119,11 +121,15 @@ def main() -> int:
         return Contender(name, counting(name, run), setup=clean)
 
     plain_out = work / "plain.mp4"
+    from workers.video_transcode import encode, probe
+
+    source_audio = probe.probe(clip).audio
+    copy_audio = source_audio is not None and encode.audio_copyable(source_audio, 128)
+    plain_audio = ["-c:a", "copy"] if copy_audio else ["-c:a", "aac", "-b:a", "128k"]  # as the worker does
     plain_argv = [
         runner.ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-vf", "scale=1280:720",
         "-c:v", "libx264", "-preset", args.preset, "-crf", "23", "-pix_fmt", "yuv420p",
-        "-force_key_frames", "expr:gte(t,n_forced*2)", "-c:a", "aac", "-b:a",
-        "128k", "-movflags", "+faststart", str(plain_out)]
+        "-force_key_frames", "expr:gte(t,n_forced*2)", *plain_audio, "-movflags", "+faststart", str(plain_out)]
     plain = Contender("plain ffmpeg", counting("plain ffmpeg", lambda: subprocess.run(
         plain_argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) and None))
     contenders = [
@@ -159,8 +165,9 @@ def main() -> int:
     single_2h = frames_2h / st_fps
 
     print(f"\n## video-transcode ({machine()})\n")
+    audio_note = "source AAC-LC audio copied by all" if copy_audio else "AAC 128k"
     print(f"Input: {args.seconds} s 1080p30 testsrc2+noise ({clip.stat().st_size / 1e6:.0f} MB), output one 720p "
-          f"rung, preset {args.preset}, crf 23, AAC 128k; {args.repeat} repeats, interleaved; "
+          f"rung, preset {args.preset}, crf 23, {audio_note}; {args.repeat} repeats, interleaved; "
           f"load average before {load_before}, after {load_after}; total {total:.0f} s.\n")
     print(results.markdown())
     print()

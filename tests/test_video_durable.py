@@ -18,7 +18,9 @@ pytest.importorskip("aws_durable_execution_sdk_python_testing")
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg and ffprobe")
 
 
-def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("audio_copy", [True, False], ids=["audio-copied", "audio-encoded"])
+def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  audio_copy: bool) -> None:
     from aws_durable_execution_sdk_python.execution import InvocationStatus
     from aws_durable_execution_sdk_python_testing import DurableFunctionTestRunner
 
@@ -36,7 +38,7 @@ def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, m
         invoked.append(-1 if result.get("audio") else int(str(result["segment"])))
         return result
 
-    event = {"input": "ingest/film.mp4", "options": {"segment_seconds": 2, "poster": False}}
+    event = {"input": "ingest/film.mp4", "options": {"segment_seconds": 2, "poster": False, "audio_copy": audio_copy}}
     with DurableFunctionTestRunner(handler=durable.orchestrate) as runner:
         runner.register_function(durable.DEFAULT_SEGMENT_FUNCTION, segment_function)
         result = runner.run(input=json.dumps(event), execution_timeout=120)
@@ -44,8 +46,10 @@ def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, m
     summary = json.loads(str(result.result))
     assert summary["status"] == "done"
     segments = summary["facts"]["segments"]
-    assert sorted(invoked) == [-1, *range(segments["count"])] and segments["count"] >= 2  # audio + segments
-    assert segments["reused"] == segments["count"] and segments["audio_reused"]  # the commit only joined
+    # the audio is a unit of its own when it is encoded; copied, the join takes it from the source
+    assert sorted(invoked) == [*([] if audio_copy else [-1]), *range(segments["count"])] and segments["count"] >= 2
+    assert segments["reused"] == segments["count"] and segments["audio_reused"] is not audio_copy  # only joined
+    assert summary["facts"]["audio"] == ("copied" if audio_copy else "encoded")
     manifests = list((mount / "workspace" / "video-transcode").rglob("manifest.json"))
     assert len(manifests) == 1
     out = manifests[0].parent / "240p.mp4"

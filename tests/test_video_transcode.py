@@ -410,12 +410,15 @@ def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips:
 # ----------------------------------------------------------------------- segment-parallel
 
 
-def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips: Path) -> None:
+@pytest.mark.parametrize("audio_copy", [True, False], ids=["audio-copied", "audio-encoded"])
+def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips: Path, audio_copy: bool) -> None:
     name = put(mount, make_clip(clips / "seven.mp4", seconds=7))
-    single = run(mount, name, poster=False)
-    split = run(mount, name, poster=False, segment_seconds=2)
+    single = run(mount, name, poster=False, audio_copy=audio_copy)
+    split = run(mount, name, poster=False, segment_seconds=2, audio_copy=audio_copy)
     assert single.status == split.status == "done", (single.message, split.message)
     assert split.record["facts"]["segments"]["count"] >= 3  # type: ignore[index]
+    expected = "copied" if audio_copy else "encoded"
+    assert single.record["facts"]["audio"] == split.record["facts"]["audio"] == expected  # type: ignore[index]
     a, b = outputs(mount, single)["240p.mp4"], outputs(mount, split)["240p.mp4"]
     sa, sb = ffprobe(a), ffprobe(b)
     va, = (s for s in sa["streams"] if s["codec_type"] == "video")
@@ -441,12 +444,12 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path)
     name = put(mount, make_clip(clips / "five-b.mp4", seconds=5))
     cfg = MountConfig.load(mount)
     path = mount / "ingest" / name
-    info = probe.probe(path)
+    info = probe.probe(path, keyframes_every=2)
     assert info.video is not None
     rate = encode.output_rate(info.video, 60)
     plan = encode.VideoPlan(runner.media_url(path), info.video.index, f"{rate.numerator}/{rate.denominator}",
                             tuple(encode.ladder_for(info.video, (1080,))), 23, "veryfast", 0)
-    segments = encode.plan_segments(info, rate, 2, probe.keyframe_times(path))
+    segments = encode.plan_segments(info, rate, 2, info.keyframes)
     from shared.runs import run_id_for
     from workers.video_transcode import core
 
@@ -532,12 +535,53 @@ def test_registration_imports_no_media_library() -> None:
     assert out.strip() == "[]"
 
 
-def test_segments_are_cut_at_the_keyframe_nearest_an_even_split() -> None:
+def test_segments_are_cut_evenly_moving_only_to_a_keyframe_very_near() -> None:
+    """The slowest segment is the fan-out's wall time: a keyframe 13 frames from the even
+    split (1.4% of a segment) would make one segment 26 frames longer to encode, while
+    cutting off it costs the next segment 13 frames of decoding only."""
     info = probe.MediaInfo("mov", 60.0, None, 0.0, None, None)
     keyframes = [t / 30 for t in (0, 60, 120, 887, 947, 1500, 1790)]
     segments = encode.plan_segments(info, encode.Fraction(30), 30, keyframes)
-    assert [(s.start, s.frames) for s in segments] == [(0, 887), (887, None)]
+    assert [(s.start, s.frames) for s in segments] == [(0, 900), (900, None)]
+    near = encode.plan_segments(info, encode.Fraction(30), 30, [*keyframes, 896 / 30])  # within 1%
+    assert [(s.start, s.frames) for s in near] == [(0, 896), (896, None)]
     # no keyframe list (no ffprobe): cuts on the grid, every frame in exactly one segment
     grid = encode.plan_segments(info, encode.Fraction(30), 1, None)
     assert [s.start for s in grid] == list(range(0, 1770, 30))  # the last one takes the final 2 s
     assert sum(s.frames or 1800 - s.start for s in grid) == 1800
+
+
+@pytest.mark.parametrize("container", ["mp4", "mkv"])
+def test_keyframes_are_looked_up_near_the_cuts_only(clips: Path, container: str) -> None:
+    """The probe reads packet headers of the first seconds (frame-rate regularity) and a
+    window after each cut, in its one ffprobe run where the MP4 header gives the duration
+    up front (one more small run otherwise); a whole-file scan would read every byte of a
+    long video from the mount."""
+    path = make_clip(clips / f"forty.{container}", seconds=40, audio=False)  # a keyframe every second
+    info = probe.probe(path, keyframes_every=26)
+    assert not info.video.variable_frame_rate  # type: ignore[union-attr]
+    found = [round(t) for t in info.keyframes]
+    assert found[:20] == list(range(20))  # the first 20 s
+    assert 26 in found and {20, 21, 22, 23, 24, 25, 31, 35, 39}.isdisjoint(found)  # near the cut at 26 s only
+    assert probe.probe(path).keyframes == ()  # not asked: not looked up
+
+
+def test_compliant_aac_is_copied_and_other_audio_is_encoded(mount: Path, clips: Path) -> None:
+    source = put(mount, make_clip(clips / "aac-64k.mp4", extra=("-b:a", "64k")))
+    src_audio, = streams(mount / "ingest" / source, "audio")
+    copied = run(mount, source, poster=False, ladder="240")
+    assert copied.status == "done" and copied.record["facts"]["audio"] == "copied"  # type: ignore[index]
+    out_audio, = streams(outputs(mount, copied)["240p.mp4"], "audio")
+    assert out_audio["codec_name"] == "aac" and out_audio["bit_rate"] == src_audio["bit_rate"]  # packets as they were
+    forced = run(mount, source, poster=False, ladder="240", audio_copy=False)
+    assert forced.record["facts"]["audio"] == "encoded"  # type: ignore[index]
+    loud = put(mount, make_clip(clips / "aac-256k.mp4", extra=("-ac", "2", "-b:a", "256k")))
+    over = run(mount, loud, poster=False, ladder="240", audio_bitrate=96)
+    assert over.record["facts"]["audio"] == "encoded"  # type: ignore[index]  # above the target bitrate
+    out_audio, = streams(outputs(mount, over)["240p.mp4"], "audio")
+    assert int(out_audio["bit_rate"]) < 110_000
+    mp3 = put(mount, make_clip(clips / "mp3.mkv", extra=("-c:a", "libmp3lame")))
+    encoded = run(mount, mp3, poster=False, ladder="240")
+    assert encoded.record["facts"]["audio"] == "encoded"  # type: ignore[index]
+    out_audio, = streams(outputs(mount, encoded)["240p.mp4"], "audio")
+    assert out_audio["codec_name"] == "aac"

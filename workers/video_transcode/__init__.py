@@ -31,7 +31,7 @@ def is_media(head: bytes) -> bool:
 
 SPEC = WorkerSpec(
     name="video-transcode",
-    version="1.0.0",
+    version="1.1.0",  # 1.1: compliant AAC audio copied, even segment cuts
     extensions=frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".3gp",
                           ".flv", ".wmv", ".mpg", ".mpeg", ".mp3", ".m4a", ".aac", ".wav", ".flac",
                           ".ogg", ".opus"}),

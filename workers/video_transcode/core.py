@@ -130,7 +130,7 @@ def inspect(path: Path, options: Options) -> MediaInfo:
     if path.stat().st_size == 0:
         raise CorruptInput("the file is empty (0 bytes)")
     try:
-        info = probe.probe(path)
+        info = probe.probe(path, keyframes_every=options.segment_seconds)
     except probe.ProbeFailed as exc:
         with path.open("rb") as f:
             head = f.read(SNIFF_BYTES)
@@ -162,11 +162,14 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
     info = inspect(source.path, options)
     facts: dict[str, Any] = {"probe": info.facts()}
     src = runner.media_url(source.path)
+    copy_audio = copies_audio(info, options)
+    facts["audio"] = "copied" if copy_audio else ("encoded" if info.audio is not None else "none")
     if info.video is None:
         assert info.audio is not None
         stop.check("before encoding audio")
         out.path("audio.m4a", "audio/mp4")
-        run_checked(encode.audio_argv(src, info.audio.index, options.audio_bitrate, "audio.m4a", options.threads),
+        run_checked(encode.audio_argv(src, info.audio.index, options.audio_bitrate, "audio.m4a", options.threads,
+                                      copy=copy_audio),
                     "audio encode", stop, cwd=out.run_dir, expect_frames=False)
         out.update_facts("audio.m4a", **output_facts(out.run_dir / "audio.m4a"))
         facts["mode"] = "audio-only"
@@ -178,11 +181,11 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
     for rung in plan.rungs:
         out.path(rung.name, "video/mp4", rendition=f"{rung.label}p")
     if uses_segments(info, options):
-        facts["segments"] = encode_segmented(source.path, info, plan, audio, options, out.run_dir, stop)
+        facts["segments"] = encode_segmented(info, plan, audio, copy_audio, options, out.run_dir, stop)
         facts["mode"] = "segment-parallel"
     else:
-        run_checked(encode.single_pass_argv(plan, audio, options.audio_bitrate), "transcode", stop,
-                    cwd=out.run_dir, expect_frames=True)
+        run_checked(encode.single_pass_argv(plan, audio, options.audio_bitrate, copy_audio=copy_audio),
+                    "transcode", stop, cwd=out.run_dir, expect_frames=True)
         facts["mode"] = "single-pass"
     facts["output_frame_rate"] = plan.rate
     for rung in plan.rungs:
@@ -207,6 +210,11 @@ def video_plan(path: Path, info: MediaInfo, options: Options) -> VideoPlan:
     return VideoPlan(runner.media_url(path), info.video.index, f"{rate.numerator}/{rate.denominator}",
                      tuple(encode.ladder_for(info.video, options.ladder)), options.crf, options.preset,
                      options.threads)
+
+
+def copies_audio(info: MediaInfo, options: Options) -> bool:
+    """Whether the source's audio goes into the outputs as it is (see encode.audio_copyable)."""
+    return options.audio_copy and info.audio is not None and encode.audio_copyable(info.audio, options.audio_bitrate)
 
 
 def uses_segments(info: MediaInfo, options: Options) -> bool:
@@ -237,6 +245,11 @@ def output_facts(path: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------ segment-parallel
 
 
+def plan_segments(info: MediaInfo, plan: VideoPlan, options: Options) -> list[Segment]:
+    """The segments of this input (the same wherever they are planned)."""
+    return encode.plan_segments(info, plan.fps, options.segment_seconds, info.keyframes)
+
+
 def local_jobs() -> int:
     try:
         return max(1, int(os.environ.get(ENV_JOBS, "")))
@@ -244,15 +257,15 @@ def local_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | None, options: Options,
+def encode_segmented(info: MediaInfo, plan: VideoPlan, audio: int | None, copy_audio: bool, options: Options,
                      run_dir: Path, stop: Stopper) -> dict[str, Any]:
-    """Split at keyframes, encode segments (and the audio, once) in parallel, join, clean up.
+    """Split, encode segments (and the audio, once, unless it is copied) in parallel, join, clean up.
 
     Each segment is an independent unit (its own files and done marker under the run
     directory), so a remote fan-out may have produced some already: those are reused.
     """
     started = time.monotonic()
-    segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
+    segments = plan_segments(info, plan, options)
     planned = time.monotonic()
     jobs = local_jobs()
     obs.logger.info("segment-parallel encode", extra={"segments": len(segments), "jobs": jobs})
@@ -268,7 +281,8 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
     # as it would in its own invocation, instead of taking one of the ``jobs`` slots.
     with ThreadPoolExecutor(max_workers=jobs) as pool, ThreadPoolExecutor(max_workers=1) as side:
         futures = []
-        if audio is not None:
+        encode_audio = audio is not None and not copy_audio
+        if audio is not None and encode_audio:
             futures.append(side.submit(_encode_audio, plan.source, audio, options, run_dir, stop))
         futures += [pool.submit(timed, segment) for segment in segments]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -277,14 +291,17 @@ def encode_segmented(path: Path, info: MediaInfo, plan: VideoPlan, audio: int | 
         wait(futures)
     errors = [f.exception() for f in futures if f.exception() is not None]
     reused = sum(1 for f in futures[-len(segments):] if f.exception() is None and f.result())
-    audio_reused = audio is not None and futures[0].exception() is None and futures[0].result()
+    audio_reused = encode_audio and futures[0].exception() is None and futures[0].result()
     deadline = next((e for e in errors if isinstance(e, DeadlineReached)), None)
     if errors:
         raise next((e for e in errors if not isinstance(e, DeadlineReached)), deadline)  # type: ignore[misc]
     stop.check("before joining segments")
     encoded = time.monotonic()
+    joined_audio = None
+    if audio is not None:
+        joined_audio = (plan.source, str(audio)) if copy_audio else (runner.media_url(Path(AUDIO_PART)), "a:0")
     for rung in plan.rungs:
-        run_checked(encode.join_argv(rung, segments, AUDIO_PART if audio is not None else None, run_dir),
+        run_checked(encode.join_argv(rung, segments, joined_audio, run_dir),
                     f"join {rung.label}p", stop, cwd=run_dir, expect_frames=False)
     shutil.rmtree(run_dir / encode.SEGMENTS_DIR, ignore_errors=True)
     return {"count": len(segments), "starts": [s.start for s in segments], "jobs": jobs, "reused": reused,

@@ -30,7 +30,7 @@ from shared.paths import check_key, input_from_path, resolve_input
 from shared.runs import OutputDir, RunLayout, hash_file, run_id_for
 from shared.runtime import run_item
 from shared.worker import Deadline
-from workers.video_transcode import SPEC, core, encode
+from workers.video_transcode import SPEC, core
 from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import parse
 
@@ -67,11 +67,9 @@ def plan_run(event: Mapping[str, Any]) -> dict[str, Any]:
     if not core.uses_segments(info, options):
         return {"segments": [], "reason": "single pass"}
     plan = core.video_plan(path, info, options)
-    from workers.video_transcode import probe
-
-    segments = encode.plan_segments(info, plan.fps, options.segment_seconds, probe.keyframe_times(path))
+    segments = core.plan_segments(info, plan, options)
     items: list[dict[str, Any]] = [{"segment": asdict(s)} for s in segments]
-    if info.audio is not None:  # the audio is encoded once, beside the segments
+    if info.audio is not None and not core.copies_audio(info, options):  # encoded once, beside the segments
         items.insert(0, {"audio": {"stream": info.audio.index, "kbps": options.audio_bitrate,
                                    "threads": options.threads}})
     return {"run_dir": layout.rel(run_dir), "plan": asdict(plan), "segments": items}

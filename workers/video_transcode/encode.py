@@ -26,11 +26,13 @@ from typing import Any
 import ffmpeg
 
 from workers.video_transcode import runner
-from workers.video_transcode.probe import MediaInfo, VideoStream
+from workers.video_transcode.probe import AudioStream, MediaInfo, VideoStream
 
 STANDARD_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50",
                                              "60000/1001", "60"))
 KEYFRAME_SECONDS = 2  # forced keyframe interval: HLS segments and seeks land on it
+SNAP_FRACTION = 0.01  # a segment cut moves to a keyframe at most this fraction of a segment away
+COPYABLE_AUDIO_RATES = (44100, 48000)
 SEGMENTS_DIR = "segments"
 
 
@@ -140,7 +142,21 @@ def input_args(plan_threads: int, **kwargs: Any) -> dict[str, Any]:
     return kwargs
 
 
-def single_pass_argv(plan: VideoPlan, audio_stream: int | None, audio_kbps: int) -> list[str]:
+def audio_copyable(audio: AudioStream, audio_kbps: int) -> bool:
+    """Audio that already is what we would make (AAC-LC, mono or stereo, 44.1/48 kHz, at or
+    under the target bitrate) is copied, not encoded again: no generation loss, and the AAC
+    encoder's CPU (~10% of a 1-thread 720p encode) is saved."""
+    return (audio.codec == "aac" and (audio.profile or "").upper() == "LC" and audio.channels in (1, 2)
+            and audio.sample_rate in COPYABLE_AUDIO_RATES and audio.bitrate is not None
+            and audio.bitrate <= audio_kbps * 1000)
+
+
+def audio_codec_args(audio_kbps: int, copy: bool) -> dict[str, Any]:
+    return {"c:a": "copy"} if copy else {"c:a": "aac", "b:a": f"{audio_kbps}k"}
+
+
+def single_pass_argv(plan: VideoPlan, audio_stream: int | None, audio_kbps: int, *,
+                     copy_audio: bool = False) -> list[str]:
     """One ffmpeg run: every rung, each with its own AAC track, straight to the final MP4s."""
     inp = ffmpeg.input(plan.source, **input_args(plan.threads))
     outputs = []
@@ -148,7 +164,7 @@ def single_pass_argv(plan: VideoPlan, audio_stream: int | None, audio_kbps: int)
         streams = [video] if audio_stream is None else [video, inp[str(audio_stream)]]
         kwargs = {**video_codec_args(plan), "movflags": "+faststart"}
         if audio_stream is not None:
-            kwargs.update({"c:a": "aac", "b:a": f"{audio_kbps}k"})
+            kwargs.update(audio_codec_args(audio_kbps, copy_audio))
         outputs.append(ffmpeg.output(*streams, runner.media_url(Path(rung.name)), **kwargs))
     return _global(ffmpeg.merge_outputs(*outputs), plan.threads)
 
@@ -174,27 +190,24 @@ class Segment:
 
 def plan_segments(info: MediaInfo, rate: Fraction, segment_seconds: int,
                   keyframes: Sequence[float] | None) -> list[Segment]:
-    """Cut the output grid near source keyframes, about ``segment_seconds`` apart.
+    """Cut the output grid evenly every ``segment_seconds``; a cut moves to a keyframe only
+    when one lies within SNAP_FRACTION of a segment of it.
 
-    Cuts need not be on keyframes to be exact (each segment decodes from the keyframe
-    before its start and drops what precedes it); on a keyframe, nothing is decoded twice.
+    Cuts need not be on keyframes to be exact: a segment decodes from the keyframe before
+    its start and drops what precedes it, a few frames at decoding speed. Moving a cut to a
+    keyframe further away would instead make one segment longer by frames it must *encode*
+    (several times the cost), and the slowest segment is the fan-out's wall time. Only
+    keyframes near the cuts are needed (``probe(..., keyframes_every=segment_seconds)``).
     """
     total = int(info.duration * rate)
     step = max(1, int(segment_seconds * rate))
-    if keyframes:
-        candidates = sorted({round((t - info.start_time) * rate) for t in keyframes})
-    else:
-        candidates = list(range(step, total, step))
+    snap = max(1, int(step * SNAP_FRACTION))
     tail = max(1, int(rate))  # never leave a last segment shorter than a second
+    candidates = sorted({round((t - info.start_time) * rate) for t in keyframes or ()})
     cuts = [0]
-    target = step
-    while target < total - tail:
-        usable = [f for f in candidates if cuts[-1] + max(1, step // 2) <= f <= total - tail]
-        if not usable:
-            break
-        cut = min(usable, key=lambda f: (abs(f - target), f))  # the keyframe nearest the even split
-        cuts.append(cut)
-        target = cut + step
+    for target in range(step, total - tail, step):
+        near = [f for f in candidates if abs(f - target) <= snap and cuts[-1] < f < total - tail]
+        cuts.append(min(near, key=lambda f: (abs(f - target), f)) if near else target)
     segments = [Segment(i, start, nxt - start) for i, (start, nxt) in enumerate(itertools.pairwise(cuts))]
     segments.append(Segment(len(cuts) - 1, cuts[-1], None))
     return segments
@@ -212,23 +225,28 @@ def segment_argv(plan: VideoPlan, segment: Segment) -> list[str]:
     return _global(ffmpeg.merge_outputs(*outputs), plan.threads)
 
 
-def audio_argv(source: str, audio_stream: int, audio_kbps: int, target: str, threads: int = 0) -> list[str]:
+def audio_argv(source: str, audio_stream: int, audio_kbps: int, target: str, threads: int = 0, *,
+               copy: bool = False) -> list[str]:
     inp = ffmpeg.input(source, **input_args(threads))
     out = ffmpeg.output(inp[str(audio_stream)], runner.media_url(Path(target)), **{
-        "c:a": "aac", "b:a": f"{audio_kbps}k", "vn": None, "sn": None, "dn": None,
+        **audio_codec_args(audio_kbps, copy), "vn": None, "sn": None, "dn": None,
         "map_metadata": -1, "movflags": "+faststart"})
     return _global(out, threads)
 
 
-def join_argv(rung: Rung, segments: Sequence[Segment], audio: str | None, run_dir: Path) -> list[str]:
-    """Concatenate one rung's segments without re-encoding and mux the audio in."""
+def join_argv(rung: Rung, segments: Sequence[Segment], audio: tuple[str, str] | None, run_dir: Path) -> list[str]:
+    """Concatenate one rung's segments without re-encoding and mux the audio in.
+
+    ``audio``: (URL, stream specifier) of the audio to copy: the encoded audio part, or
+    the source's own track when it is copied as it is.
+    """
     listing = Path(SEGMENTS_DIR) / f"{rung.label}p" / "list.txt"
     (run_dir / listing).write_text("ffconcat version 1.0\n" + "".join(
         f"file '{Path(s.path(rung)).name}'\n" for s in segments))
     video = ffmpeg.input(runner.media_url(listing), f="concat")
     streams = [video["v:0"]]
     if audio is not None:
-        streams.append(ffmpeg.input(runner.media_url(Path(audio)))["a:0"])
+        streams.append(ffmpeg.input(audio[0])[audio[1]])
     out = ffmpeg.output(*streams, runner.media_url(Path(rung.name)), c="copy", movflags="+faststart",
                         map_metadata=-1)
     return _global(out, 0)

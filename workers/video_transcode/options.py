@@ -36,6 +36,7 @@ class Options:
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
     audio_bitrate: int = DEFAULT_AUDIO_KBPS  # kbit/s
+    audio_copy: bool = True  # AAC-LC at or under audio_bitrate is copied as it is, not encoded again
     threads: int = 0  # x264 threads per ffmpeg; 0 = ffmpeg's choice (all cores)
     max_fps: float = MAX_FPS
     poster: bool = True
@@ -53,6 +54,7 @@ class Options:
             "crf": self.crf,
             "preset": self.preset,
             "audio_bitrate": self.audio_bitrate,
+            "audio_copy": self.audio_copy,
             "threads": self.threads,
             "max_fps": self.max_fps,
             "poster": self.poster,
@@ -84,6 +86,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         crf=reader.integer("crf", DEFAULT_CRF, lo=0, hi=51),
         preset=reader.choice("preset", DEFAULT_PRESET, PRESETS),
         audio_bitrate=reader.integer("audio_bitrate", DEFAULT_AUDIO_KBPS, lo=16, hi=512),
+        audio_copy=reader.boolean("audio_copy", True),
         threads=reader.integer("threads", 0, lo=0, hi=64),
         max_fps=reader.number("max_fps", MAX_FPS, lo=1.0, hi=240.0),
         poster=reader.boolean("poster", True),

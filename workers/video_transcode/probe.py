@@ -12,6 +12,7 @@ import itertools
 import json
 import re
 import statistics
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 from workers.video_transcode import runner
 
+KEYFRAME_WINDOW_SECONDS = 4  # packets read after each seek (from where it lands): a GOP and more
+VFR_SAMPLE_SECONDS = 20  # packet headers read from the start to measure frame-time regularity
 VFR_SAMPLE_PACKETS = 600  # packets read to measure frame-time regularity
 VFR_TOLERANCE = 0.02  # frame durations differing by more than this fraction: variable frame rate
 ENCRYPTION_SCAN_BYTES = 64 << 20  # most of moov/moof we search for encryption boxes
@@ -66,6 +69,7 @@ class AudioStream:
     channels: int | None
     channel_layout: str | None
     bitrate: int | None
+    profile: str | None = None  # AAC: "LC", "HE-AAC", ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class MediaInfo:
     streams: list[dict[str, Any]] = field(default_factory=list)
     encrypted: bool = False
     prober: str = "ffprobe"
+    keyframes: tuple[float, ...] = ()  # video keyframes near every ``keyframes_every`` s (segment cuts)
 
     def facts(self) -> dict[str, Any]:
         """The probe facts recorded in the manifest."""
@@ -139,14 +144,23 @@ def relevant_lines(lines: list[str], limit: int = 6) -> list[str]:
     return unique[:limit]
 
 
-def probe(path: Path, *, measure_vfr: bool = True) -> MediaInfo:
-    """Facts about ``path``; ffprobe when available, else ffmpeg's stream report."""
-    encrypted = has_encryption_boxes(path)
+def probe(path: Path, *, measure_vfr: bool = True, keyframes_every: float = 0) -> MediaInfo:
+    """Facts about ``path``; ffprobe when available, else ffmpeg's stream report.
+
+    ``keyframes_every`` > 0 also looks for the video keyframes near every multiple of that
+    many seconds (where segment-parallel encoding cuts), in the same ffprobe run that
+    measures the frame-rate regularity.
+    """
+    encrypted, container_duration = scan_bmff(path)
     exe = runner.ffprobe_exe()
     if exe is None:
         return _probe_with_ffmpeg(path, encrypted)
-    result = runner.run([exe, "-v", "error", "-hide_banner", "-show_format", "-show_streams", "-of", "json",
-                         runner.media_url(path)], label="probe", collect_stdout=True)
+    argv = [exe, "-v", "error", "-hide_banner", "-show_format", "-show_streams"]
+    hinted_cuts: list[float] = []
+    if measure_vfr:  # the same run reads packet headers: the first seconds, and near each cut
+        hinted_cuts = _every(0.0, container_duration or 0.0, keyframes_every)
+        argv += ["-read_intervals", _intervals(hinted_cuts), "-show_entries", "packet=stream_index,pts_time,flags"]
+    result = runner.run([*argv, "-of", "json", runner.media_url(path)], label="probe", collect_stdout=True)
     try:
         data = json.loads(result.stdout or b"{}")
     except ValueError:
@@ -159,6 +173,7 @@ def probe(path: Path, *, measure_vfr: bool = True) -> MediaInfo:
                       and not (s.get("disposition") or {}).get("attached_pic")), None)
     audio_raw = next((s for s in streams if s.get("codec_type") == "audio"), None)
     video = None
+    keyframes: tuple[float, ...] = ()
     if video_raw is not None:
         avg = _rate(video_raw.get("avg_frame_rate")) or _rate(video_raw.get("r_frame_rate")) or Fraction(25)
         rotation = 0
@@ -168,7 +183,16 @@ def probe(path: Path, *, measure_vfr: bool = True) -> MediaInfo:
         if not rotation and _int((video_raw.get("tags") or {}).get("rotate")):
             rotation = int((video_raw.get("tags") or {})["rotate"]) % 360
         index = int(video_raw.get("index", 0))
-        vfr = _measure_vfr(exe, path) if measure_vfr else _rate(video_raw.get("r_frame_rate")) != avg
+        if measure_vfr:
+            mine = [(str(p.get("pts_time")), str(p.get("flags") or "")) for p in data.get("packets") or []
+                    if isinstance(p, dict) and p.get("stream_index") == index]
+            vfr, seen = _packet_facts(mine, tick=float(_rate(video_raw.get("time_base")) or 0))
+            cuts = _every(_float(fmt.get("start_time")), _float(fmt.get("duration")), keyframes_every)
+            if cuts and not hinted_cuts:  # no container duration up front (not MP4/MOV): one more scan
+                seen = _scan_cut_windows(exe, path, cuts)
+            keyframes = seen if cuts else ()
+        else:
+            vfr = _rate(video_raw.get("r_frame_rate")) != avg
         video = VideoStream(
             index=index, codec=str(video_raw.get("codec_name") or video_raw.get("codec_tag_string") or "unknown"),
             profile=video_raw.get("profile"), width=int(video_raw.get("width") or 0),
@@ -182,46 +206,66 @@ def probe(path: Path, *, measure_vfr: bool = True) -> MediaInfo:
         audio = AudioStream(
             index=int(audio_raw.get("index", 0)), codec=str(audio_raw.get("codec_name") or "unknown"),
             sample_rate=_int(audio_raw.get("sample_rate")), channels=_int(audio_raw.get("channels")),
-            channel_layout=audio_raw.get("channel_layout"), bitrate=_int(audio_raw.get("bit_rate")))
+            channel_layout=audio_raw.get("channel_layout"), bitrate=_int(audio_raw.get("bit_rate")),
+            profile=audio_raw.get("profile"))
     encrypted = encrypted or any(s.get("codec_tag_string") in ("encv", "enca") for s in streams)
     return MediaInfo(
         container=str(fmt.get("format_name") or "unknown"), duration=_float(fmt.get("duration")),
         bitrate=_int(fmt.get("bit_rate")), start_time=_float(fmt.get("start_time")), video=video, audio=audio,
         streams=[{"index": s.get("index"), "type": s.get("codec_type"),
                   "codec": s.get("codec_name") or s.get("codec_tag_string")} for s in streams],
-        encrypted=encrypted, prober="ffprobe")
+        encrypted=encrypted, prober="ffprobe", keyframes=keyframes)
 
 
-def _measure_vfr(exe: str, path: Path) -> bool:
-    """True when the first packets' frame durations are not all alike."""
-    result = runner.run([exe, "-v", "error", "-select_streams", "v:0", "-read_intervals",
-                         f"%+#{VFR_SAMPLE_PACKETS}", "-show_entries", "packet=pts_time", "-of", "csv=p=0",
-                         runner.media_url(path)], label="probe-vfr", collect_stdout=True)
-    times = sorted(_float(line.split(",")[0], -1.0) for line in result.stdout.decode().split()
-                   if line and line.split(",")[0] not in ("", "N/A"))
-    deltas = [b - a for a, b in itertools.pairwise(times) if b > a]
-    if len(deltas) < 3:
-        return False
-    typical = statistics.median(deltas)
-    return any(abs(d - typical) > typical * VFR_TOLERANCE for d in deltas[:-1])
+def _every(start: float, duration: float, seconds: float) -> list[float]:
+    """The times ``start + k * seconds`` inside the file (k >= 1), none when ``seconds`` is 0."""
+    if seconds <= 0 or duration < 1.5 * seconds:
+        return []
+    return [start + k * seconds for k in range(1, int(duration / seconds) + 1) if k * seconds < duration - 1]
 
 
-def keyframe_times(path: Path) -> list[float] | None:
-    """Presentation times of the video keyframes, in order; None without ffprobe.
+def _intervals(cuts: list[float]) -> str:
+    """ffprobe ``-read_intervals``: the first VFR_SAMPLE_SECONDS, then a window after each cut.
 
-    Reads packet headers only (no decoding); stdout is bounded by the runner.
+    A seek goes through the container's index (MP4/MOV, MKV) to the keyframe before the
+    cut; KEYFRAME_WINDOW_SECONDS from there holds it and any just after. Never the whole
+    file: on an S3-backed mount that would read every byte of the video.
     """
-    exe = runner.ffprobe_exe()
-    if exe is None:
-        return None
-    result = runner.run([exe, "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags",
-                         "-of", "csv=p=0", runner.media_url(path)], label="probe-keyframes", collect_stdout=True)
-    times = []
-    for line in result.stdout.decode().split():
-        pts, _, flags = line.partition(",")
-        if "K" in flags and pts not in ("", "N/A"):
-            times.append(float(pts))
-    return sorted(times)
+    return ",".join([f"%+{VFR_SAMPLE_SECONDS}"] + [f"{t:.3f}%+{KEYFRAME_WINDOW_SECONDS}" for t in cuts])
+
+
+def _packet_facts(packets: Iterable[tuple[str, str]], tick: float = 0.0) -> tuple[bool, tuple[float, ...]]:
+    """(variable frame rate?, keyframe times) from the video's (pts_time, flags) packets.
+
+    ``tick`` is the stream's time base: frame times rounded to it (Matroska keeps
+    milliseconds, so 30 fps reads as 33, 33, 34 ms) are not a variable rate.
+    """
+    times: set[float] = set()
+    keyframes: set[float] = set()
+    for pts, flags in packets:
+        if pts in ("", "N/A", "None"):
+            continue
+        times.add(_float(pts, -1.0))
+        if "K" in flags:
+            keyframes.add(_float(pts, -1.0))
+    # the cut windows follow the first seconds (or re-read them): the lowest times are the sample
+    sample = sorted(times)[:VFR_SAMPLE_PACKETS]
+    deltas = [b - a for a, b in itertools.pairwise(sample) if b > a]
+    vfr = False
+    if len(deltas) >= 3:
+        typical = statistics.median(deltas)
+        allowed = max(typical * VFR_TOLERANCE, tick * 1.01)
+        vfr = any(abs(d - typical) > allowed for d in deltas[:-1])
+    return vfr, tuple(sorted(keyframes))
+
+
+def _scan_cut_windows(exe: str, path: Path, cuts: list[float]) -> tuple[float, ...]:
+    """Keyframes near ``cuts`` where the duration was not known before the probe (not MP4/MOV)."""
+    result = runner.run([exe, "-v", "error", "-select_streams", "v:0", "-read_intervals", _intervals(cuts),
+                         "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", runner.media_url(path)],
+                        label="probe-keyframes", collect_stdout=True)
+    lines = (line.partition(",") for line in result.stdout.decode().split())
+    return _packet_facts((pts, flags) for pts, _, flags in lines)[1]
 
 
 # ---------------------------------------------------------------- without ffprobe
@@ -294,12 +338,30 @@ def _probe_with_ffmpeg(path: Path, encrypted: bool) -> MediaInfo:
 
 # ---------------------------------------------------------------- encryption
 
-def has_encryption_boxes(path: Path) -> bool:
-    """True when an ISO-BMFF file carries Common Encryption boxes (encv/enca/tenc/pssh/sinf).
+def _movie_duration(moov: bytes) -> float | None:
+    """The ``mvhd`` duration in seconds (the movie header is moov's first child)."""
+    at = moov.find(b"mvhd")
+    if at < 4:
+        return None
+    body = moov[at + 4:at + 36]
+    if len(body) < 32:
+        return None
+    if body[0] == 1:  # version 1: 64-bit times
+        timescale, duration = int.from_bytes(body[20:24], "big"), int.from_bytes(body[24:32], "big")
+    else:
+        timescale, duration = int.from_bytes(body[12:16], "big"), int.from_bytes(body[16:20], "big")
+    return duration / timescale if timescale else None
 
-    Walks the top-level boxes and searches only ``moov``/``moof`` (bounded); ffmpeg would
-    otherwise "decode" such a file without its key and exit 0 with garbage.
+
+def scan_bmff(path: Path) -> tuple[bool, float | None]:
+    """(Common Encryption boxes present?, movie duration) of an ISO-BMFF file (MP4/MOV).
+
+    Walks the top-level boxes and searches only ``moov``/``moof`` (bounded). Encryption:
+    ffmpeg would otherwise "decode" such a file without its key and exit 0 with garbage
+    (encv/enca/tenc/pssh/sinf). The duration, known before ffprobe runs, lets one ffprobe
+    run also read the packets near segment cuts. Not ISO-BMFF: (False, None).
     """
+    duration: float | None = None
     budget = ENCRYPTION_SCAN_BYTES
     with path.open("rb") as f:
         offset = 0
@@ -308,11 +370,11 @@ def has_encryption_boxes(path: Path) -> bool:
             f.seek(offset)
             header = f.read(16)
             if len(header) < 8:
-                return False
+                return False, duration
             size = int.from_bytes(header[:4], "big")
             kind = header[4:8]
             if first and kind not in _TOP_BOXES:
-                return False  # not ISO-BMFF
+                return False, None  # not ISO-BMFF
             first = False
             header_len = 8
             if size == 1 and len(header) >= 16:
@@ -320,12 +382,14 @@ def has_encryption_boxes(path: Path) -> bool:
             elif size == 0:
                 size = path.stat().st_size - offset
             if size < header_len:
-                return False
+                return False, duration
             if kind in (b"moov", b"moof"):
                 f.seek(offset + header_len)
                 body = f.read(min(size - header_len, budget))
                 budget -= len(body)
+                if kind == b"moov" and duration is None:
+                    duration = _movie_duration(body)
                 if any(marker in body for marker in ENCRYPTION_BOXES):
-                    return True
+                    return True, duration
             offset += size
-    return False
+    return False, duration

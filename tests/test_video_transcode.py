@@ -194,6 +194,18 @@ def test_phone_rotation_gives_an_upright_output_without_a_display_matrix(mount: 
     assert abs(top_luma(mine) - 128) > 80  # one half is clearly white or black: turned, not squeezed
 
 
+def test_anamorphic_source_gives_square_pixels_at_its_display_shape(mount: Path, clips: Path) -> None:
+    """1440x1080-style sources store wide pictures in narrow pixels (SAR 4:3): the output
+    must show the same shape with square pixels, not a squeezed picture."""
+    name = put(mount, make_clip(clips / "anamorphic.mp4", extra=("-vf", "setsar=4/3")))
+    outcome = run(mount, name, poster=False, ladder="240")
+    assert outcome.status == "done", outcome.message
+    assert outcome.record["facts"]["probe"]["video"]["sample_aspect_ratio"] == "4:3"  # type: ignore[index]
+    video, = streams(outputs(mount, outcome)["240p.mp4"], "video")
+    assert (video["width"], video["height"]) == (426, 240)  # 320 x 4/3 = 427 -> even
+    assert video.get("sample_aspect_ratio", "1:1") in ("1:1", "N/A")
+
+
 def test_variable_frame_rate_is_detected_and_output_at_a_constant_rate(mount: Path, clips: Path) -> None:
     vfr = clips / "vfr.mp4"
     ff("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=3", "-vf", r"settb=1/90000,setpts=N/30/TB+0.012*mod(N\,2)/TB",
@@ -283,6 +295,8 @@ def test_sprite_and_webvtt_index_and_hls(mount: Path, clips: Path) -> None:
         assert sprite.size == (5 * 160, 120)
     master = files["master.m3u8"].read_text()
     assert "#EXT-X-STREAM-INF:" in master and "RESOLUTION=320x240" in master and "240p/index.m3u8" in master
+    video, = streams(files["240p.mp4"], "video")  # CODECS names the level x264 chose (1.3 here), not 4.0
+    assert video["profile"] == "High" and f'CODECS="avc1.6400{int(video["level"]):02x},mp4a.40.2"' in master
     playlist = files["index.m3u8"].read_text()
     assert '#EXT-X-MAP:URI="init.mp4"' in playlist and playlist.count(".m4s") >= 2
     for line in playlist.splitlines():

@@ -433,7 +433,8 @@ def package_hls(plan: VideoPlan, out: OutputDir, options: Options, stop: Stopper
             out.path(f"hls/{rung.label}p/{path.name}", MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
         info = probe.probe(out.run_dir / rung.name, measure_vfr=False)
         bandwidth = int((info.bitrate or 1_000_000) * 1.1)
-        codecs = "avc1.640028" + (",mp4a.40.2" if info.audio is not None else "")
+        level = info.video.level if info.video is not None and info.video.level else 40
+        codecs = f"avc1.6400{level:02x}" + (",mp4a.40.2" if info.audio is not None else "")  # High, this level
         lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={rung.width}x{rung.height},'
                   f'FRAME-RATE={float(Fraction(plan.rate)):.3f},CODECS="{codecs}"', f"{rung.label}p/index.m3u8"]
     out.write_bytes("hls/master.m3u8", ("\n".join(lines) + "\n").encode(), "application/vnd.apple.mpegurl",

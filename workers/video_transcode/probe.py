@@ -54,11 +54,17 @@ class VideoStream:
     bitrate: int | None
     frames: int | None
     start_time: float
+    sample_aspect_ratio: str = "1:1"  # pixel shape; anamorphic sources (e.g. 1440x1080 at 4:3) differ
+    level: int | None = None  # H.264/HEVC level as ffprobe reports it (40 = 4.0)
 
     @property
     def display_size(self) -> tuple[int, int]:
-        """Width and height as shown (after rotation)."""
-        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
+        """Width and height as shown: non-square pixels widened or narrowed, then rotated."""
+        width = self.width
+        sar = _rate(self.sample_aspect_ratio.replace(":", "/"))
+        if sar is not None and sar != 1:
+            width = max(2, round(self.width * sar))
+        return (self.height, width) if self.rotation in (90, 270) else (width, self.height)
 
 
 @dataclass(frozen=True)
@@ -200,7 +206,8 @@ def probe(path: Path, *, measure_vfr: bool = True, keyframes_every: float = 0) -
             bit_depth=_bit_depth(video_raw.get("pix_fmt"), video_raw.get("bits_per_raw_sample")),
             frame_rate=round(float(avg), 3), frame_rate_exact=f"{avg.numerator}/{avg.denominator}",
             variable_frame_rate=vfr, rotation=rotation, bitrate=_int(video_raw.get("bit_rate")),
-            frames=_int(video_raw.get("nb_frames")), start_time=_float(video_raw.get("start_time")))
+            frames=_int(video_raw.get("nb_frames")), start_time=_float(video_raw.get("start_time")),
+            sample_aspect_ratio=str(video_raw.get("sample_aspect_ratio") or "1:1"), level=_int(video_raw.get("level")))
     audio = None
     if audio_raw is not None:
         audio = AudioStream(
@@ -317,7 +324,8 @@ def _probe_with_ffmpeg(path: Path, encrypted: bool) -> MediaInfo:
                     bit_depth=_bit_depth(pix.group(1) if pix else None, None), frame_rate=round(rate, 3),
                     frame_rate_exact=f"{exact.numerator}/{exact.denominator}",
                     variable_frame_rate=abs(base - rate) > rate * VFR_TOLERANCE, rotation=0,
-                    bitrate=int(br.group(1)) * 1000 if br else None, frames=None, start_time=start)
+                    bitrate=int(br.group(1)) * 1000 if br else None, frames=None, start_time=start,
+                    sample_aspect_ratio=sar.group(1) if (sar := re.search(r"\[SAR (\d+:\d+)", rest)) else "1:1")
                 current = "video"
             elif kind == "audio" and audio is None:
                 hz = re.search(r"(\d+) Hz, ([^,]+)", rest)

@@ -17,7 +17,9 @@ Every contender makes the same 720p H.264/AAC rendition (``ladder=720``, no post
 - ``worker 1-thread``: single pass with ``threads=1`` (one vCPU, as one Lambda) (b anchor),
 - ``worker segments 1-thread``: 2 segments, each a single-threaded ffmpeg, 2 at a time (b),
 - ``worker segments 1-thread, 1 job``: the same segments one at a time, so that each
-  segment's time is its time alone, as in its own invocation (the modelled (b) row).
+  segment's time is its time alone, as in its own invocation (the modelled (b) row),
+- ``worker 1-thread, audio encoded`` / ``worker segments 1-thread, audio encoded``: the (b)
+  pair with ``audio_copy=false`` (the AAC encode then runs beside the two segments).
 
 Timing is bench/harness.py's (interleaved, rotating order, medians). Also reported: the
 split and join seconds of the segmented runs (from the manifest), the Python process's
@@ -139,6 +141,10 @@ def main() -> int:
         worker("worker 1-thread", threads=1),
         worker("worker segments 1-thread", jobs=2, threads=1, segment_seconds=half),
         worker("worker segments 1-thread, 1 job", jobs=1, threads=1, segment_seconds=half),
+        # the same (b) pair with the audio encoded again (audio_copy=false): a third process
+        # beside the two segments on this 2-core box (in AWS: an invocation of its own)
+        worker("worker 1-thread, audio encoded", threads=1, audio_copy=False),
+        worker("worker segments 1-thread, audio encoded", jobs=2, threads=1, segment_seconds=half, audio_copy=False),
     ]
     load_before = loadavg()
     started = time.monotonic()
@@ -189,6 +195,9 @@ def main() -> int:
     b_model = results["worker 1-thread"].median / fanout
     print(f"| (b) modelled fan-out, one vCPU per segment: 1-thread single pass / (split + slowest segment "
           f"+ join), segments timed one at a time | {b_model:.2f}x faster ({fanout:.2f} s) | >= 1.8x |")
+    b_enc = results.ratio("worker 1-thread, audio encoded", "worker segments 1-thread, audio encoded")
+    print(f"| (b) the same with the audio encoded again (audio_copy=false; 3 processes on 2 cores) | "
+          f"{b_enc:.2f}x faster | (informative) |")
     print(f"| (b) split + join share of segmented wall time | {100 * split_join / seg_st:.1f}% "
           f"({split_join:.2f} s of {seg_st:.2f} s) | < 3% |")
     print(f"| (c) segments (default threads) / single pass (default threads) | {c:.3f}x | <= 1.05x |")
@@ -201,7 +210,7 @@ def main() -> int:
           f"~{join_2h:.0f} s scaled linearly: about {split_2h + per_invocation + join_2h:.0f} s wall "
           f"(~{(split_2h + per_invocation + join_2h) / 60:.1f} min) against {single_2h / 60:.0f} min "
           f"for one single-threaded pass (and over Lambda's 15-minute limit).")
-    print(json.dumps({"a": a, "a_cpu": a_cpu, "b": b, "c": c, "rss_mb": rss_mb,
+    print(json.dumps({"a": a, "a_cpu": a_cpu, "b": b, "b_audio_encoded": b_enc, "c": c, "rss_mb": rss_mb,
                       "split_join_share": split_join / seg_st, "b_model": b_model}), file=sys.stderr)
     shutil.rmtree(work, ignore_errors=True)
     return 0

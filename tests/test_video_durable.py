@@ -58,3 +58,22 @@ def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, m
     video = next(s for s in probe["streams"] if s["codec_type"] == "video")
     assert video["nb_read_packets"] == "150"
     assert [s["codec_type"] for s in probe["streams"]] == ["video", "audio"]
+
+
+def test_the_commit_step_keeps_to_its_invocations_deadline(mount: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Joining (or, with segments missing, encoding) under too little time stops with nothing
+    committed and raises, so the durable step is retried in a fresh invocation."""
+    from workers.video_transcode import durable
+
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    "testsrc2=s=320x240:r=25:d=6", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                    str(mount / "ingest" / "film.mp4")], check=True)
+    monkeypatch.setenv("MOUNTWORKS_MOUNT", str(mount))
+    event = {"input": "ingest/film.mp4", "options": {"segment_seconds": 2, "poster": False}}
+    with pytest.raises(durable.CommitNotDone, match="time"):
+        durable.commit_run(event, remaining_seconds=8.0)  # under the worker's 10 s stop margin
+    assert not list((mount / "workspace").rglob("manifest.json"))
+    summary = durable.commit_run(event, remaining_seconds=None)  # the retry: its claim was released
+    assert summary["status"] == "done"
+    assert durable.COMMIT_RETRY(durable.CommitNotDone("x"), 1).should_retry
+    assert not durable.COMMIT_RETRY(RuntimeError("a bug"), 1).should_retry

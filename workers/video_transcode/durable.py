@@ -21,7 +21,8 @@ from dataclasses import asdict
 from typing import Any
 
 from aws_durable_execution_sdk_python import DurableContext, StepContext, durable_execution
-from aws_durable_execution_sdk_python.config import MapConfig
+from aws_durable_execution_sdk_python.config import MapConfig, StepConfig
+from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 
 from shared.config import MountConfig
 from shared.errors import PermanentInputError, UsageError
@@ -37,6 +38,16 @@ from workers.video_transcode.options import parse
 ENV_SEGMENT_FUNCTION = "MOUNTWORKS_VIDEO_SEGMENT_FUNCTION"
 DEFAULT_SEGMENT_FUNCTION = "mountworks-video-segment"
 MAX_FANOUT = 100  # segment invocations in flight per input
+COMMIT_ATTEMPTS = 5  # the commit step is retried (each time in a fresh invocation) this often
+
+
+class CommitNotDone(Exception):
+    """The commit step stopped without committing (its invocation's time ran short, another
+    holder's claim): raised so that the durable step is retried, not reported as done."""
+
+
+COMMIT_RETRY = create_retry_strategy(RetryStrategyConfig(max_attempts=COMMIT_ATTEMPTS,
+                                                         retryable_error_types=[CommitNotDone]))
 
 
 def _config() -> MountConfig:
@@ -100,13 +111,19 @@ def segment_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     return {"segment": segment.index, "cached": cached}
 
 
-def commit_run(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The ordinary worker path; with every segment done it only joins and commits."""
+def commit_run(event: Mapping[str, Any], remaining_seconds: float | None = None) -> dict[str, Any]:
+    """The ordinary worker path; with every segment done it only joins and commits.
+
+    It runs under the invocation's own deadline (``remaining_seconds``): a join that would
+    outlast it is stopped with nothing committed and raises :class:`CommitNotDone`.
+    """
     cfg = _config()
     key = str(event.get("input") or "")
     ref = input_from_path(cfg, key)
     item = WorkItem("durable", key, input=ref, options=dict(event.get("options") or {}))
-    outcome = run_item(SPEC, item, cfg, deadline=Deadline(None), invocation="durable")
+    outcome = run_item(SPEC, item, cfg, deadline=Deadline(remaining_seconds), invocation="durable")
+    if outcome.status == "retryable":
+        raise CommitNotDone(outcome.message or "the commit step stopped before committing")
     summary = outcome.summary()
     if outcome.record is not None:
         summary["facts"] = outcome.record.get("facts")
@@ -128,7 +145,8 @@ def orchestrate(event: dict[str, Any], context: DurableContext) -> dict[str, Any
                     config=MapConfig(max_concurrency=MAX_FANOUT))
 
     def commit(_: StepContext) -> dict[str, Any]:
-        return commit_run(event)
+        getter = getattr(context.lambda_context, "get_remaining_time_in_millis", None)
+        return commit_run(event, getter() / 1000.0 if callable(getter) else None)
 
-    result: dict[str, Any] = context.step(commit, name="commit")
+    result: dict[str, Any] = context.step(commit, name="commit", config=StepConfig(retry_strategy=COMMIT_RETRY))
     return result

@@ -206,7 +206,7 @@ def main() -> int:
           "segment encodes; the modelled row times each segment alone, as its own Lambda invocation would run.")
     print(f"\nPaper estimate, 2-hour 1080p30 video, 100 invocations of one vCPU each: single-threaded rate "
           f"{st_fps:.1f} fps measured here, so {frames_2h / 100:.0f} frames per invocation = "
-          f"{per_invocation:.0f} s each; plus split (keyframe scan) ~{split_2h:.0f} s and join (stream copy) "
+          f"{per_invocation:.0f} s each; plus split (planning) ~{split_2h:.0f} s and join (stream copy) "
           f"~{join_2h:.0f} s scaled linearly: about {split_2h + per_invocation + join_2h:.0f} s wall "
           f"(~{(split_2h + per_invocation + join_2h) / 60:.1f} min) against {single_2h / 60:.0f} min "
           f"for one single-threaded pass (and over Lambda's 15-minute limit).")

@@ -248,6 +248,22 @@ def test_animated_option_keeps_every_frame_in_webp_and_gif(mount: Path,
     assert getattr(found["w320.jpg"]["image"], "n_frames", 1) == 1
 
 
+def test_mpo_from_a_phone_gives_its_first_picture(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """MPO (a JPEG followed by more pictures: many phones and 3D cameras) is read as its
+    first picture, decoded at reduced scale like any JPEG, never as an animation."""
+    first = Image.new("RGB", (2400, 1600), (200, 30, 30))
+    second = Image.new("RGB", (2400, 1600), (30, 200, 30))
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[second], quality=90)
+    code, record = run(mount, capsys, "stereo.jpg", buf.getvalue(), "sizes=320,1024", "animated=true")
+    assert code == 0
+    source = record["facts"]["source"]
+    assert source["format"] == "MPO" and source["frames"] == 2 and not source["animated"]
+    for name, out in outputs(mount, record).items():
+        assert near(out["image"].convert("RGB").getpixel((10, 10)), (200, 30, 30)), name  # the first picture
+        assert getattr(out["image"], "n_frames", 1) == 1, name
+
+
 def test_multipage_tiff_gives_its_first_page(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pages = [Image.new("RGB", (30, 20), c) for c in ((255, 0, 0), (0, 255, 0))]
     buf = io.BytesIO()

@@ -180,3 +180,15 @@ def test_a_released_claim_is_taken_at_once_even_where_only_leases_count(tmp_path
     release_claim(claim)  # a stale holder releasing again changes nothing
     current = current_claim(run_dir)
     assert current is not None and current.generation == 2
+
+
+def test_run_ids_are_sha256_whichever_implementation_computes_them() -> None:
+    """Run-ids and _seen keys hash with CPython's own sha256 (no OpenSSL at import); they
+    must stay the sha256 that hashlib gives, or every committed run would look new."""
+    import hashlib
+
+    from shared.runs import run_id_for, short_digest
+
+    material = '["image-resize","1.0.0",{"q":85},"abc"]'
+    assert short_digest(material) == hashlib.sha256(material.encode()).hexdigest()[:32]
+    assert run_id_for("image-resize", "1.0.0", {"q": 85}, "abc") == short_digest(material)

@@ -543,7 +543,8 @@ def test_cli_run_and_verify_end_to_end(mount: Path, basic_clip: Path, capsys: py
 def test_registration_imports_no_media_library() -> None:
     """Cold start: importing the worker's package must not load ffmpeg-python or Pillow."""
     code = ("import sys, workers.video_transcode, workers.video_transcode.handler; "
-            "print(sorted(m for m in ('ffmpeg', 'PIL', 'workers.video_transcode.core') if m in sys.modules))")
+            "print(sorted(m for m in ('ffmpeg', 'PIL', 'workers.video_transcode.core', '_hashlib', 'dataclasses') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert out.strip() == "[]"

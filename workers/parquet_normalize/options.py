@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.errors import UsageError
 from shared.options import OptionReader
@@ -32,8 +31,7 @@ DEFAULT_NULL_TOKENS = ("", "NULL", "null", "Null", "N/A", "n/a", "NA", "None", "
 DELIMITER_NAMES = {"auto": "", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     format: str = "auto"
     encoding: str = "auto"
     delimiter: str = ""  # "" = sniffed

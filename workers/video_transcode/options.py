@@ -10,8 +10,7 @@ is not an option: it does not change the output, so it must not change the run-i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.errors import UsageError
 from shared.options import OptionReader
@@ -30,9 +29,11 @@ DEFAULT_AUDIO_KBPS = 128
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
-@dataclass(frozen=True)
-class Options:
-    ladder: tuple[int, ...] = tuple(int(r) for r in DEFAULT_LADDER)  # short-side heights, largest first
+DEFAULT_HEIGHTS = tuple(int(r) for r in DEFAULT_LADDER)
+
+
+class Options(NamedTuple):
+    ladder: tuple[int, ...] = DEFAULT_HEIGHTS  # short-side heights, largest first
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
     audio_bitrate: int = DEFAULT_AUDIO_KBPS  # kbit/s

@@ -345,10 +345,13 @@ class OutputDir:
         self.path(name, media_type, **facts).write_bytes(data)
 
     def update_facts(self, name: str, **facts: Any) -> None:
+        self.facts(name).update(facts)
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """What is recorded about output ``name`` so far (KeyError when it was never declared)."""
         for output in self.outputs:
             if output.name == name:
-                output.facts.update(facts)
-                return
+                return output.facts
         raise KeyError(name)
 
 

@@ -235,7 +235,8 @@ def output_facts(path: Path) -> dict[str, Any]:
     facts: dict[str, Any] = {"duration": round(info.duration, 3), "bitrate": info.bitrate}
     if info.video is not None:
         facts.update(width=info.video.width, height=info.video.height, video_codec=info.video.codec,
-                     frame_rate=info.video.frame_rate, frames=info.video.frames, pix_fmt=info.video.pix_fmt)
+                     frame_rate=info.video.frame_rate, frames=info.video.frames, pix_fmt=info.video.pix_fmt,
+                     level=info.video.level)
     if info.audio is not None:
         facts.update(audio_codec=info.audio.codec, channels=info.audio.channels,
                      sample_rate=info.audio.sample_rate)
@@ -431,10 +432,10 @@ def package_hls(plan: VideoPlan, out: OutputDir, options: Options, stop: Stopper
         run_checked(encode._global(stream, 0), f"HLS {rung.label}p", stop, cwd=folder, expect_frames=False)
         for path in sorted(folder.iterdir()):
             out.path(f"hls/{rung.label}p/{path.name}", MEDIA_TYPES.get(path.suffix, "application/octet-stream"))
-        info = probe.probe(out.run_dir / rung.name, measure_vfr=False)
-        bandwidth = int((info.bitrate or 1_000_000) * 1.1)
-        level = info.video.level if info.video is not None and info.video.level else 40
-        codecs = f"avc1.6400{level:02x}" + (",mp4a.40.2" if info.audio is not None else "")  # High, this level
+        probed = out.facts(rung.name)  # what output_facts read from this MP4: no second probe
+        bandwidth = int((probed.get("bitrate") or 1_000_000) * 1.1)
+        level = probed.get("level") or 40
+        codecs = f"avc1.6400{level:02x}" + (",mp4a.40.2" if probed.get("audio_codec") else "")  # High, this level
         lines += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},RESOLUTION={rung.width}x{rung.height},'
                   f'FRAME-RATE={float(Fraction(plan.rate)):.3f},CODECS="{codecs}"', f"{rung.label}p/index.m3u8"]
     out.write_bytes("hls/master.m3u8", ("\n".join(lines) + "\n").encode(), "application/vnd.apple.mpegurl",

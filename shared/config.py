@@ -21,6 +21,19 @@ ENV_CLAIM_LEASE = "MOUNTWORKS_CLAIM_LEASE_SECONDS"
 ENV_LOG_LEVEL = "MOUNTWORKS_LOG_LEVEL"
 ENV_LAMBDA_FUNCTION = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
 ENV_WORKER = "MOUNTWORKS_WORKER"  # the worker of the generic handler (workers.handler)
+ENV_POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"  # Powertools' own names: the template sets them per function
+ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_VIDEO_JOBS = "MOUNTWORKS_VIDEO_JOBS"  # local segment-parallel encodes at once (default: CPUs)
+ENV_VIDEO_SEGMENT_FUNCTION = "MOUNTWORKS_VIDEO_SEGMENT_FUNCTION"  # the durable fan-out's segment function
+ENV_FFMPEG = "MOUNTWORKS_FFMPEG"  # an explicit ffmpeg binary
+ENV_FFPROBE = "MOUNTWORKS_FFPROBE"  # an explicit ffprobe binary ("" = probe with ffmpeg)
+PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's own: an operator's setting wins
+
+# Read by one function or one worker, not by every function: the template sets them where
+# they apply (or leaves them to their defaults), never in Globals.
+PER_FUNCTION_ENV = frozenset({ENV_WORKER, ENV_POWERTOOLS_LOG_LEVEL, ENV_SERVICE_NAME, ENV_METRICS_NAMESPACE,
+                              ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_FFMPEG, ENV_FFPROBE})
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
 DEFAULT_INGEST_PREFIX = "ingest"
@@ -30,6 +43,57 @@ DEFAULT_CLAIM_LEASE_SECONDS = 960.0  # Lambda's longest invocation (900 s) plus 
 
 def in_lambda(environ: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if environ is None else environ).get(ENV_LAMBDA_FUNCTION))
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def log_level(default: str, environ: Mapping[str, str] | None = None) -> str:
+    """``MOUNTWORKS_LOG_LEVEL``, else Powertools' ``POWERTOOLS_LOG_LEVEL``, else ``default``."""
+    env = _env(environ)
+    return env.get(ENV_LOG_LEVEL) or env.get(ENV_POWERTOOLS_LOG_LEVEL) or default
+
+
+def cli_log_level(default: str, environ: Mapping[str, str] | None = None) -> str:
+    """The command line's level: ``MOUNTWORKS_LOG_LEVEL`` (Powertools' variable is for Lambda)."""
+    return _env(environ).get(ENV_LOG_LEVEL) or default
+
+
+def service_name(default: str, environ: Mapping[str, str] | None = None) -> str:
+    return _env(environ).get(ENV_SERVICE_NAME) or default
+
+
+def metrics_namespace(default: str, environ: Mapping[str, str] | None = None) -> str:
+    return _env(environ).get(ENV_METRICS_NAMESPACE) or default
+
+
+def video_jobs(environ: Mapping[str, str] | None = None) -> int:
+    """Local segment encodes at once: ``MOUNTWORKS_VIDEO_JOBS``, else one per CPU."""
+    try:
+        return max(1, int(_env(environ).get(ENV_VIDEO_JOBS, "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def video_segment_function(default: str, environ: Mapping[str, str] | None = None) -> str:
+    return _env(environ).get(ENV_VIDEO_SEGMENT_FUNCTION) or default
+
+
+def ffmpeg_override(environ: Mapping[str, str] | None = None) -> str | None:
+    """An explicit ffmpeg binary, or None to look on PATH."""
+    return _env(environ).get(ENV_FFMPEG) or None
+
+
+def ffprobe_override(environ: Mapping[str, str] | None = None) -> str | None:
+    """None: look for ffprobe; "": there is none, probe with ffmpeg; else that binary."""
+    return _env(environ).get(ENV_FFPROBE)
+
+
+def pillow_allocator_set(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the operator tuned Pillow's block allocator themselves (then we keep out)."""
+    env = _env(environ)
+    return any(name in env for name in PILLOW_ALLOCATOR_ENV)
 
 
 def worker_from_env(environ: Mapping[str, str] | None = None) -> str:

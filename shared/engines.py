@@ -23,9 +23,9 @@ from typing import Any, TextIO
 
 from shared.backfill import Progress, Summary, WorkerTally, route
 from shared.config import MountConfig
-from shared.errors import UsageError
+from shared.errors import REFUSED_PATH, UsageError, retryable_error_names
 from shared.options import options_for
-from shared.runtime import Outcome
+from shared.outcomes import STATUS_VALUES, Outcome, Status
 from shared.worker import WorkerSpec
 
 DEFAULT_FUNCTION_PATTERN = "mountworks-{worker}"
@@ -163,7 +163,7 @@ class LambdaEngine:
                 if code in ("ResourceNotFoundException", "AccessDeniedException", "InvalidParameterValueException"):
                     raise UsageError(f"cannot invoke {function} for worker {spec.name}: {exc} "
                                      "(check --function / --function-pattern and your credentials)") from exc
-                status = "retryable" if code in RETRYABLE_CODES else "internal-error"
+                status = Status.RETRYABLE if code in RETRYABLE_CODES else Status.INTERNAL_ERROR
                 return Outcome(status, key, spec.name, code=code or "invoke-failed",
                                message=f"{function}: {exc}", duration_ms=_ms(started))
             return self._outcome(spec, key, function, response, started)
@@ -181,20 +181,21 @@ class LambdaEngine:
             error_type = str(body.get("errorType", "")) if isinstance(body, dict) else ""
             message = str(body.get("errorMessage", "")) if isinstance(body, dict) else str(body)
             # RetryLater (and DeadlineReached/InputNotVisible raised through it) means "try again"
-            retryable = error_type in ("RetryLater", "RetryableError", "DeadlineReached", "InputNotVisible",
-                                       "ClaimHeld") or "Task timed out" in message
-            return Outcome("retryable" if retryable else "internal-error", key, spec.name,
+            retryable = error_type in retryable_error_names() or "Task timed out" in message
+            return Outcome(Status.RETRYABLE if retryable else Status.INTERNAL_ERROR, key, spec.name,
                            code=error_type or "function-error", message=f"{function}: {message}",
                            duration_ms=_ms(started))
         results = body.get("results") if isinstance(body, dict) else None
         if not results:
             reason = body.get("refused") if isinstance(body, dict) else None
-            return Outcome("refused", key, spec.name, code="refused-path",
+            return Outcome(Status.REFUSED, key, spec.name, code=REFUSED_PATH,
                            message=str(reason or f"{function} returned no result for this key"),
                            duration_ms=_ms(started))
         first = results[0]
         error = first.get("error") or {}
-        return Outcome(str(first.get("status", "internal-error")), key, spec.name, first.get("run_id"),
+        status = first.get("status")
+        return Outcome(Status(status) if status in STATUS_VALUES else Status.INTERNAL_ERROR, key, spec.name,
+                       first.get("run_id"),
                        code=error.get("code"), message=error.get("message") or first.get("reason"),
                        duration_ms=_ms(started))
 

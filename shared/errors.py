@@ -1,4 +1,4 @@
-"""The one error tree of mountworks; exit codes and Lambda outcomes derive from it.
+"""The one error tree of mountworks, its stable error codes, and the exit codes.
 
     MountworksError                      base of everything we raise on purpose
     ├── PermanentInputError      exit 3  the input can never be processed as asked:
@@ -6,11 +6,14 @@
     │   ├── UnsupportedInput             not a format this worker takes
     │   ├── CorruptInput                 truncated, malformed, undecodable
     │   ├── EncryptedInput               needs a password or key we do not have
-    │   └── LimitExceeded                a named limit (pixels, pages, bytes, time) was hit
+    │   ├── LimitExceeded                a named limit (pixels, pages, bytes, time) was hit
+    │   ├── BadContract                  a schema contract beside the input cannot be used
+    │   └── RangeOutputMismatch          a committed page-range run's output changed after its commit
     ├── RetryableError           exit 75 try again later; nothing was committed
     │   ├── InputNotVisible              the event came before the file showed on the mount
     │   ├── ClaimHeld                    a live holder is processing the same run
-    │   └── DeadlineReached              the invocation would be killed before finishing
+    │   ├── DeadlineReached              the invocation would be killed before finishing
+    │   └── RetryLater                   raised out of a Lambda handler so that Lambda retries
     ├── RefusedPath              exit 2  an untrusted key or path that we will not touch
     │                                    (escape attempt, NUL byte, too long); never retried
     └── UsageError               exit 2  a bad command line or option value
@@ -18,6 +21,10 @@
 Anything else that escapes a worker is a bug: exit 1, and Lambda sees the exception.
 Third-party errors are translated into this tree at one boundary per worker
 (``workers/<name>/core.py``), always chained with ``raise ... from exc``.
+
+The codes below are what ``error.json`` and every outcome carry as ``code``: stable,
+machine-readable, named once here. A class carries its default code; a raise may name
+a more precise one of the same family (``CorruptInput(..., code=EMPTY_INPUT)``).
 """
 
 from __future__ import annotations
@@ -29,11 +36,45 @@ EXIT_PERMANENT = 3
 EXIT_VERIFY_FAILED = 4
 EXIT_RETRYABLE = 75
 
+# ------------------------------------------------------------------ error codes
+# permanent: committed as error.json
+INVALID_INPUT = "invalid-input"
+UNSUPPORTED_FORMAT = "unsupported-format"
+CORRUPT_INPUT = "corrupt-input"
+EMPTY_INPUT = "empty-input"
+BINARY_INPUT = "binary-input"
+BAD_ENCODING = "bad-encoding"
+ENCRYPTED = "encrypted-input"
+PASSWORD_REQUIRED = "password-required"
+WRONG_PASSWORD = "wrong-password"
+LIMIT_EXCEEDED = "limit-exceeded"
+DECODER_CRASH = "decoder-crash"  # the worker's process died in native code on this input
+BAD_CONTRACT = "bad-contract"
+CONTRACT_VIOLATION = "contract-violation"
+MISSING_COLUMN = "missing-column"
+PAGE_RANGE_OUT_OF_BOUNDS = "page-range-out-of-bounds"
+PAGE_RANGES_MISMATCH = "page-ranges-mismatch"
+RANGE_OUTPUT_MISMATCH = "range-output-mismatch"
+RANGE_FAILED = "range-failed"
+PAGE_ERROR = "page-error"  # one page of a PDF could not be read (recorded on the page, not the run)
+# retryable: nothing committed
+RETRYABLE = "retryable"
+INPUT_NOT_VISIBLE = "input-not-visible"
+IN_PROGRESS = "in-progress"
+DEADLINE = "deadline"
+RANGES_PENDING = "ranges-pending"
+WORKER_KILLED = "worker-killed"  # killed from outside (OOM killer, operator): not the input's fault
+# refused, usage, bugs
+REFUSED_PATH = "refused-path"
+USAGE = "usage"
+INTERNAL = "internal"
+ERROR = "error"
+
 
 class MountworksError(Exception):
     """Base class; ``code`` is the stable, machine-readable name used in error.json."""
 
-    code = "error"
+    code = ERROR
     exit_code = EXIT_INTERNAL
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
@@ -46,61 +87,95 @@ class MountworksError(Exception):
 class PermanentInputError(MountworksError):
     """The input cannot be processed with these options, now or ever."""
 
-    code = "invalid-input"
+    code = INVALID_INPUT
     exit_code = EXIT_PERMANENT
 
 
 class UnsupportedInput(PermanentInputError):
-    code = "unsupported-format"
+    code = UNSUPPORTED_FORMAT
 
 
 class CorruptInput(PermanentInputError):
-    code = "corrupt-input"
+    code = CORRUPT_INPUT
 
 
 class EncryptedInput(PermanentInputError):
-    code = "encrypted-input"
+    code = ENCRYPTED
 
 
 class LimitExceeded(PermanentInputError):
     """A named limit was reached; ``limit`` names it so that operators can raise it."""
 
-    code = "limit-exceeded"
+    code = LIMIT_EXCEEDED
 
     def __init__(self, message: str, *, limit: str, code: str | None = None) -> None:
         super().__init__(message, code=code)
         self.limit = limit
 
 
+class BadContract(PermanentInputError):
+    """The schema contract cannot be used; the input can never pass it as written."""
+
+    code = BAD_CONTRACT
+
+
+class RangeOutputMismatch(PermanentInputError):
+    """A page-range run's listed output does not hold its manifest's bytes (changed after commit)."""
+
+    code = RANGE_OUTPUT_MISMATCH
+
+
 class RetryableError(MountworksError):
     """Nothing is wrong with the input; the same request may succeed later."""
 
-    code = "retryable"
+    code = RETRYABLE
     exit_code = EXIT_RETRYABLE
 
 
 class InputNotVisible(RetryableError):
-    code = "input-not-visible"
+    code = INPUT_NOT_VISIBLE
 
 
 class ClaimHeld(RetryableError):
-    code = "in-progress"
+    code = IN_PROGRESS
 
 
 class DeadlineReached(RetryableError):
-    code = "deadline"
+    code = DEADLINE
+
+
+class RetryLater(RetryableError):
+    """Raised out of a handler so that Lambda (or the caller) retries the event."""
 
 
 class RefusedPath(MountworksError):
     """An untrusted path that is refused before anything is opened."""
 
-    code = "refused-path"
+    code = REFUSED_PATH
     exit_code = EXIT_USAGE
 
 
 class UsageError(MountworksError):
-    code = "usage"
+    code = USAGE
     exit_code = EXIT_USAGE
+
+
+def error_body(exc: MountworksError) -> dict[str, str]:
+    """The ``error`` object of an error record: ``{code, message}`` and the limit's name."""
+    body = {"code": exc.code, "message": exc.message}
+    if isinstance(exc, LimitExceeded):
+        body["limit"] = exc.limit
+    return body
+
+
+def retryable_error_names() -> frozenset[str]:
+    """The class names of the retryable branch (how a Lambda function error is told apart)."""
+    found, todo = set(), [RetryableError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(found)
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -7,17 +7,17 @@ records none, since EMF lines on stdout would corrupt its JSON output.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.config import ENV_LOG_LEVEL
+from shared.config import log_level, metrics_namespace, service_name
+from shared.outcomes import Outcome, Status
 
 SERVICE = "mountworks"
-NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "mountworks")
+NAMESPACE = metrics_namespace(SERVICE)
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to the current ``sys.stderr`` (CLI redirections and test capture included)."""
@@ -28,8 +28,8 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 logger = Logger(
-    service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE),
-    level=os.environ.get(ENV_LOG_LEVEL) or os.environ.get("POWERTOOLS_LOG_LEVEL") or "INFO",
+    service=service_name(SERVICE),
+    level=log_level("INFO"),
     logger_handler=_StderrHandler(),
 )
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
@@ -52,23 +52,13 @@ def count(name: str, value: float = 1, unit: str = MetricUnit.Count.value) -> No
         metrics.add_metric(name=name, unit=unit, value=value)
 
 
-def record_outcome(status: str, *, bytes_in: int = 0, bytes_out: int = 0, duration_ms: float = 0) -> None:
-    """One metric set per input: Processed / Skipped / Failed / Retryable, bytes, duration."""
-    metric = {
-        "done": "Processed",
-        "already-done": "Skipped",
-        "already-failed": "Skipped",
-        "skipped": "Skipped",
-        "failed": "Failed",
-        "refused": "Refused",
-        "retryable": "Retryable",
-        "internal-error": "InternalErrors",
-    }.get(status, "InternalErrors")
-    count(metric)
-    if status == "done":
-        count("BytesIn", bytes_in, MetricUnit.Bytes.value)
-        count("BytesOut", bytes_out, MetricUnit.Bytes.value)
-        count("DurationMs", duration_ms, MetricUnit.Milliseconds.value)
+def record_outcome(outcome: Outcome) -> None:
+    """One metric per input (its status's, from the status table); bytes and duration when done."""
+    count(outcome.faces.metric)
+    if outcome.status is Status.DONE:
+        count("BytesIn", int(outcome.extra.get("bytes_in", 0)), MetricUnit.Bytes.value)
+        count("BytesOut", int(outcome.extra.get("bytes_out", 0)), MetricUnit.Bytes.value)
+        count("DurationMs", outcome.duration_ms, MetricUnit.Milliseconds.value)
 
 
 def log_context(**fields: Any) -> None:

@@ -1,4 +1,4 @@
-"""Run identity, claims, outputs and the commit: the workspace side of the contract.
+"""The workspace side of the contract, in one place: a run from identity to commit.
 
 Layout, for worker ``W`` and input ``ingest/<name>``::
 
@@ -7,6 +7,9 @@ Layout, for worker ``W`` and input ``ingest/<name>``::
         <outputs>                           written at their final paths
         manifest.json | error.json          written last, exclusively: the commit
     workspace/W/<name>/_seen/<fp>.json      stat fingerprint -> run-id, written after a commit
+
+:class:`Run` is the one path through it (identity, ``_seen`` look-up, latest commit,
+claim and takeover, outputs, the exclusive commit); no other module knows these names.
 
 Why this shape:
 - The run-id hashes the input's *content* with the worker version and options, so an
@@ -25,6 +28,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -58,6 +62,9 @@ def _builtin_sha256() -> Any:
 _small_sha256 = _builtin_sha256()
 
 
+RUN_ID_HEX = 32  # hex digits of a run-id
+
+
 def short_digest(material: str) -> str:
     """A 32-hex-digit sha256 of a short string (run-ids, ``_seen`` keys).
 
@@ -65,7 +72,7 @@ def short_digest(material: str) -> str:
     (``import hashlib`` costs ~2.5 ms of every cold start); a skip that only reads ``_seen``
     never loads it, and file contents still hash through OpenSSL in :func:`hash_file`.
     """
-    return str(_small_sha256(material.encode()).hexdigest()[:32])
+    return str(_small_sha256(material.encode()).hexdigest()[:RUN_ID_HEX])
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -140,6 +147,16 @@ class Commit(NamedTuple):
     run_dir: Path
     record: dict[str, Any]
     failed: bool
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def error(self) -> dict[str, Any]:
+        """The error record's ``{code, message, ...}`` ({} for a manifest)."""
+        error = self.record.get("error") if self.failed else None
+        return error if isinstance(error, dict) else {}
 
 
 def read_commit(run_dir: Path) -> Commit | None:
@@ -355,66 +372,155 @@ class OutputDir:
         raise KeyError(name)
 
 
-# ----------------------------------------------------------------------------- layout
+# -------------------------------------------------------------------------------- Run
+
+MIN_NAME_BUDGET = 32  # room a run directory must leave under the key limit (commit record, claims, short names)
 
 
-def seen_pointer_path(cfg: MountConfig, worker: str, name: str, fingerprint: str) -> str:
-    """Where the ``_seen`` pointer of an input (``name``: below ingest/) lives, as a string:
-    a backfill over millions of committed inputs looks this up once per file."""
-    return os.path.join(cfg.root, cfg.workspace_prefix, worker, name, SEEN_DIR, fingerprint + ".json")
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class RunLayout(NamedTuple):
-    """Where one worker keeps the runs of one input."""
+class Run:
+    """One worker's run of one input with one set of normalized options: identity to commit.
 
-    cfg: MountConfig
-    worker: str
-    ref: InputRef
+    Every caller (a Lambda invocation, ``mountworks run``, a backfill child, the crash
+    commit, the durable video steps, the PDF range merge) takes the same steps::
 
+        run = Run(cfg, worker, version, ref, options)
+        run.look_up(st)            "already committed?" from the input's stat alone (no content read)
+        run.identify(path, st)     hash the content: the run-id
+        run.claim(...)             take the run's current attempt, or find it committed meanwhile
+        run.outputs                where the worker writes (its own prefix only)
+        run.commit_manifest(facts) | run.commit_error(error) | run.release()
+
+    Cheap to build (a backfill makes one per file and worker): nothing touches the disk
+    before a method does.
+    """
+
+    __slots__ = (
+        "_outputs",
+        "base_id",
+        "cfg",
+        "claimed",
+        "fingerprint",
+        "invocation",
+        "options",
+        "ref",
+        "run_dir",
+        "sha256",
+        "size",
+        "started",
+        "started_at",
+        "version",
+        "worker",
+    )
+
+    def __init__(self, cfg: MountConfig, worker: str, version: str, ref: InputRef, options: Mapping[str, Any],
+                 *, invocation: str = "local") -> None:
+        self.cfg = cfg
+        self.worker = worker
+        self.version = version
+        self.ref = ref
+        self.options = dict(options)  # normalized: recorded in the manifest and hashed into the run-id
+        self.invocation = invocation
+        self.started = time.monotonic()
+        self.started_at = _now_iso()
+        self.sha256: str | None = None
+        self.size: int | None = None
+        self.base_id: str | None = None  # the run-id of this content; an attempt's directory adds ``.n``
+        self.fingerprint: str | None = None  # key of the ``_seen`` pointer written after the commit
+        self.run_dir: Path | None = None
+        self.claimed: Claim | None = None
+        self._outputs: OutputDir | None = None
+
+    # ---------------------------------------------------------------- where
     @property
     def owner_dir(self) -> Path:
+        """``workspace/<worker>/``: the only tree this worker writes."""
         return self.cfg.worker_dir(self.worker)
 
     @property
     def input_dir(self) -> Path:
+        """``workspace/<worker>/<input relpath>/``: every run of this input by this worker."""
         return self.owner_dir.joinpath(*self.ref.name.parts)
+
+    @property
+    def run_id(self) -> str:
+        """The claimed attempt's id (its directory name: ``<run-id>`` or ``<run-id>.<n>``)."""
+        if self.run_dir is None:
+            raise RuntimeError("the run has no attempt yet: claim() first")
+        return self.run_dir.name
 
     def rel(self, path: Path) -> str:
         """A path relative to the mount root, as manifests record it."""
         return path.relative_to(self.cfg.root).as_posix()
 
-    def name_budget(self, run_dir: Path) -> int:
-        """Bytes left for names inside ``run_dir`` before a key passes S3's 1,024-byte limit."""
-        key = "/".join(p for p in (self.cfg.bucket_prefix, self.rel(run_dir)) if p)
-        return MAX_KEY_BYTES - len(key.encode()) - 1
+    def _seen_path(self, fingerprint: str) -> str:
+        # a string path: a backfill over millions of committed inputs looks this up once per file
+        return os.path.join(self.cfg.root, self.cfg.workspace_prefix, self.worker, self.ref.name.as_posix(),
+                            SEEN_DIR, fingerprint + ".json")
 
-    def seen_path(self, fingerprint: str) -> Path:
-        return Path(seen_pointer_path(self.cfg, self.worker, self.ref.name.as_posix(), fingerprint))
+    def with_options(self, options: Mapping[str, Any]) -> Run:
+        """The run of the same input content with other options (a merge reads its range runs)."""
+        other = Run(self.cfg, self.worker, self.version, self.ref, options, invocation=self.invocation)
+        if self.sha256 is not None:
+            other._identified(self.sha256, self.size or 0)
+        return other
 
-    def seen(self, fingerprint: str) -> tuple[str, bool | None] | None:
-        """The ``_seen`` pointer: (run-id, whether that commit failed), or None.
+    # ------------------------------------------------------- "already committed?"
+    def stat_fingerprint(self, st: os.stat_result) -> str:
+        return stat_fingerprint(self.worker, self.version, self.options, st)
 
-        A pointer is written only after its commit, so one that says ``failed: false``
-        answers "already committed?" by itself; ``None`` for ``failed`` is an older pointer.
+    def known_by_stat(self, st: os.stat_result, *, retry_failed: bool = False) -> bool:
+        """Is this input committed (and not to be retried)? One small read: no content, no listing.
+
+        A ``_seen`` pointer is written only after its commit and says whether that commit
+        failed, so it answers alone; only ``--retry-failed`` over a failed input (or an older
+        pointer without the flag) looks at the run directory.
         """
-        record = _read_json(self.seen_path(fingerprint))
-        run_id = (record or {}).get("run_id")
+        try:
+            with open(self._seen_path(self.stat_fingerprint(st)), "rb") as f:
+                pointer = json.loads(f.read())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return False
+        run_id, failed = pointer.get("run_id"), pointer.get("failed")
+        if not isinstance(run_id, str):
+            return False
+        if failed is False or (failed is True and not retry_failed):
+            return True
+        commit = self._latest_commit(run_id)
+        return commit is not None and not (retry_failed and commit.failed)
+
+    def look_up(self, st: os.stat_result, *, retry_failed: bool = False) -> Commit | None:
+        """The committed record for the content this stat describes, found without reading it."""
+        pointer = _read_json(Path(self._seen_path(self.stat_fingerprint(st))))
+        run_id = (pointer or {}).get("run_id")
         if not isinstance(run_id, str):
             return None
-        failed = (record or {}).get("failed")
-        return run_id, failed if isinstance(failed, bool) else None
+        commit = self._latest_commit(run_id)
+        return None if commit is None or (retry_failed and commit.failed) else commit
 
-    def seen_run_id(self, fingerprint: str) -> str | None:
-        found = self.seen(fingerprint)
-        return found[0] if found else None
+    # ------------------------------------------------------------------- identity
+    def identify(self, path: Path, st: os.stat_result) -> str:
+        """Hash the input (streamed); ``st``, taken before, keys the ``_seen`` pointer. The run-id."""
+        sha256, size = hash_file(path)
+        self.fingerprint = self.stat_fingerprint(st)
+        return self._identified(sha256, size)
 
-    def remember(self, fingerprint: str, run_id: str, *, failed: bool) -> None:
-        path = self.seen_path(fingerprint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_exclusive(path, canonical_json({"failed": failed, "run_id": run_id}).encode(), durable=False)
+    def _identified(self, sha256: str, size: int) -> str:
+        self.sha256, self.size = sha256, size
+        self.base_id = run_id_for(self.worker, self.version, self.options, sha256)
+        return self.base_id
 
-    def attempts(self, run_id: str) -> list[tuple[int, Path]]:
+    def _base(self) -> str:
+        if self.base_id is None:
+            raise RuntimeError("the run is not identified yet: identify() first")
+        return self.base_id
+
+    def attempts(self, run_id: str | None = None) -> list[tuple[int, Path]]:
         """The attempt directories of a run, oldest first: ``<run-id>``, ``<run-id>.2``, ..."""
+        run_id = run_id or self._base()
         found: list[tuple[int, Path]] = []
         with contextlib.suppress(FileNotFoundError), os.scandir(self.input_dir) as entries:
             for entry in entries:
@@ -424,15 +530,183 @@ class RunLayout(NamedTuple):
                     found.append((int(entry.name[len(run_id) + 1 :]), Path(entry.path)))
         return sorted(found)
 
-    def latest_commit(self, run_id: str) -> Commit | None:
+    def _latest_commit(self, run_id: str) -> Commit | None:
         attempts = self.attempts(run_id)
         return read_commit(attempts[-1][1]) if attempts else None
 
-    def attempt_dir(self, run_id: str, attempt: int) -> Path:
-        return self.input_dir / (run_id if attempt == 1 else f"{run_id}.{attempt}")
+    def committed(self) -> Commit | None:
+        """The commit of this content's latest attempt, or None (never processed, or in progress)."""
+        return self._latest_commit(self._base())
+
+    def history(self) -> list[Commit]:
+        """Every committed attempt of this content, newest first."""
+        commits = (read_commit(path) for _, path in reversed(self.attempts()))
+        return [c for c in commits if c is not None]
+
+    def attempt_dir(self, *, retry_failed: bool = False) -> Path:
+        """The directory :meth:`claim` takes: the latest attempt, or the next one when that one
+        failed for good and ``retry_failed`` asks for another (nothing committed is touched)."""
+        base = self._base()
+        attempts = self.attempts(base)
+        attempt = attempts[-1][0] if attempts else 1
+        if attempts and retry_failed:
+            commit = read_commit(attempts[-1][1])
+            if commit is not None and commit.failed:
+                attempt += 1
+        return self.input_dir / (base if attempt == 1 else f"{base}.{attempt}")
+
+    def name_budget(self, run_dir: Path) -> int:
+        """Bytes left for names inside ``run_dir`` before a key passes S3's 1,024-byte limit."""
+        key = "/".join(p for p in (self.cfg.bucket_prefix, self.rel(run_dir)) if p)
+        return MAX_KEY_BYTES - len(key.encode()) - 1
+
+    # ---------------------------------------------------------------------- claim
+    def claim(self, *, lease_seconds: float, check_local: bool = True, retry_failed: bool = False) -> Commit | None:
+        """Hold the run's current attempt for this process, or return its commit.
+
+        Returns the commit when the attempt is committed already (or gets committed by a
+        duplicate while we look); raises ClaimHeld while a live holder works on it, and
+        RefusedPath when the input's key leaves no room for outputs under S3's key limit.
+        """
+        run_dir = self.attempt_dir(retry_failed=retry_failed)
+        commit = read_commit(run_dir)
+        if commit is not None:
+            return commit
+        budget = self.name_budget(run_dir)
+        if budget < MIN_NAME_BUDGET:
+            raise RefusedPath(
+                f"{self.ref} is too long a key: its outputs would get S3 keys over {MAX_KEY_BYTES:,} bytes "
+                f"(workspace/{self.worker}/.../{run_dir.name}/ adds "
+                f"{len(run_dir.name) + len(self.worker) + len(self.cfg.workspace_prefix) + 3} bytes); "
+                f"shorten the input key by at least {MIN_NAME_BUDGET - budget} bytes")
+        try:
+            claim = acquire_claim(run_dir, lease_seconds=lease_seconds, check_local=check_local)
+        except ClaimHeld:
+            commit = read_commit(run_dir)
+            if commit is not None:
+                return commit
+            raise
+        commit = read_commit(run_dir)
+        if commit is not None:  # committed by a duplicate between our look and our claim
+            return commit
+        clear_torn_commits(claim)
+        self.run_dir, self.claimed = run_dir, claim
+        self._outputs = OutputDir(run_dir, self.owner_dir, name_budget=budget)
+        return None
+
+    @property
+    def outputs(self) -> OutputDir:
+        """The claimed attempt's directory, as the worker may write it."""
+        if self._outputs is None:
+            raise RuntimeError("the run is not claimed: claim() first")
+        return self._outputs
+
+    def release(self) -> None:
+        """Give the claim back without committing (retryable stop, bug): the next caller takes it at once."""
+        if self.claimed is not None:
+            release_claim(self.claimed)
+
+    # --------------------------------------------------------------------- commit
+    def identity(self) -> dict[str, Any]:
+        """The fields a manifest and an error record share."""
+        return {
+            "worker": self.worker,
+            "worker_version": self.version,
+            "run_id": self.run_id,
+            "input": {"path": self.ref.rel.as_posix(), "size": self.size, "sha256": self.sha256},
+            "options": self.options,
+            "invocation": self.invocation,
+        }
+
+    def _timing(self) -> dict[str, Any]:
+        return {"started_at": self.started_at, "finished_at": _now_iso(),
+                "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
+
+    def commit_manifest(self, facts: Mapping[str, Any]) -> Commit:
+        """Hash every declared output and commit the manifest: from now on readers trust them."""
+        outputs = []
+        run_dir = self.outputs.run_dir
+        for output in self.outputs.outputs:
+            target = run_dir.joinpath(*output.name.split("/"))
+            digest, size = hash_file(target)
+            outputs.append({"path": self.rel(target), "size": size, "sha256": digest,
+                            "media_type": output.media_type, **output.facts})
+        record = {"schema": MANIFEST_SCHEMA, **self.identity(), "outputs": outputs, "facts": dict(facts),
+                  **self._timing()}
+        return self._commit(MANIFEST, record, failed=False)
+
+    def commit_error(self, error: Mapping[str, Any]) -> Commit:
+        """Commit the permanent error record (``{code, message, limit?}``): never retried but on request."""
+        record = {"schema": ERROR_SCHEMA, **self.identity(), "error": dict(error), **self._timing()}
+        return self._commit(ERROR_RECORD, record, failed=True)
+
+    def _commit(self, name: str, record: dict[str, Any], *, failed: bool) -> Commit:
+        claim, run_dir = self.claimed, self.run_dir
+        if claim is None or run_dir is None:
+            raise RuntimeError("the run is not claimed: claim() first")
+        if not still_holds(claim):
+            raise ClaimHeld(f"run {run_dir.name} was taken over by another process before its commit")
+        data = (json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        if not write_exclusive(run_dir / name, data):
+            raise ClaimHeld(f"run {run_dir.name} was committed by another process")
+        if self.fingerprint is not None:
+            self._remember(self.fingerprint, failed=failed)
+        return Commit(run_dir, record, failed)
+
+    def _remember(self, fingerprint: str, *, failed: bool) -> None:
+        path = Path(self._seen_path(fingerprint))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_exclusive(path, canonical_json({"failed": failed, "run_id": self._base()}).encode(), durable=False)
+
+    def remember_committed(self, commit: Commit) -> None:
+        """Leave the ``_seen`` pointer for a commit found by hashing (the next look-up needs no hash)."""
+        if self.fingerprint is not None:
+            self._remember(self.fingerprint, failed=commit.failed)
+
+    def listed_outputs(self, commit: Commit) -> dict[str, dict[str, Any]]:
+        """The outputs a commit's manifest lists, by name inside its run directory."""
+        prefix = self.rel(commit.run_dir) + "/"
+        return {str(o["path"])[len(prefix):]: o for o in commit.record.get("outputs") or []
+                if str(o.get("path", "")).startswith(prefix)}
 
 
-def commit_record(run_dir: Path, name: str, record: Mapping[str, Any]) -> bool:
-    """Write the commit file (manifest or error record) exclusively; False if one exists."""
-    data = (json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
-    return write_exclusive(run_dir / name, data)
+# ---------------------------------------------------------------------- reading trees
+
+
+class FoundManifest(NamedTuple):
+    """A manifest met by :func:`manifests_under`: its record, or why it cannot be read."""
+
+    path: Path
+    record: dict[str, Any] | None
+    problem: str | None
+
+
+def _is_run_dir_name(name: str) -> bool:
+    base, _, attempt = name.partition(".")
+    return len(base) == RUN_ID_HEX and all(c in "0123456789abcdef" for c in base) and (not attempt or attempt.isdigit())
+
+
+def manifests_under(top: Path) -> Iterator[FoundManifest]:
+    """Every commit manifest below ``top`` (a run directory's ``manifest.json``), sorted.
+
+    Only a file in a directory named like a run (``<run-id>`` or ``<run-id>.<n>``) is a
+    manifest: an output or input that happens to be called ``manifest.json`` is not.
+    """
+    if top.is_dir() and _is_run_dir_name(top.name) and (top / MANIFEST).is_file():
+        candidates: Iterator[Path] = iter([top / MANIFEST])
+    elif top.name == MANIFEST and top.is_file():
+        candidates = iter([top])
+    else:
+        candidates = iter(sorted(top.rglob(MANIFEST)))
+    for path in candidates:
+        if not _is_run_dir_name(path.parent.name) or not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            yield FoundManifest(path, None, f"unreadable manifest ({exc})")
+            continue
+        if not isinstance(record, dict):
+            yield FoundManifest(path, None, "unreadable manifest (not a JSON object)")
+        else:
+            yield FoundManifest(path, record, None)

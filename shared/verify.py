@@ -7,16 +7,13 @@ have the recorded size and sha256.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from shared.config import MountConfig
 from shared.errors import EXIT_DONE, EXIT_VERIFY_FAILED, UsageError
 from shared.paths import check_key
-from shared.runs import MANIFEST, hash_file
+from shared.runs import FoundManifest, hash_file, manifests_under
 
 
 @dataclass
@@ -36,22 +33,16 @@ class VerifyReport:
                 "problems": self.problems}
 
 
-def _manifests(top: Path) -> Iterator[Path]:
-    if top.is_file() and top.name == MANIFEST:
-        yield top
-        return
-    yield from sorted(top.rglob(MANIFEST))
-
-
-def verify_manifest(cfg: MountConfig, manifest_path: Path) -> tuple[int, list[str]]:
+def verify_manifest(cfg: MountConfig, found: FoundManifest) -> tuple[int, list[str]]:
     """How many outputs one manifest lists, and its problems (none when it holds)."""
-    rel = manifest_path.relative_to(cfg.root).as_posix()
+    rel = found.path.relative_to(cfg.root).as_posix()
     try:
-        manifest = json.loads(manifest_path.read_text())
-        outputs = manifest["outputs"]
-        worker = manifest["worker"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return 0, [f"{rel}: unreadable manifest ({exc})"]
+        if found.record is None:
+            raise ValueError(found.problem)
+        outputs = found.record["outputs"]
+        worker = found.record["worker"]
+    except (ValueError, KeyError, TypeError) as exc:
+        return 0, [f"{rel}: {found.problem or f'unreadable manifest ({exc})'}"]
     problems = []
     owner = f"{cfg.workspace_prefix}/{worker}/"
     for output in outputs:
@@ -83,11 +74,11 @@ def verify_tree(cfg: MountConfig, below: str | None = None) -> VerifyReport:
         if not top.exists():
             raise UsageError(f"nothing to verify at {below}")
     report = VerifyReport()
-    for manifest_path in _manifests(top):
+    for found in manifests_under(top):
         report.manifests += 1
-        listed, problems = verify_manifest(cfg, manifest_path)
+        listed, problems = verify_manifest(cfg, found)
         report.outputs += listed
         if problems:
-            report.bad_manifests.add(manifest_path.relative_to(cfg.root).as_posix())
+            report.bad_manifests.add(found.path.relative_to(cfg.root).as_posix())
             report.problems.extend(problems)
     return report

@@ -17,7 +17,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from shared.errors import DeadlineReached
 from shared.paths import InputRef
-from shared.runs import OutputDir, RunLayout
+from shared.runs import OutputDir, Run
 
 SNIFF_BYTES = 64
 
@@ -79,7 +79,7 @@ class RunContext(NamedTuple):
     deadline: Deadline
     run_id: str
     request_id: str
-    layout: RunLayout | None = None  # this input's runs of this worker (a merge reads committed ones)
+    run: Run | None = None  # this run: a merge finds the committed runs of the same input through it
 
 
 class WorkerSpec(NamedTuple):

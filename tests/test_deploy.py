@@ -171,6 +171,7 @@ def test_environment_names_and_mount_path_match_config(template: dict[str, Any])
     glob = template["Globals"]["Function"]
     names = {value for key, value in vars(config).items() if key.startswith("ENV_")}
     names.discard(config.ENV_LAMBDA_FUNCTION)  # set by Lambda itself
+    names -= config.PER_FUNCTION_ENV  # set where they apply, or left to their defaults
     powertools = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
     env = glob["Environment"]["Variables"]
     assert set(env) <= names | powertools, f"unknown variables: {set(env) - names - powertools}"
@@ -228,18 +229,20 @@ def test_least_privilege(template: dict[str, Any], worker: str) -> None:
 # ------------------------------------------------------------------ drift: the video fan-out
 
 
-def _env_reads(module: Any) -> list[ast.expr]:
-    """First argument of every ``os.environ.get``/``os.environ[...]``/``os.getenv`` in a module."""
-    tree = ast.parse(Path(module.__file__).read_text())
-    found: list[ast.expr] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and node.args:
-            name = ast.unparse(node.func)
-            if name in ("os.environ.get", "os.getenv", "environ.get", "getenv"):
-                found.append(node.args[0])
-        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ"):
-            found.append(node.slice)
-    return found
+def _env_names_read(module: Any) -> set[str]:
+    """The environment variables a module reads: every read goes through a ``shared.config``
+    function, and each such function names its variables with ``ENV_*`` constants."""
+    accessors: dict[str, set[str]] = {}
+    for node in ast.parse(Path(config.__file__).read_text()).body:
+        if isinstance(node, ast.FunctionDef):
+            accessors[node.name] = {getattr(config, n.id) for n in ast.walk(node)
+                                    if isinstance(n, ast.Name) and n.id.startswith("ENV_")}
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and ast.unparse(node.func.value) == "config" and node.func.attr in accessors:
+            names |= accessors[node.func.attr]
+    return names
 
 
 @pytest.mark.parametrize("logical", sorted(FANOUT))
@@ -267,12 +270,8 @@ def test_fanout_handler_commands_match_code(template: dict[str, Any], logical: s
 def test_durable_code_reads_only_named_variables_the_template_sets(template: dict[str, Any]) -> None:
     from workers.video_transcode import durable
 
-    reads = _env_reads(durable)
-    assert reads, "durable.py reads its segment function from the environment"
-    for arg in reads:
-        assert isinstance(arg, ast.Name) and arg.id.startswith("ENV_"), (
-            f"durable.py reads the environment with {ast.unparse(arg)}, not a named ENV_ constant")
-    names = {getattr(durable, arg.id) for arg in reads if isinstance(arg, ast.Name)}
+    names = _env_names_read(durable)
+    assert names == {config.ENV_VIDEO_SEGMENT_FUNCTION}, "durable.py reads its segment function from the environment"
     orchestrator = template["Resources"][DURABLE_FUNCTION]["Properties"]["Environment"]["Variables"]
     assert names <= set(orchestrator), f"the template does not set {names - set(orchestrator)}"
     assert orchestrator[durable.ENV_SEGMENT_FUNCTION] == {"Fn::GetAtt": [SEGMENT_FUNCTION, "Arn"]}

@@ -2,12 +2,12 @@
 
 A worker from another distribution is found through the ``mountworks.workers`` entry
 point group; here a distribution is made on disk (a ``.dist-info`` folder on sys.path),
-as pip would leave it, so discovery runs through the real ``importlib.metadata``.
+as pip would leave it, so discovery runs through the real ``importlib.metadata``
+(tests/test_extending.py installs a real package into a fresh virtual environment).
 """
 
 from __future__ import annotations
 
-import ast
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +18,6 @@ import workers.registry as registry
 from shared.errors import UsageError
 from shared.worker import WorkerSpec, core_problems, spec_problems
 
-REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
@@ -114,64 +113,3 @@ def test_a_misspelt_or_mistyped_core_fails_the_seam_check(site: Path, source: st
     sys.modules.pop("bad_core", None)
     problems = core_problems(_spec(core_module="bad_core"))
     assert len(problems) == 1 and problem in problems[0]
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module a file imports, at any depth (function-level imports too)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
-
-
-def _module_of(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def test_shared_imports_no_worker() -> None:
-    offenders = {p.name: sorted(n for n in _imports(p) if n == "workers" or n.startswith("workers."))
-                 for p in (REPO / "shared").glob("*.py")}
-    assert {name: found for name, found in offenders.items() if found} == {}
-
-
-def test_no_import_cycle_between_the_project_s_modules() -> None:
-    files = sorted([*(REPO / "shared").rglob("*.py"), *(REPO / "workers").rglob("*.py")])
-    modules = {_module_of(p): p for p in files}
-    graph: dict[str, set[str]] = {}
-    # ``from pkg import name`` is an import of pkg; a package's __init__ importing its own
-    # submodules for the type checker only is not a cycle (TYPE_CHECKING blocks are skipped)
-    for name, path in modules.items():
-        tree = ast.parse(path.read_text())
-        checking = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                    and ast.unparse(block.test) == "TYPE_CHECKING" for n in ast.walk(block)}
-        graph[name] = {m for node in ast.walk(tree) if id(node) not in checking
-                       for m in _node_imports(node) if m in modules and m != name}
-    cycles = []
-    state: dict[str, int] = {}
-
-    def visit(node: str, stack: list[str]) -> None:
-        state[node] = 1
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append([*stack[stack.index(nxt):], nxt] if nxt in stack else [node, nxt])
-            elif nxt not in state:
-                visit(nxt, [*stack, nxt])
-        state[node] = 2
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [name])
-    assert cycles == []
-
-
-def _node_imports(node: ast.AST) -> set[str]:
-    if isinstance(node, ast.Import):
-        return {alias.name for alias in node.names}
-    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-        return {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-    return set()

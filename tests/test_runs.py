@@ -15,7 +15,7 @@ from shared.errors import ClaimHeld, RefusedPath
 from shared.paths import InputRef
 from shared.runs import (
     OutputDir,
-    RunLayout,
+    Run,
     acquire_claim,
     clear_torn_commits,
     current_claim,
@@ -128,9 +128,9 @@ def test_a_stale_holder_cannot_clear_anything(tmp_path: Path) -> None:
 
 def test_output_dir_confines_writes_to_its_workers_prefix(mount: Path) -> None:
     cfg = MountConfig.load(mount)
-    layout = RunLayout(cfg, "image-resize", InputRef(PurePosixPath("ingest/a.jpg"), PurePosixPath("a.jpg")))
-    run_dir = layout.attempt_dir("r" * 32, 1)
-    out = OutputDir(run_dir, layout.owner_dir)
+    run = Run(cfg, "image-resize", "1", InputRef(PurePosixPath("ingest/a.jpg"), PurePosixPath("a.jpg")), {})
+    run_dir = run.input_dir / ("r" * 32)
+    out = OutputDir(run_dir, run.owner_dir)
     with out.open("sub/x.bin", "application/octet-stream", width=3) as f:
         f.write(b"abc")
     assert (run_dir / "sub" / "x.bin").read_bytes() == b"abc"
@@ -139,17 +139,17 @@ def test_output_dir_confines_writes_to_its_workers_prefix(mount: Path) -> None:
         with pytest.raises(RefusedPath):
             out.path(bad, "x/y")
     with pytest.raises(RefusedPath, match="outside"):
-        OutputDir(mount / "ingest" / "run", layout.owner_dir)
+        OutputDir(mount / "ingest" / "run", run.owner_dir)
     with pytest.raises(RefusedPath, match="outside"):
-        OutputDir(cfg.worker_dir("pdf-extract") / "run", layout.owner_dir)
+        OutputDir(cfg.worker_dir("pdf-extract") / "run", run.owner_dir)
 
 
 def test_attempts_are_listed_in_order(mount: Path) -> None:
     cfg = MountConfig.load(mount)
-    layout = RunLayout(cfg, "w", InputRef(PurePosixPath("ingest/a"), PurePosixPath("a")))
+    run = Run(cfg, "w", "1", InputRef(PurePosixPath("ingest/a"), PurePosixPath("a")), {})
     for name in ("abc", "abc.2", "abc.10", "abcd", "abc.x"):
-        (layout.input_dir / name).mkdir(parents=True)
-    assert [n for n, _ in layout.attempts("abc")] == [1, 2, 10]
+        (run.input_dir / name).mkdir(parents=True)
+    assert [n for n, _ in run.attempts("abc")] == [1, 2, 10]
 
 
 def test_a_zombie_holder_counts_as_gone(tmp_path: Path) -> None:

@@ -294,7 +294,7 @@ def test_direct_invocation_and_map_items_are_processed(mount: Path) -> None:
 
 
 def test_a_retryable_item_makes_the_handler_raise_after_the_others_ran(mount: Path) -> None:
-    from shared.runtime import RetryLater
+    from shared.errors import RetryLater
 
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
     with pytest.raises(RetryLater, match="not visible"):
@@ -339,7 +339,7 @@ def test_invoke_command_runs_the_handler_on_an_event_file(mount: Path, tmp_path:
 
 
 def test_the_deadline_stops_work_before_lambda_would_and_commits_nothing(mount: Path) -> None:
-    from shared.runtime import RetryLater
+    from shared.errors import RetryLater
 
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
     with pytest.raises(RetryLater, match="time is nearly up"):
@@ -446,7 +446,7 @@ def test_backfill_options_can_be_scoped_to_one_worker(mount: Path, capsys: pytes
 
 
 def test_a_retryable_stop_releases_the_run_for_the_next_invocation(mount: Path) -> None:
-    from shared.runtime import RetryLater
+    from shared.errors import RetryLater
 
     # the holder (this very process) is alive: without a release the run stays claimed for its lease
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")

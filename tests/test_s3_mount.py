@@ -23,7 +23,8 @@ from worker_samples import sample_for
 
 import workers.registry
 from shared.config import MountConfig
-from shared.runtime import DEADLINE_MARGIN_SECONDS, RetryLater, handle_event
+from shared.errors import RetryLater
+from shared.runtime import DEADLINE_MARGIN_SECONDS, handle_event
 from workers.cli import LocalContext
 from workers.registry import get_worker
 

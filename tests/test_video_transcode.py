@@ -23,8 +23,9 @@ import pytest
 
 from shared.config import MountConfig
 from shared.errors import UsageError
+from shared.outcomes import Outcome
 from shared.paths import input_from_path
-from shared.runtime import Outcome, execute, run_item
+from shared.runtime import execute, run_item
 from shared.worker import Deadline
 from workers.cli import main
 from workers.registry import get_worker

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import observability as obs
-from shared.config import MountConfig
+from shared.config import MountConfig, cli_log_level
 from shared.errors import (
     EXIT_INTERNAL,
     EXIT_RETRYABLE,
@@ -32,8 +32,10 @@ from shared.errors import (
     RefusedPath,
     RetryableError,
     UsageError,
+    exit_code_for,
 )
 from shared.options import options_for, parse_cli_options
+from shared.outcomes import Status
 from shared.paths import input_from_path
 from workers.registry import all_workers, get_worker, worker_names
 
@@ -53,8 +55,8 @@ def _config(args: argparse.Namespace) -> MountConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from shared.backfill import IsolatedPool
     from shared.events import WorkItem
+    from shared.isolation import IsolatedPool
 
     spec = get_worker(args.worker)
     cfg = _config(args)
@@ -70,29 +72,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         outcome = run_item(spec, item, cfg, wait_seconds=args.wait, retry_failed=args.retry_failed)
     else:
-        pool = IsolatedPool(1, cfg, args.retry_failed, wait_seconds=args.wait)
+        pool = IsolatedPool(1, cfg, args.retry_failed, wait_seconds=args.wait, keep_records=True)
         pool.submit(spec, item)
         outcome = pool.collect(block=True)[0]
         pool.close()
-    if outcome.record is None and outcome.committed and outcome.run_id:
-        outcome = outcome._replace(record=_read_record(cfg, spec.name, ref.name.as_posix(), outcome.run_id))
     if outcome.record is not None:
         _print_json(outcome.record)
-    elif outcome.status not in ("refused", "internal-error"):
+    elif outcome.status not in (Status.REFUSED, Status.INTERNAL_ERROR):  # those say why on stderr
         _print_json(outcome.summary())
     if outcome.message and not outcome.committed:
         sys.stderr.write(f"mountworks: {outcome.input}: {outcome.message}\n")
     return outcome.exit_code
-
-
-def _read_record(cfg: MountConfig, worker: str, name: str, run_id: str) -> dict[str, Any] | None:
-    run_dir = cfg.worker_dir(worker).joinpath(*name.split("/"), run_id)
-    for record_name in ("manifest.json", "error.json"):
-        path = run_dir / record_name
-        if path.is_file():
-            value: dict[str, Any] = json.loads(path.read_text())
-            return value
-    return None
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -198,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done, 3 permanent input error, 75 retryable, 2 usage error, 1 internal error, "
         "4 verify found a mismatch.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("MOUNTWORKS_LOG_LEVEL", "WARNING"),
+    parser.add_argument("--log-level", default=cli_log_level("WARNING"),
                         help="log level for the JSON logs on stderr (default WARNING)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -277,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MountworksError as exc:
         if args.command == "run":
             _print_json({"error": {"code": exc.code, "message": exc.message}})
-        return _fail(exc.message, exc.exit_code)
+        return _fail(exc.message, exit_code_for(exc))
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_RETRYABLE)
     except Exception as exc:  # a bug: say so plainly, keep the traceback for the report

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile, UnidentifiedImageError, _imaging, features
 
+from shared import config
 from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
@@ -37,7 +37,7 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a
 # PILLOW_BLOCK_SIZE in the environment win (Pillow reads them when it loads).
 BLOCK_SIZE = 4 << 20
 BLOCKS_MAX = 24
-if "PILLOW_BLOCKS_MAX" not in os.environ and "PILLOW_BLOCK_SIZE" not in os.environ:
+if not config.pillow_allocator_set():
     _imaging.set_block_size(BLOCK_SIZE)
     _imaging.set_blocks_max(BLOCKS_MAX)
 

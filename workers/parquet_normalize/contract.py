@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import PermanentInputError
+from shared.errors import BadContract
 
-CONTRACT_ERROR = "bad-contract"
 MAX_CONTRACT_BYTES = 1024 * 1024
 TYPES = ("string", "lower_string", "integer", "float", "decimal", "boolean", "date", "timestamp")
 TYPE_ALIASES = {"str": "string", "text": "string", "lower": "lower_string", "lower-trim": "lower_string",
@@ -36,12 +35,6 @@ EXTRA_COLUMNS = ("keep", "drop", "reject")
 DEFAULT_DATE_FORMATS = ("%Y-%m-%d",)
 DEFAULT_TIMESTAMP_FORMATS = ("iso8601",)
 _DECIMAL = re.compile(r"^decimal\s*\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
-
-
-class ContractError(PermanentInputError):
-    """The contract file cannot be used; the input can never pass it as written."""
-
-    code = CONTRACT_ERROR
 
 
 @dataclass(frozen=True)
@@ -81,9 +74,9 @@ def load_contract(path: Path) -> Contract:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ContractError(f"cannot read the schema contract {path.name}: {exc.strerror}") from exc
+        raise BadContract(f"cannot read the schema contract {path.name}: {exc.strerror}") from exc
     if len(data) > MAX_CONTRACT_BYTES:
-        raise ContractError(f"the schema contract {path.name} is over {MAX_CONTRACT_BYTES} bytes")
+        raise BadContract(f"the schema contract {path.name} is over {MAX_CONTRACT_BYTES} bytes")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml  # type: ignore[import-untyped,unused-ignore]
@@ -92,17 +85,17 @@ def load_contract(path: Path) -> Contract:
         else:
             raw = json.loads(data)
     except Exception as exc:  # yaml.YAMLError, ValueError: the contract's text, not our bug
-        raise ContractError(f"the schema contract {path.name} does not parse: {exc}") from exc
+        raise BadContract(f"the schema contract {path.name} does not parse: {exc}") from exc
     return parse_contract(raw, origin=path.name)
 
 
 def parse_contract(raw: Any, *, origin: str = "") -> Contract:
     where = f"schema contract {origin}".strip()
     if not isinstance(raw, Mapping) or not isinstance(raw.get("columns"), Mapping):
-        raise ContractError(f"{where} must be an object with a 'columns' mapping of name -> rule")
+        raise BadContract(f"{where} must be an object with a 'columns' mapping of name -> rule")
     unknown = set(raw) - {"columns", "dedupe", "extra_columns", "required"}
     if unknown:
-        raise ContractError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        raise BadContract(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     required = {str(n) for n in raw.get("required") or []}
     rules = []
     for name, spec in raw["columns"].items():
@@ -111,10 +104,10 @@ def parse_contract(raw: Any, *, origin: str = "") -> Contract:
     dedupe = tuple(str(k) for k in raw.get("dedupe") or [])
     missing = [k for k in dedupe if k not in names]
     if missing:
-        raise ContractError(f"{where}: dedupe key(s) {', '.join(missing)} are not contract columns")
+        raise BadContract(f"{where}: dedupe key(s) {', '.join(missing)} are not contract columns")
     extra = str(raw.get("extra_columns", "keep")).lower()
     if extra not in EXTRA_COLUMNS:
-        raise ContractError(f"{where}: extra_columns must be one of {', '.join(EXTRA_COLUMNS)}, got {extra!r}")
+        raise BadContract(f"{where}: extra_columns must be one of {', '.join(EXTRA_COLUMNS)}, got {extra!r}")
     return Contract(tuple(rules), dedupe, extra, origin)
 
 
@@ -122,10 +115,10 @@ def _rule(name: str, spec: Any, required: bool, where: str) -> ColumnRule:
     if isinstance(spec, str):
         spec = {"type": spec}
     if not isinstance(spec, Mapping):
-        raise ContractError(f"{where}: column {name!r} must be a type name or an object with 'type'")
+        raise BadContract(f"{where}: column {name!r} must be a type name or an object with 'type'")
     unknown = set(spec) - {"type", "required", "source", "precision", "scale", "formats", "format", "timezone"}
     if unknown:
-        raise ContractError(f"{where}: column {name!r} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        raise BadContract(f"{where}: column {name!r} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
     type_name = str(spec.get("type", "string")).strip().lower()
     precision, scale = int(spec.get("precision", 18) or 18), int(spec.get("scale", 0) or 0)
     match = _DECIMAL.match(type_name)
@@ -133,15 +126,15 @@ def _rule(name: str, spec: Any, required: bool, where: str) -> ColumnRule:
         type_name, precision, scale = "decimal", int(match[1]), int(match[2])
     type_name = TYPE_ALIASES.get(type_name, type_name)
     if type_name not in TYPES:
-        raise ContractError(f"{where}: column {name!r} has type {type_name!r}; known: {', '.join(TYPES)}, "
+        raise BadContract(f"{where}: column {name!r} has type {type_name!r}; known: {', '.join(TYPES)}, "
                             "decimal(p,s)")
     if type_name == "decimal" and not (1 <= precision <= 38 and 0 <= scale <= precision):
-        raise ContractError(f"{where}: column {name!r}: decimal({precision},{scale}) needs 1 <= p <= 38, 0 <= s <= p")
+        raise BadContract(f"{where}: column {name!r}: decimal({precision},{scale}) needs 1 <= p <= 38, 0 <= s <= p")
     formats = spec.get("formats", spec.get("format"))
     if isinstance(formats, str):
         formats = [formats]
     if formats is not None and (not isinstance(formats, list) or not all(isinstance(f, str) for f in formats)):
-        raise ContractError(f"{where}: column {name!r}: formats must be a list of strptime formats")
+        raise BadContract(f"{where}: column {name!r}: formats must be a list of strptime formats")
     default = DEFAULT_DATE_FORMATS if type_name == "date" else DEFAULT_TIMESTAMP_FORMATS
     timezone = spec.get("timezone")
     if timezone is not None:
@@ -150,7 +143,7 @@ def _rule(name: str, spec: Any, required: bool, where: str) -> ColumnRule:
         try:
             ZoneInfo(str(timezone))
         except (ZoneInfoNotFoundError, ValueError):
-            raise ContractError(f"{where}: column {name!r}: unknown time zone {timezone!r}") from None
+            raise BadContract(f"{where}: column {name!r}: unknown time zone {timezone!r}") from None
     return ColumnRule(
         name=name,
         type=type_name,

@@ -25,6 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shared.errors import (
+    BAD_ENCODING,
+    CONTRACT_VIOLATION,
+    EMPTY_INPUT,
+    MISSING_COLUMN,
+    BadContract,
     CorruptInput,
     LimitExceeded,
     MountworksError,
@@ -34,7 +39,7 @@ from shared.errors import (
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
 from workers.parquet_normalize import CONTRACT_SUFFIXES
-from workers.parquet_normalize.contract import ColumnRule, Contract, ContractError, load_contract
+from workers.parquet_normalize.contract import ColumnRule, Contract, load_contract
 from workers.parquet_normalize.options import Options
 from workers.parquet_normalize.reading import (
     LEGACY_ENCODING,
@@ -90,9 +95,9 @@ def _find_contract(source: InputFile, options: Options) -> Contract | None:
     if options.schema:
         path = folder.joinpath(*options.schema.split("/"))
         if not path.resolve().is_relative_to(folder.resolve()):
-            raise ContractError(f"the schema contract {options.schema!r} leaves the input's folder")
+            raise BadContract(f"the schema contract {options.schema!r} leaves the input's folder")
         if not path.is_file():
-            raise ContractError(f"the schema contract {options.schema!r} is not in the input's folder")
+            raise BadContract(f"the schema contract {options.schema!r} is not in the input's folder")
         return load_contract(path)
     stems = [source.path.name]
     for suffix in (".gz", ".zst", ".bz2"):
@@ -473,7 +478,7 @@ class Normalizer:
             self._process(item)
         if not self.columns:
             if not originals:
-                raise CorruptInput("the input has no columns and no rows", code="empty-input")
+                raise CorruptInput("the input has no columns and no rows", code=EMPTY_INPUT)
             self._plan(originals, None)
         self._check_ratio()
         assert self.sink is not None
@@ -497,8 +502,8 @@ class Normalizer:
                 self.dropped.append(original)
                 continue
             if contract is not None and contract.extra_columns == "reject":
-                raise ContractError(f"column {original!r} is not in the schema contract {contract.origin} "
-                                    "(extra_columns: reject)", code="contract-violation")
+                raise BadContract(f"column {original!r} is not in the schema contract {contract.origin} "
+                                    "(extra_columns: reject)", code=CONTRACT_VIOLATION)
             column = Column(key, name, original, None)
             raw_type = first.table[key].type if first is not None else pa.string()
             if pa.types.is_dictionary(raw_type):
@@ -515,9 +520,9 @@ class Normalizer:
             missing = [r for r in contract.columns if r.name not in present]
             required = [r.name for r in missing if r.required]
             if required:
-                raise ContractError(f"required column(s) {', '.join(required)} of the schema contract "
+                raise BadContract(f"required column(s) {', '.join(required)} of the schema contract "
                                     f"{contract.origin} are missing from the input (columns: {', '.join(names)})",
-                                    code="contract-violation")
+                                    code=CONTRACT_VIOLATION)
             for rule in missing:
                 columns.append(Column("", rule.name, "", rule))
                 self.warnings.append(f"contract column {rule.name} is absent from the input: written as nulls")
@@ -525,7 +530,7 @@ class Normalizer:
         for key in (*self.dedupe, *([self.options.partition_by] if self.options.partition_by else [])):
             if key not in out_names:
                 raise PermanentInputError(f"column {key!r} (dedupe key or partition_by) is not among the output "
-                                          f"columns: {', '.join(sorted(out_names))}", code="missing-column")
+                                          f"columns: {', '.join(sorted(out_names))}", code=MISSING_COLUMN)
         self.columns = columns
         fields = []
         for column in columns:
@@ -719,7 +724,7 @@ def _translate(exc: Exception) -> MountworksError:
     text = str(exc)
     lowered = text.lower()
     if isinstance(exc, UnicodeError):
-        return CorruptInput(f"the text does not decode: {text}", code="bad-encoding")
+        return CorruptInput(f"the text does not decode: {text}", code=BAD_ENCODING)
     if "encrypt" in lowered:
         from shared.errors import EncryptedInput
 

@@ -26,7 +26,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from shared.errors import CorruptInput, EncryptedInput, LimitExceeded, UnsupportedInput
+from shared.errors import (
+    BAD_ENCODING,
+    BINARY_INPUT,
+    EMPTY_INPUT,
+    CorruptInput,
+    EncryptedInput,
+    LimitExceeded,
+    UnsupportedInput,
+)
 from workers.parquet_normalize import (
     DELIMITERS,
     ENCRYPTED_PARQUET_MAGIC,
@@ -104,13 +112,13 @@ def detect(path: Path, size: int, options: Options) -> tuple[Detected, bytes]:
     """Format, compression, encoding and CSV dialect from the first bytes."""
     if size == 0:
         raise CorruptInput("the input is a zero-byte file: no header, no rows (and not a Parquet file)",
-                           code="empty-input")
+                           code=EMPTY_INPUT)
     with path.open("rb") as f:
         head = f.read(64)
     compression = compression_of(head)
     sample = read_sample(path, compression)
     if compression and not sample:
-        raise CorruptInput(f"the {compression} stream decompresses to nothing", code="empty-input")
+        raise CorruptInput(f"the {compression} stream decompresses to nothing", code=EMPTY_INPUT)
     if sample.startswith(ENCRYPTED_PARQUET_MAGIC):
         raise EncryptedInput("the Parquet file is encrypted (PARE footer); its keys are not available here")
     if sample.startswith(PARQUET_MAGIC) or options.format == "parquet":
@@ -139,7 +147,7 @@ def _decode_sample(sample: bytes, options: Options, detected: Detected) -> str:
         return sample[: len(sample) - len(sample) % 2].decode("utf-16", errors="replace")
     if b"\x00" in sample:
         raise CorruptInput("the input holds NUL bytes: it is binary, not delimited text or JSON Lines "
-                           "(UTF-16 text needs its byte order mark)", code="binary-input")
+                           "(UTF-16 text needs its byte order mark)", code=BINARY_INPUT)
     if options.encoding != "auto":
         detected.encoding, detected.encoding_source = options.encoding, "declared"
         try:
@@ -147,7 +155,7 @@ def _decode_sample(sample: bytes, options: Options, detected: Detected) -> str:
         except UnicodeDecodeError as exc:
             raise CorruptInput(f"the input is not valid {options.encoding} (declared): byte "
                                f"{sample[exc.start:exc.start + 1]!r} at offset {exc.start}",
-                               code="bad-encoding") from exc
+                               code=BAD_ENCODING) from exc
     if sample.startswith(UTF8_BOM):
         detected.encoding, detected.encoding_source = "utf-8-sig", "bom"
     else:
@@ -181,7 +189,7 @@ def _sniff_dialect(text: str, options: Options, detected: Detected) -> None:
     """Delimiter (the candidate splitting the first lines into the most consistent
     number of fields) and header (a first row with no numeric or date field)."""
     if not text.strip():
-        raise CorruptInput("the input has no header and no rows", code="empty-input")
+        raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
     cut = text.rfind("\n")
     body = text if cut <= 0 or len(text) < SAMPLE_BYTES // 2 else text[:cut]
     delimiter = options.delimiter
@@ -332,7 +340,7 @@ class CsvReader:
     def header(self, sample_text: str) -> list[str]:
         rows = _first_rows(sample_text, self.detected.delimiter or ",", 1)
         if not rows:
-            raise CorruptInput("the input has no header and no rows", code="empty-input")
+            raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
         first = rows[0]
         if len(first) > self.options.max_columns:
             raise LimitExceeded(f"the input has {len(first)} columns; the limit is max_columns="

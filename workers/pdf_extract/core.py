@@ -56,6 +56,12 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedErr
 from pypdf.generic import DictionaryObject, IndirectObject
 
 from shared.errors import (
+    EMPTY_INPUT,
+    LIMIT_EXCEEDED,
+    PAGE_ERROR,
+    PAGE_RANGE_OUT_OF_BOUNDS,
+    PASSWORD_REQUIRED,
+    WRONG_PASSWORD,
     CorruptInput,
     DeadlineReached,
     EncryptedInput,
@@ -171,7 +177,7 @@ class OpenDocument:
 def check_header(path: Path, size: int) -> None:
     """Empty and not-a-PDF inputs, classified before pypdf sees them."""
     if size == 0:
-        raise CorruptInput("the file is empty (0 bytes); a PDF starts with %PDF-", code="empty-input")
+        raise CorruptInput("the file is empty (0 bytes); a PDF starts with %PDF-", code=EMPTY_INPUT)
     with path.open("rb") as f:
         head = f.read(HEADER_SCAN_BYTES)
     if b"%PDF-" not in head:
@@ -189,8 +195,8 @@ def open_document(stream: IO[bytes], options: Options) -> OpenDocument:
                 if options.password is None:
                     raise EncryptedInput("the document is encrypted with a password (the empty password does "
                                          "not open it); supply it with the 'password' option",
-                                         code="password-required")
-                raise EncryptedInput("the password supplied does not open this document", code="wrong-password")
+                                         code=PASSWORD_REQUIRED)
+                raise EncryptedInput("the password supplied does not open this document", code=WRONG_PASSWORD)
         page_count = len(reader.pages)
     if page_count > options.max_pages:
         raise LimitExceeded(f"the document has {page_count} pages, more than MAX_PAGES={options.max_pages}; "
@@ -356,21 +362,21 @@ def extract_page(reader: PdfReader, index: int, options: Options, budget: Budget
         if deadline_bound:
             raise DeadlineReached(f"stopped during page {number}: the invocation's time is nearly up") from None
         flags.append("timeout")
-        error = {"code": "limit-exceeded", "limit": "MAX_PAGE_SECONDS",
+        error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
                  "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
     except LimitReachedError as exc:
         if _is_cycle(exc):
             flags.append("error")
-            error = {"code": "page-error", "message": f"page {number}: cyclic references ({_short(exc)})"}
+            error = {"code": PAGE_ERROR, "message": f"page {number}: cyclic references ({_short(exc)})"}
         else:
             flags.append("limit")
-            error = {"code": "limit-exceeded", "limit": _limit_name(exc),
+            error = {"code": LIMIT_EXCEEDED, "limit": _limit_name(exc),
                      "message": f"page {number}: a safety limit was reached ({_short(exc)})"}
     except MountworksError:
         raise
     except Exception as exc:  # pypdf on a malformed page: record it here, keep the other pages
         flags.append("error")
-        error = {"code": "page-error", "message": f"page {number}: {type(exc).__name__}: {_short(exc)}"}
+        error = {"code": PAGE_ERROR, "message": f"page {number}: {type(exc).__name__}: {_short(exc)}"}
     text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # no lone surrogates
     if len(text) > options.max_page_chars:
         text = text[: options.max_page_chars]
@@ -845,7 +851,7 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
         last = doc.page_count if options.pages.last is None else options.pages.last
         if doc.page_count and first > doc.page_count:
             raise PermanentInputError(f"option pages={options.pages.text()} starts after the last page "
-                                      f"({doc.page_count})", code="page-range-out-of-bounds")
+                                      f"({doc.page_count})", code=PAGE_RANGE_OUT_OF_BOUNDS)
         last = min(last, doc.page_count)
         indexes = range(first - 1, last)
         workers = workers_for(options, len(indexes))

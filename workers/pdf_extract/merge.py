@@ -31,8 +31,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from shared.errors import PermanentInputError, RetryableError, UsageError
-from shared.runs import Commit, OutputDir, RunLayout, run_id_for
+from shared.errors import (
+    PAGE_RANGES_MISMATCH,
+    RANGE_FAILED,
+    RANGES_PENDING,
+    PermanentInputError,
+    RangeOutputMismatch,
+    RetryableError,
+    UsageError,
+)
+from shared.runs import Commit, OutputDir, Run
 from shared.worker import InputFile, RunContext
 from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, FORM_FEED, MAX_LINKS, Options, PageRange
 
@@ -57,48 +65,36 @@ class RangeRun:
         return f"pages {self.page_range.text() or '1-'} (run {self.commit.run_dir.name})"
 
 
-class RangeOutputMismatch(PermanentInputError):
-    code = "range-output-mismatch"
+def find_ranges(options: Options, source: InputFile, run: Run) -> list[RangeRun]:
+    """The committed run of every range; retryable if any is missing, permanent if any failed.
 
-
-def _listed(layout: RunLayout, commit: Commit) -> dict[str, dict[str, Any]]:
-    prefix = layout.rel(commit.run_dir) + "/"
-    found: dict[str, dict[str, Any]] = {}
-    for output in commit.record.get("outputs") or []:
-        path = str(output.get("path", ""))
-        if path.startswith(prefix):
-            found[path[len(prefix):]] = output
-    return found
-
-
-def find_ranges(options: Options, source: InputFile, layout: RunLayout, version: str) -> list[RangeRun]:
-    """The committed run of every range; retryable if any is missing, permanent if any failed."""
+    A range's run is the same input's run with the range's options (:meth:`Run.with_options`):
+    its run-id is computed, never searched for.
+    """
     found: list[RangeRun] = []
     pending: list[str] = []
     for page_range in options.ranges:
-        manifest_options = options.for_range(page_range).to_manifest()
-        run_id = run_id_for(layout.worker, version, manifest_options, source.sha256)
-        commit = layout.latest_commit(run_id)
+        range_run = run.with_options(options.for_range(page_range).to_manifest())
+        commit = range_run.committed()
         label = page_range.text() or "1-"
         if commit is None:
-            pending.append(f"{label} (run {run_id})")
+            pending.append(f"{label} (run {range_run.base_id})")
             continue
         if commit.failed:
-            error = commit.record.get("error") or {}
             raise PermanentInputError(
-                f"page range {label} failed for good (run {commit.run_dir.name}): {error.get('message')}; "
+                f"page range {label} failed for good (run {commit.run_id}): {commit.error.get('message')}; "
                 "reprocess it with --retry-failed, then merge again with --retry-failed",
-                code=str(error.get("code") or "range-failed"))
+                code=str(commit.error.get("code") or RANGE_FAILED))
         if commit.record.get("input", {}).get("sha256") != source.sha256:
             raise RangeOutputMismatch(f"range run {commit.run_dir.name} records another input's sha256")
-        found.append(RangeRun(page_range, commit, _listed(layout, commit)))
+        found.append(RangeRun(page_range, commit, range_run.listed_outputs(commit)))
     if pending:
         more = len(pending) - SHOWN_PENDING
         raise RetryableError(
             f"{len(pending)} of {len(options.ranges)} page range(s) not committed yet: "
             f"{', '.join(pending[:SHOWN_PENDING])}{f' and {more} more' if more > 0 else ''}; "
             "process them with the same options and pages=START-END, then retry the merge",
-            code="ranges-pending")
+            code=RANGES_PENDING)
     return found
 
 
@@ -173,12 +169,10 @@ def _copy_listed(run: RangeRun, name: str, out: OutputDir) -> None:
 
 def merge(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
     """Write the whole-document outputs from the committed range runs; the manifest's facts."""
-    if ctx.layout is None:
-        raise UsageError("option ranges needs the run layout (run it through mountworks run/invoke)")
-    from workers.pdf_extract import SPEC
-
+    if ctx.run is None:
+        raise UsageError("option ranges needs the run it merges into (run it through mountworks run/invoke)")
     deadline = ctx.deadline
-    runs = find_ranges(options, source, ctx.layout, SPEC.version)
+    runs = find_ranges(options, source, ctx.run)
     documents = []
     for run in runs:
         deadline.check(DEADLINE_MARGIN_SECONDS, doing=f"reading {run.label()}")
@@ -193,7 +187,7 @@ def merge(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) 
                 f"option ranges={options.ranges_text()} does not tile this {page_count}-page document: "
                 f"{run.label()} holds pages {got.get('first')}-{got.get('last')}; the last range must end "
                 f"on page {page_count} (or be open-ended, like {run.page_range.first}-)",
-                code="page-ranges-mismatch")
+                code=PAGE_RANGES_MISMATCH)
 
     count = chars = needs_ocr = errors = timeouts = 0
     with out.open("pages.jsonl", "application/x-ndjson") as pages_file, \

@@ -13,7 +13,6 @@ an ffmpeg refusal of *our* arguments is a bug and is raised as such.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import ffmpeg
 
+from shared import config
 from shared import observability as obs
 from shared.errors import (
     CorruptInput,
@@ -40,7 +40,6 @@ from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import Options
 from workers.video_transcode.probe import MediaInfo
 
-ENV_JOBS = "MOUNTWORKS_VIDEO_JOBS"
 STOP_MARGIN_SECONDS = 10.0  # ffmpeg is killed this long before the invocation's deadline
 POSTER_POSITIONS = (0.1, 0.4, 0.7)  # fractions of the duration where a poster is looked for
 POSTER_WINDOW_FRAMES = 50  # frames the thumbnail filter compares at each position
@@ -252,10 +251,7 @@ def plan_segments(info: MediaInfo, plan: VideoPlan, options: Options) -> list[Se
 
 
 def local_jobs() -> int:
-    try:
-        return max(1, int(os.environ.get(ENV_JOBS, "")))
-    except ValueError:
-        return os.cpu_count() or 1
+    return config.video_jobs()
 
 
 def encode_segmented(info: MediaInfo, plan: VideoPlan, audio: int | None, copy_audio: bool, options: Options,

@@ -15,7 +15,6 @@ function is a plain Lambda (this module's :func:`segment_handler`, same image).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -24,18 +23,19 @@ from aws_durable_execution_sdk_python import DurableContext, StepContext, durabl
 from aws_durable_execution_sdk_python.config import MapConfig, StepConfig
 from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 
+from shared import config
 from shared.config import MountConfig
 from shared.errors import PermanentInputError, UsageError
 from shared.events import WorkItem
 from shared.paths import check_key, input_from_path, resolve_input
-from shared.runs import OutputDir, RunLayout, hash_file, run_id_for
+from shared.runs import OutputDir, Run
 from shared.runtime import run_item
 from shared.worker import Deadline
 from workers.video_transcode import SPEC, core
 from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import parse
 
-ENV_SEGMENT_FUNCTION = "MOUNTWORKS_VIDEO_SEGMENT_FUNCTION"
+ENV_SEGMENT_FUNCTION = config.ENV_VIDEO_SEGMENT_FUNCTION
 DEFAULT_SEGMENT_FUNCTION = "mountworks-video-segment"
 MAX_FANOUT = 100  # segment invocations in flight per input
 COMMIT_ATTEMPTS = 5  # the commit step is retried (each time in a fresh invocation) this often
@@ -64,13 +64,11 @@ def plan_run(event: Mapping[str, Any]) -> dict[str, Any]:
     raw_options = event.get("options") or {}
     options = parse(raw_options)
     path = resolve_input(cfg, ref)
-    sha256, _ = hash_file(path)
-    layout = RunLayout(cfg, SPEC.name, ref)
-    run_id = run_id_for(SPEC.name, SPEC.version, options.to_manifest(), sha256)
-    if layout.latest_commit(run_id) is not None:
+    run = Run(cfg, SPEC.name, SPEC.version, ref, options.to_manifest())
+    run.identify(path, path.stat())
+    if run.committed() is not None:
         return {"segments": [], "reason": "already committed"}
-    attempts = layout.attempts(run_id)
-    run_dir = layout.attempt_dir(run_id, attempts[-1][0] if attempts else 1)
+    run_dir = run.attempt_dir()  # the one the commit step's claim will take
     try:
         info = core.inspect(path, options)
     except PermanentInputError as exc:  # the commit step records it as error.json
@@ -83,7 +81,7 @@ def plan_run(event: Mapping[str, Any]) -> dict[str, Any]:
     if info.audio is not None and not core.copies_audio(info, options):  # encoded once, beside the segments
         items.insert(0, {"audio": {"stream": info.audio.index, "kbps": options.audio_bitrate,
                                    "threads": options.threads}})
-    return {"run_dir": layout.rel(run_dir), "plan": asdict(plan), "segments": items}
+    return {"run_dir": run.rel(run_dir), "plan": asdict(plan), "segments": items}
 
 
 def segment_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
@@ -134,7 +132,7 @@ def commit_run(event: Mapping[str, Any], remaining_seconds: float | None = None)
 def orchestrate(event: dict[str, Any], context: DurableContext) -> dict[str, Any]:
     """Durable entry point: ``{"input": "ingest/film.mp4", "options": {"segment_seconds": 60}}``."""
     planned: dict[str, Any] = context.step(lambda _: plan_run(event), name="plan")
-    function = os.environ.get(ENV_SEGMENT_FUNCTION, DEFAULT_SEGMENT_FUNCTION)
+    function = config.video_segment_function(DEFAULT_SEGMENT_FUNCTION)
 
     def encode_remote(ctx: DurableContext, item: dict[str, Any], index: int, _: Any) -> Any:
         payload = {"run_dir": planned["run_dir"], "plan": planned["plan"], **item}

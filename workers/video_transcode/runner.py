@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from shared import config
 from shared import observability as obs
 
-ENV_FFMPEG = "MOUNTWORKS_FFMPEG"
-ENV_FFPROBE = "MOUNTWORKS_FFPROBE"
+ENV_FFMPEG, ENV_FFPROBE = config.ENV_FFMPEG, config.ENV_FFPROBE
 STDERR_HEAD_LINES = 40  # stream/format description ffmpeg prints first
 STDERR_TAIL_LINES = 200  # the last lines, where failures are reported
 PROGRESS_LOG_SECONDS = 10.0  # one progress log line per this many seconds of a run
@@ -37,7 +37,7 @@ DECODE_ERROR_MARKERS = ("error while decoding", "invalid nal", "concealing", "er
 @lru_cache(maxsize=1)
 def ffmpeg_exe() -> str:
     """``$MOUNTWORKS_FFMPEG``, else ``ffmpeg`` on PATH, else the imageio-ffmpeg wheel's binary."""
-    explicit = os.environ.get(ENV_FFMPEG)
+    explicit = config.ffmpeg_override()
     if explicit:
         return explicit
     found = shutil.which("ffmpeg")
@@ -52,7 +52,7 @@ def ffmpeg_exe() -> str:
 @lru_cache(maxsize=1)
 def ffprobe_exe() -> str | None:
     """``$MOUNTWORKS_FFPROBE``, else ``ffprobe`` beside ffmpeg or on PATH; None: probe with ffmpeg."""
-    explicit = os.environ.get(ENV_FFPROBE)
+    explicit = config.ffprobe_override()
     if explicit is not None:
         return explicit or None
     beside = Path(ffmpeg_exe()).with_name("ffprobe")

@@ -214,19 +214,22 @@ def render_regions(text: str, path: str, fixed: Mapping[str, str], workers: Mapp
     for name in fixed:
         if name not in names:
             raise ValueError(f"{path}: no generated block '{name}' (its markers were removed?)")
-    worker_regions = [r for r in found if r.name not in fixed]
+    kept = [r for r in found if r.name not in fixed and r.name in workers]
     new = [name for name in workers if name not in names]
-    if new and not worker_regions:
+    if new and not kept:
         raise ValueError(f"{path}: no worker's generated block to add {', '.join(new)} after")
     out, pos = [], 0
     for region in found:
         if region.name in fixed or region.name in workers:
             out += [text[pos:region.body], fixed[region.name] if region.name in fixed else workers[region.name]]
             pos = region.end
-        else:  # a worker no longer registered: drop its block and the blank line after it
-            out.append(text[pos:region.start])
-            pos = region.stop + (1 if text[region.stop:region.stop + 1] == "\n" else 0)
-        if worker_regions and region is worker_regions[-1]:
+        else:  # a worker no longer registered: drop its block and the blank line before it
+            before = text[pos:region.start]
+            if before.endswith("\n\n") or (before == "\n" and out and out[-1].endswith("\n")):
+                before = before[:-1]
+            out.append(before)
+            pos = region.stop
+        if kept and region is kept[-1]:
             out.append(text[pos:region.stop])
             pos = region.stop
             for name in new:

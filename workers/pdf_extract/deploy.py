@@ -1,0 +1,18 @@
+"""pdf-extract's deployment (read by ``make deploy-files``, never imported at run time)."""
+
+from __future__ import annotations
+
+from shared.deploy import DeployParts
+
+DEPLOY = DeployParts(
+    memory_mb=2048,
+    timeout_seconds=600,
+    ephemeral_storage_mb=1024,
+    batch_size=5,
+    requirements=(
+        "# PDF text, metadata, outline and images; cryptography for AES-encrypted PDFs; Pillow to decode images.",
+        "pypdf>=5.0",
+        "cryptography>=42",
+        "pillow>=11.0",
+    ),
+)

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
@@ -206,10 +206,12 @@ class Progress:
 MAX_INPUTS_PER_CHILD = 500  # a child is replaced after this many inputs (bounds any library leak)
 
 
-def _child_loop(conn: Connection, cfg: MountConfig, retry_failed: bool, wait_seconds: float | None) -> None:
-    """A pool child: run inputs sent by the parent until told to stop (None) or recycled."""
-    from workers.registry import get_worker
+def _child_loop(conn: Connection, cfg: MountConfig, specs: Mapping[str, WorkerSpec], retry_failed: bool,
+                wait_seconds: float | None) -> None:
+    """A pool child: run inputs sent by the parent until told to stop (None) or recycled.
 
+    ``specs`` came with the fork (a worker's sniff may be a lambda: it is never pickled).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     for _ in range(MAX_INPUTS_PER_CHILD):
         try:
@@ -219,7 +221,7 @@ def _child_loop(conn: Connection, cfg: MountConfig, retry_failed: bool, wait_sec
         if message is None:
             return
         worker_name, item = message
-        outcome = run_item(get_worker(worker_name), item, cfg, retry_failed=retry_failed,
+        outcome = run_item(specs[worker_name], item, cfg, retry_failed=retry_failed,
                            wait_seconds=wait_seconds)
         conn.send({"status": outcome.status, "run_id": outcome.run_id, "code": outcome.code,
                    "message": outcome.message, "duration_ms": outcome.duration_ms,
@@ -230,6 +232,7 @@ def _child_loop(conn: Connection, cfg: MountConfig, retry_failed: bool, wait_sec
 class _Child:
     process: Any
     conn: Connection
+    knows: frozenset[str]  # the workers it inherited when it was forked
     handled: int = 0
     spec: WorkerSpec | None = None  # the input it is working on, if any
     item: WorkItem | None = None
@@ -243,7 +246,9 @@ class IsolatedPool:
     by :func:`_crashed`) and a fresh child takes its place.
     """
 
-    def __init__(self, jobs: int, cfg: MountConfig, retry_failed: bool, wait_seconds: float | None = None) -> None:
+    def __init__(self, jobs: int, cfg: MountConfig, retry_failed: bool, wait_seconds: float | None = None,
+                 specs: Iterable[WorkerSpec] = ()) -> None:
+        self.specs = {s.name: s for s in specs}  # the workers new children inherit (more are added on submit)
         self.jobs = jobs
         self.wait_seconds = wait_seconds
         self.cfg = cfg
@@ -258,24 +263,26 @@ class IsolatedPool:
     def full(self) -> bool:
         return len(self.running) >= self.jobs
 
-    def _idle_child(self) -> _Child:
+    def _idle_child(self, worker: str) -> _Child:
         for child in self.children:
-            if child.item is None and child.handled < MAX_INPUTS_PER_CHILD and child.process.is_alive():
+            if child.item is None and child.handled < MAX_INPUTS_PER_CHILD and child.process.is_alive() \
+                    and worker in child.knows:
                 return child
-        for child in [c for c in self.children if c.item is None]:  # recycled or dead: replace
+        for child in [c for c in self.children if c.item is None]:  # recycled, dead or unaware: replace
             self._retire(child)
         parent_end, child_end = self.context.Pipe(duplex=True)
-        args = (child_end, self.cfg, self.retry_failed, self.wait_seconds)
+        args = (child_end, self.cfg, self.specs, self.retry_failed, self.wait_seconds)
         process = self.context.Process(target=_child_loop, args=args, daemon=True)
         process.start()
         child_end.close()
-        child = _Child(process, parent_end)
+        child = _Child(process, parent_end, knows=frozenset(self.specs))
         self.children.append(child)
         return child
 
     def submit(self, spec: WorkerSpec, item: WorkItem) -> None:
         spec.core()  # import the library once in the parent, so every child starts warm
-        child = self._idle_child()
+        self.specs[spec.name] = spec
+        child = self._idle_child(spec.name)
         child.spec, child.item = spec, item
         child.handled += 1
         child.conn.send((spec.name, item))
@@ -375,7 +382,7 @@ def backfill(
         raise UsageError("--jobs must be at least 1")
     summary = Summary()
     progress = progress or Progress(sys.stderr, enabled=False)
-    pool = IsolatedPool(jobs, cfg, retry_failed)
+    pool = IsolatedPool(jobs, cfg, retry_failed, specs=specs)
     options = dict(options or {})
     try:
         root_prefix = str(cfg.root).rstrip("/") + "/"

@@ -20,6 +20,7 @@ ENV_BUCKET_PREFIX = "MOUNTWORKS_BUCKET_PREFIX"
 ENV_CLAIM_LEASE = "MOUNTWORKS_CLAIM_LEASE_SECONDS"
 ENV_LOG_LEVEL = "MOUNTWORKS_LOG_LEVEL"
 ENV_LAMBDA_FUNCTION = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
+ENV_WORKER = "MOUNTWORKS_WORKER"  # the worker of the generic handler (workers.handler)
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
 DEFAULT_INGEST_PREFIX = "ingest"
@@ -29,6 +30,14 @@ DEFAULT_CLAIM_LEASE_SECONDS = 960.0  # Lambda's longest invocation (900 s) plus 
 
 def in_lambda(environ: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if environ is None else environ).get(ENV_LAMBDA_FUNCTION))
+
+
+def worker_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """The worker that ``workers.handler.handler`` serves."""
+    name = (os.environ if environ is None else environ).get(ENV_WORKER, "").strip()
+    if not name:
+        raise UsageError(f"{ENV_WORKER} is not set: name the worker this function runs (e.g. image-resize)")
+    return name
 
 
 def _prefix(value: str, what: str) -> str:

@@ -387,15 +387,12 @@ def _handle_sqs(event: Mapping[str, Any], cfg: MountConfig, run: Callable[[WorkI
     return {"batchItemFailures": list(response.get("batchItemFailures", [])), "results": results}
 
 
-def make_handler(worker_name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
-    """The Lambda entry point of a worker: ``handler = make_handler("image-resize")``.
+def make_handler(spec: WorkerSpec) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+    """The Lambda entry point of a worker: ``handler = make_handler(SPEC)``.
 
     Configuration is read from the environment once per cold start; metrics are flushed
     after every invocation (EMF), logs carry the request id, worker, input and run-id.
     """
-    from workers.registry import get_worker
-
-    spec = get_worker(worker_name)
     obs.enable_metrics(spec.name)
     state: dict[str, MountConfig] = {}
 

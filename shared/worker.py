@@ -13,13 +13,15 @@ import importlib
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from shared.errors import DeadlineReached
 from shared.paths import InputRef
 from shared.runs import OutputDir, RunLayout
 
 SNIFF_BYTES = 64
+
+OptionsT_contra = TypeVar("OptionsT_contra", contravariant=True)
 
 if TYPE_CHECKING:  # the shapes a worker plugs in; for the type checker only (no import-time cost)
 
@@ -28,9 +30,16 @@ if TYPE_CHECKING:  # the shapes a worker plugs in; for the type checker only (no
             """The normalized options, as recorded in the manifest and hashed into the run-id."""
             ...
 
-    class WorkerCore(Protocol):
+    class WorkerCore(Protocol[OptionsT_contra]):
+        """What a worker's ``core`` module is. Each worker package checks its own against it::
+
+            if TYPE_CHECKING:
+                from workers.image_resize import core
+                _core: WorkerCore[Options] = core   # mypy: a misspelt or mistyped process fails here
+        """
+
         def process(
-            self, source: InputFile, out: OutputDir, options: Any, ctx: RunContext
+            self, source: InputFile, out: OutputDir, options: OptionsT_contra, ctx: RunContext
         ) -> dict[str, Any]:
             """Write outputs into ``out``; return facts about the input for the manifest."""
             ...
@@ -87,7 +96,7 @@ class WorkerSpec(NamedTuple):
     def is_companion(self, name: str) -> bool:
         return name.lower().endswith(self.companions) if self.companions else False
 
-    def core(self) -> WorkerCore:
+    def core(self) -> WorkerCore[Any]:
         module: Any = importlib.import_module(self.core_module)
         return module  # type: ignore[no-any-return]
 
@@ -97,3 +106,44 @@ class WorkerSpec(NamedTuple):
     def hinted_by(self, name: str) -> bool:
         suffixes = [s.lower() for s in Path(name).suffixes[-2:]]
         return any(s in self.extensions for s in suffixes) or "".join(suffixes) in self.extensions
+
+
+PROCESS_PARAMETERS = ("source", "out", "options", "ctx")
+
+
+def spec_problems(spec: WorkerSpec) -> list[str]:
+    """What makes a registration unusable, found without importing its core (cheap)."""
+    problems = []
+    if not spec.name or spec.name != spec.name.strip() or "/" in spec.name or spec.name.startswith((".", "_")):
+        problems.append(f"name {spec.name!r} must be a plain folder name such as 'image-resize'")
+    if not isinstance(spec.version, str) or not spec.version:
+        problems.append("version must be a non-empty string (it is part of every run-id)")
+    bad = sorted(e for e in spec.extensions if not (isinstance(e, str) and e.startswith(".") and e == e.lower()))
+    if bad:
+        problems.append(f"extensions must be lower-case suffixes such as '.txt' (got {', '.join(map(repr, bad))})")
+    for field in ("sniff", "parse_options"):
+        if not callable(getattr(spec, field)):
+            problems.append(f"{field} must be callable")
+    if not isinstance(spec.core_module, str) or not spec.core_module:
+        problems.append("core_module must name the module that defines process()")
+    return problems
+
+
+def core_problems(spec: WorkerSpec) -> list[str]:
+    """What makes a worker's core unusable: ``process`` missing, or with other parameters.
+
+    The type checker finds these in a worker's own package (see :class:`WorkerCore`); this
+    is the same check at run time, for a registry test over every worker, installed ones too.
+    """
+    import inspect
+
+    try:
+        process = getattr(spec.core(), "process", None)
+    except ImportError as exc:
+        return [f"core module {spec.core_module} cannot be imported: {exc}"]
+    if not callable(process):
+        return [f"core module {spec.core_module} has no process() function"]
+    names = tuple(inspect.signature(process).parameters)
+    if names != PROCESS_PARAMETERS:
+        return [f"{spec.core_module}.process{names} must take {PROCESS_PARAMETERS}"]
+    return []

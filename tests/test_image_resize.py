@@ -574,8 +574,9 @@ def test_cli_run_commits_verifies_and_reports_already_done(mount: Path, capsys: 
 def _handler() -> Any:
     """A fresh handler per test (each reads its mount from the environment once, as at a cold start)."""
     from shared.runtime import make_handler
+    from workers.registry import get_worker
 
-    return make_handler("image-resize")
+    return make_handler(get_worker("image-resize"))
 
 
 def _with_key(event: dict[str, Any], key: str) -> dict[str, Any]:

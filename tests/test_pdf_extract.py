@@ -281,12 +281,13 @@ def test_password_never_reaches_handler_logs_or_metrics(mount: Path, capfd: pyte
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The Lambda path: handler with EMF metrics and DEBUG logs, a wrong then a right password."""
     from shared.runtime import make_handler
+    from workers.registry import get_worker
 
     monkeypatch.setenv("MOUNTWORKS_MOUNT", str(mount))
     monkeypatch.setenv("MOUNTWORKS_LOG_LEVEL", "DEBUG")
     monkeypatch.setattr(obs, "_emit_metrics", False)
     put(mount, "l.pdf", decorate(build_pdf([text_page("lambda text")]), user_password=SECRET))
-    handler = make_handler("pdf-extract")
+    handler = make_handler(get_worker("pdf-extract"))
     obs.set_log_level("DEBUG")
     context = cli.LocalContext("pdf-extract", 60)
     wrong = handler({"input": "ingest/l.pdf", "options": {"password": SECRET[::-1]}}, context)

@@ -351,11 +351,12 @@ def test_lambda_handler_emits_metrics_and_structured_logs(mount: Path, monkeypat
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from shared import observability
     from shared.runtime import make_handler
+    from workers.registry import get_worker
 
     monkeypatch.setenv("MOUNTWORKS_MOUNT", str(mount))
     monkeypatch.setattr(observability, "_emit_metrics", False)
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO metrics")
-    handler = make_handler("test-echo")
+    handler = make_handler(get_worker("test-echo"))
     context = LocalContext("test-echo", 60)
     observability.logger.setLevel("INFO")
     response = handler({"input": "ingest/a.echo"}, context)

@@ -19,6 +19,7 @@ import workers.registry
 from shared import observability
 from shared.runtime import make_handler
 from workers.cli import LocalContext, main
+from workers.registry import get_worker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,7 +49,7 @@ def test_no_secret_reaches_a_manifest_a_log_line_a_metric_or_the_workspace(
     observability.logger.setLevel("DEBUG")
     try:
         for worker in workers.registry.WORKERS:
-            handler = make_handler(worker)
+            handler = make_handler(get_worker(worker))
             for sample in samples:
                 event: dict[str, Any] = {"input": sample.relative_to(mount).as_posix()}
                 response = handler(event, LocalContext(worker, 120))

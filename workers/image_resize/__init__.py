@@ -6,6 +6,8 @@ time an input is processed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.worker import WorkerSpec
 from workers.image_resize import options
 from workers.image_resize.sniff import is_image
@@ -19,3 +21,10 @@ SPEC = WorkerSpec(
     parse_options=options.parse,
     core_module="workers.image_resize.core",
 )
+
+if TYPE_CHECKING:  # the typed seam: mypy checks this worker's process() against WorkerCore
+    from shared.worker import WorkerCore
+    from workers.image_resize import core
+    from workers.image_resize.options import Options
+
+    _core: WorkerCore[Options] = core

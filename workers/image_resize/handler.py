@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from shared.runtime import make_handler
+from workers.image_resize import SPEC
 
-handler = make_handler("image-resize")
+handler = make_handler(SPEC)

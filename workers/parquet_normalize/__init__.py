@@ -6,6 +6,8 @@ only the registration and the content sniff; pyarrow lives in :mod:`.core`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.worker import WorkerSpec
 from workers.parquet_normalize.options import parse
 
@@ -88,3 +90,10 @@ SPEC = WorkerSpec(
     core_module="workers.parquet_normalize.core",
     companions=CONTRACT_SUFFIXES,
 )
+
+if TYPE_CHECKING:  # the typed seam: mypy checks this worker's process() against WorkerCore
+    from shared.worker import WorkerCore
+    from workers.parquet_normalize import core
+    from workers.parquet_normalize.options import Options
+
+    _core: WorkerCore[Options] = core

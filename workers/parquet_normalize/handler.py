@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from shared.runtime import make_handler
+from workers.parquet_normalize import SPEC
 
-handler = make_handler("parquet-normalize")
+handler = make_handler(SPEC)

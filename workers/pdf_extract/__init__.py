@@ -6,6 +6,8 @@ cold start only pays for pypdf when the first PDF is processed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.worker import WorkerSpec
 from workers.pdf_extract.options import parse
 
@@ -25,3 +27,10 @@ SPEC = WorkerSpec(
     parse_options=parse,
     core_module="workers.pdf_extract.core",
 )
+
+if TYPE_CHECKING:  # the typed seam: mypy checks this worker's process() against WorkerCore
+    from shared.worker import WorkerCore
+    from workers.pdf_extract import core
+    from workers.pdf_extract.options import Options
+
+    _core: WorkerCore[Options] = core

@@ -66,20 +66,17 @@ from shared.errors import (
 )
 from shared.runs import OutputDir
 from shared.worker import Deadline, InputFile, RunContext
-from workers.pdf_extract.options import Options
+from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, FORM_FEED, MAX_LINKS, Options
 
 HEADER_SCAN_BYTES = 1024  # readers accept junk before %PDF- within the first KiB
 IN_MEMORY_MAX_BYTES = 64 << 20  # smaller files are read into memory once (faster); larger ones stream
-DEADLINE_MARGIN_SECONDS = 5.0  # stop this long before the invocation's end: hash, commit, report
 PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
 CHUNK_PAGES = 16  # pages per unit of work handed to a process
 MAX_PAGE_POINTS = 14_400.0  # PDF 1.7 (Annex C): 200 inches; larger boxes are flagged absurd
 MAX_META_CHARS = 4_096  # one metadata value, one URI, one field value
 MAX_OUTLINE_ENTRIES = 10_000
 MAX_FORM_FIELDS = 10_000
-MAX_LINKS = 10_000
 MAX_XOBJECT_DEPTH = 4  # how deep "does this page draw an image?" looks into form XObjects
-FORM_FEED = "\f"
 
 METADATA_KEYS = {
     "title": "/Title", "author": "/Author", "subject": "/Subject", "keywords": "/Keywords",

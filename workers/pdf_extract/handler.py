@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from shared.runtime import make_handler
+from workers.pdf_extract import SPEC
 
-handler = make_handler("pdf-extract")
+handler = make_handler(SPEC)

@@ -34,8 +34,7 @@ from typing import IO, Any
 from shared.errors import PermanentInputError, RetryableError, UsageError
 from shared.runs import Commit, OutputDir, RunLayout, run_id_for
 from shared.worker import InputFile, RunContext
-from workers.pdf_extract.core import DEADLINE_MARGIN_SECONDS, FORM_FEED, MAX_LINKS
-from workers.pdf_extract.options import Options, PageRange
+from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, FORM_FEED, MAX_LINKS, Options, PageRange
 
 MAX_DOCUMENT_JSON_BYTES = 256 << 20  # one range's document.json is read whole (page sizes, outline, ...)
 COPY_CHUNK = 1 << 20

@@ -39,6 +39,9 @@ MAX_IMAGES = 1_000  # embedded images written (option ``images``)
 MAX_IMAGE_BYTES = 20_000_000  # one embedded image
 MAX_PARALLEL = 32  # worker processes for the local page-range mode
 MAX_RANGES = 1_000  # page ranges one merge may name
+MAX_LINKS = 10_000  # links listed in document.json
+DEADLINE_MARGIN_SECONDS = 5.0  # stop this long before the invocation's end: hash, commit, report
+FORM_FEED = "\f"  # separates the pages of text.txt
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
 

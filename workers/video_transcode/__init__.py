@@ -6,6 +6,8 @@ the first time an input is processed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from shared.worker import WorkerSpec
 from workers.video_transcode import options
 
@@ -39,3 +41,10 @@ SPEC = WorkerSpec(
     parse_options=options.parse,
     core_module="workers.video_transcode.core",
 )
+
+if TYPE_CHECKING:  # the typed seam: mypy checks this worker's process() against WorkerCore
+    from shared.worker import WorkerCore
+    from workers.video_transcode import core
+    from workers.video_transcode.options import Options
+
+    _core: WorkerCore[Options] = core

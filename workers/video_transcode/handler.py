@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from shared.runtime import make_handler
+from workers.video_transcode import SPEC
 
-handler = make_handler("video-transcode")
+handler = make_handler(SPEC)

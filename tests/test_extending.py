@@ -38,7 +38,7 @@ from mountworks_text_stats import SPEC, core  # noqa: E402
 from mountworks_text_stats.options import parse  # noqa: E402
 
 from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError  # noqa: E402
-from shared.worker import Deadline, InputFile, RunContext  # noqa: E402
+from shared.worker import Deadline, InputFile, RunContext, core_problems, spec_problems  # noqa: E402
 
 TEXT = "The cat sat on the mat.\nThe dog didn't.\n\nNo newline at the end: café CAFÉ"
 
@@ -72,6 +72,7 @@ def test_the_sample_spec_is_cheap_and_names_its_core() -> None:
     assert SPEC.name == "text-stats"
     assert SPEC.core_module == "mountworks_text_stats.core"
     assert SPEC.hinted_by("notes.TXT") and not SPEC.hinted_by("photo.jpg")
+    assert spec_problems(SPEC) == [] and core_problems(SPEC) == []
 
 
 @pytest.mark.parametrize(("head", "accepted"), [
@@ -270,6 +271,8 @@ def test_the_environment_has_mountworks_and_the_sample_but_no_media_library(inst
     assert Path(seen["shared"]).is_relative_to(installed.venv), "mountworks must come from the environment"
     assert seen["entry_points"] == {"text-stats": "mountworks_text_stats:SPEC"}
     assert seen["heavy"] == []
+    code, _, err = _cli(installed, tmp_path, "run", "no-such-worker", "ingest/a.txt", "--root", str(tmp_path))
+    assert code == 2 and "text-stats" in err  # the registry lists the installed worker beside the in-repo ones
 
 
 @pytest.mark.slow

@@ -29,10 +29,11 @@ SPEC = WorkerSpec(
     core_module="mountworks_text_stats.core",
 )
 
-if TYPE_CHECKING:  # mypy checks the core module against the runtime's worker Protocol (no import at run time)
+if TYPE_CHECKING:  # the typed seam: mypy checks this worker's process() against WorkerCore (no import at run time)
     from mountworks_text_stats import core
+    from mountworks_text_stats.options import Options
     from shared.worker import WorkerCore
 
-    _core: WorkerCore = core
+    _core: WorkerCore[Options] = core
 
 __all__ = ["SPEC", "VERSION", "WORKER"]

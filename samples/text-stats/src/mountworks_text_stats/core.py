@@ -31,7 +31,7 @@ from shared.worker import SNIFF_BYTES, InputFile, RunContext
 CHUNK_BYTES = 1 << 20  # read (and decode) this much at a time
 MAX_TRACKED_WORDS = 200_000  # distinct words counted at once (bounds memory: ~30 MB)
 MAX_WORD_CHARS = 64  # longer tokens (hashes, base64) count as words but are not ranked
-MAX_CARRY_CHARS = 4096  # a token longer than this may be counted as two words
+MAX_CARRY_CHARS = 4096  # a token longer than this is counted as several words (memory stays bounded)
 DEADLINE_MARGIN = 1.0  # seconds left at which the run stops as retryable
 STATS_NAME = "stats.json"
 STATS_SCHEMA = "mountworks-text-stats/1"

@@ -176,7 +176,7 @@ def test_environment_names_and_mount_path_match_config(template: dict[str, Any])
     assert set(env) <= names | powertools, f"unknown variables: {set(env) - names - powertools}"
     assert names <= set(env), f"config variables the template does not set: {names - set(env)}"
     assert env[config.ENV_MOUNT] == config.DEFAULT_MOUNT_IN_LAMBDA == MOUNT_PATH
-    assert MOUNT_PATH.startswith("/mnt/")
+    assert config.DEFAULT_MOUNT_IN_LAMBDA.startswith("/mnt/")  # Lambda mounts file systems under /mnt/ only
     assert env[config.ENV_INGEST_PREFIX] == {"Ref": "IngestPrefix"}
     assert template["Parameters"]["IngestPrefix"]["Default"] == config.DEFAULT_INGEST_PREFIX
     assert template["Parameters"]["WorkspacePrefix"]["Default"] == config.DEFAULT_WORKSPACE_PREFIX

@@ -566,6 +566,7 @@ def test_cli_run_commits_verifies_and_reports_already_done(mount: Path, capsys: 
     code, first = run("photos/cat.jpg", jpeg(noise((640, 480))))
     assert code == 0
     assert first["input"]["path"] == "ingest/photos/cat.jpg"
+    assert first["outputs"]
     for entry in first["outputs"]:
         assert (mount / entry["path"]).is_file()
         assert entry["path"].startswith(f"workspace/image-resize/photos/cat.jpg/{first['run_id']}/")

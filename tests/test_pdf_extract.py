@@ -254,9 +254,10 @@ def test_password_option_opens_and_never_leaks(mount: Path, capfd: pytest.Captur
     record = json.loads(captured_runs.out[captured_runs.out.rindex('{\n  "schema"'):])
     assert record["options"]["password_supplied"] is True and "password" not in record["options"]
     assert pages_of(mount, record)[0]["text"] == "unlocked text"
-    for path in mount.rglob("*"):
-        if path.is_file() and path.suffix != ".pdf":
-            assert SECRET.encode() not in path.read_bytes(), path
+    scanned = [path for path in mount.rglob("*") if path.is_file() and path.suffix != ".pdf"]
+    assert any(path.name == "manifest.json" for path in scanned)  # the scan covers the committed runs
+    for path in scanned:
+        assert SECRET.encode() not in path.read_bytes(), path
     everything = json.dumps(wrong) + captured_runs.out + captured_runs.err
     assert SECRET not in everything
     assert SECRET not in repr(parse({"password": SECRET}))
@@ -282,7 +283,9 @@ def test_password_never_reaches_handler_logs_or_metrics(mount: Path, capfd: pyte
     assert "_aws" in captured.out  # EMF metrics were emitted
     assert SECRET not in captured.out + captured.err
     assert SECRET[::-1] not in captured.out + captured.err
-    for path in mount.rglob("*.json"):
+    records = list(mount.rglob("*.json"))
+    assert any(path.name == "manifest.json" for path in records)  # the scan covers the committed run
+    for path in records:
         assert SECRET.encode() not in path.read_bytes()
     obs.set_log_level("WARNING")
 

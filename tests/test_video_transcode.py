@@ -501,11 +501,14 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path,
     assert first.returncode == 0 and encode.segment_done(run_dir, segments[0], plan.rungs)
     marker_time = (run_dir / segments[0].done_marker).stat().st_mtime_ns
     calls: list[int] = []
+    reused_markers: list[int] = []
     original = encode.encode_segment
 
     def spy(plan: Any, segment: Any, run_dir: Path, should_stop: Any = None) -> Any:
         result = original(plan, segment, run_dir, should_stop)
         calls.append(-1 if result.cached else segment.index)
+        if result.cached:
+            reused_markers.append((run_dir / segment.done_marker).stat().st_mtime_ns)
         return result
 
     encode.encode_segment = spy  # type: ignore[assignment]
@@ -515,7 +518,7 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path,
         encode.encode_segment = original  # type: ignore[assignment]
     assert outcome.status == "done", outcome.message
     assert -1 in calls and 0 not in calls  # segment 0 was not encoded again
-    assert marker_time  # the reused segment's marker existed before the run
+    assert reused_markers == [marker_time]  # the reused segment's marker is the one written before the run
     assert ffprobe(outputs(mount, outcome)["240p.mp4"])["streams"][0]["nb_read_packets"] == "150"
     assert core.AUDIO_PART.startswith(encode.SEGMENTS_DIR)
 

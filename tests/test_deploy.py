@@ -73,7 +73,7 @@ SEGMENT_FUNCTION = "VideoSegmentFunction"
 # ------------------------------------------------------------------ template loading
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no stubs here: SafeLoader is Any
     """SafeLoader that reads CloudFormation short tags (!Ref, !GetAtt, !Sub, ...)."""
 
 
@@ -85,7 +85,7 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str,
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     return {"Ref" if suffix == "Ref" else ("Condition" if suffix == "Condition" else f"Fn::{suffix}"): value}
 
 

@@ -32,7 +32,6 @@ from shared.runtime import Outcome, handle_event
 from workers.cli import LocalContext
 from workers.registry import get_worker
 
-pytest_plugins = ("s3support",)
 TESTS = Path(__file__).resolve().parent
 
 

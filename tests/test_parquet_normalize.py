@@ -37,11 +37,13 @@ def normalize(cli: Cli) -> Run:
 def output(mount: Path, manifest: dict[str, Any], suffix: str) -> Path:
     paths = [o["path"] for o in manifest["outputs"] if o["path"].endswith(suffix)]
     assert len(paths) == 1, manifest["outputs"]
-    return mount / paths[0]
+    found: Path = mount / paths[0]
+    return found
 
 
 def rows(mount: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    return pq.read_table(output(mount, manifest, "data.parquet")).to_pylist()
+    data: list[dict[str, Any]] = pq.read_table(output(mount, manifest, "data.parquet")).to_pylist()
+    return data
 
 
 def rejects(mount: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -261,6 +261,7 @@ def test_kill_9_mid_run_leaves_no_manifest_and_a_rerun_commits(mount: Path) -> N
     assert code == 0
 
 
+@pytest.mark.slow
 def test_a_live_duplicate_exits_75(mount: Path) -> None:
     (mount / "ingest" / "slow.echo").write_bytes(b"ECHO slow")
     first = subprocess.Popen(echo_cli("run", "test-echo", "ingest/slow.echo", "--root", str(mount),

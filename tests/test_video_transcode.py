@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -421,6 +422,7 @@ def ffmpeg_children() -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("segment_seconds", [0, 2], ids=["single-pass", "segments"])
 def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips: Path, segment_seconds: int,
                                                              put_clip: PutClip) -> None:
@@ -447,6 +449,7 @@ def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips:
 # ----------------------------------------------------------------------- segment-parallel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("audio_copy", [True, False], ids=["audio-copied", "audio-encoded"])
 def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips: Path, audio_copy: bool,
                                                               put_clip: PutClip, run: Run) -> None:
@@ -511,11 +514,11 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path,
             reused_markers.append((run_dir / segment.done_marker).stat().st_mtime_ns)
         return result
 
-    encode.encode_segment = spy  # type: ignore[assignment]
+    encode.encode_segment = spy
     try:
         outcome = run(rel, poster=False, segment_seconds=2)
     finally:
-        encode.encode_segment = original  # type: ignore[assignment]
+        encode.encode_segment = original
     assert outcome.status == "done", outcome.message
     assert -1 in calls and 0 not in calls  # segment 0 was not encoded again
     assert reused_markers == [marker_time]  # the reused segment's marker is the one written before the run
@@ -582,12 +585,12 @@ def test_segments_are_cut_evenly_moving_only_to_a_keyframe_very_near() -> None:
     cutting off it costs the next segment 13 frames of decoding only."""
     info = probe.MediaInfo("mov", 60.0, None, 0.0, None, None)
     keyframes = [t / 30 for t in (0, 60, 120, 887, 947, 1500, 1790)]
-    segments = encode.plan_segments(info, encode.Fraction(30), 30, keyframes)
+    segments = encode.plan_segments(info, Fraction(30), 30, keyframes)
     assert [(s.start, s.frames) for s in segments] == [(0, 900), (900, None)]
-    near = encode.plan_segments(info, encode.Fraction(30), 30, [*keyframes, 896 / 30])  # within 1%
+    near = encode.plan_segments(info, Fraction(30), 30, [*keyframes, 896 / 30])  # within 1%
     assert [(s.start, s.frames) for s in near] == [(0, 896), (896, None)]
     # no keyframe list (no ffprobe): cuts on the grid, every frame in exactly one segment
-    grid = encode.plan_segments(info, encode.Fraction(30), 1, None)
+    grid = encode.plan_segments(info, Fraction(30), 1, None)
     assert [s.start for s in grid] == list(range(0, 1770, 30))  # the last one takes the final 2 s
     assert sum(s.frames or 1800 - s.start for s in grid) == 1800
 
@@ -607,6 +610,7 @@ def test_keyframes_are_looked_up_near_the_cuts_only(clips: Path, container: str)
     assert probe.probe(path).keyframes == ()  # not asked: not looked up
 
 
+@pytest.mark.slow
 def test_compliant_aac_is_copied_and_other_audio_is_encoded(mount: Path, clips: Path, put_clip: PutClip,
                                                             run: Run) -> None:
     source = put_clip(make_clip(clips / "aac-64k.mp4", extra=("-b:a", "64k")))

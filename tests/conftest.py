@@ -1,4 +1,11 @@
-"""Shared fixtures: a local folder as the mount, the corpus finder, the event loader.
+"""Shared fixtures: a local folder as the mount, the corpus finder, the event loader, and
+the two helpers most tests are written with:
+
+- ``put(name, data)`` writes ``ingest/<name>`` on the mount (bytes, text, or a copy of a
+  file) and returns that path relative to the mount root, as ``mountworks run`` takes it;
+- ``cli(*argv)`` runs ``mountworks`` in-process and returns ``(exit code, its stdout JSON)``;
+  ``cli.run(worker, rel, *options)`` is ``mountworks run`` with ``-o`` options, and
+  ``cli.err`` is the stderr of the last call.
 
 The real-world corpus lives in ``../shared/corpus`` beside a developer's checkout; in a
 user's clone it is absent, and every test that needs it is skipped cleanly (marker
@@ -9,10 +16,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
+
+# moto's S3 server and the s3fs mounts (fixtures moto_s3, mount_factory, s3_mount): loaded
+# here, before any test module imports s3support, so that its asserts are rewritten too
+pytest_plugins = ("s3support",)
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MOUNTWORKS_CORPUS", REPO.parent / "shared" / "corpus"))
@@ -54,8 +67,68 @@ def load_event(name: str) -> dict[str, Any]:
     pytest.skip(f"event {name} is not available here")
 
 
+class Put(Protocol):
+    def __call__(self, name: str, data: bytes | str | Path, *, root: Path | None = None) -> str: ...
+
+
+@pytest.fixture
+def put(mount: Path) -> Put:
+    """``put(name, data)`` -> ``"ingest/<name>"``: writes the input (``bytes``, ``str`` as UTF-8, or a
+    ``Path`` whose file is copied) under ``ingest/`` of ``mount`` (or of ``root``), making its folders."""
+
+    def _put(name: str, data: bytes | str | Path, *, root: Path | None = None) -> str:
+        target = (root or mount) / "ingest" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, Path):
+            shutil.copyfile(data, target)
+        else:
+            target.write_bytes(data.encode() if isinstance(data, str) else data)
+        return f"ingest/{name}"
+
+    return _put
+
+
+class Cli:
+    """``mountworks`` in-process (``workers.cli.main``), with its stdout parsed as JSON.
+
+    ``cli(*argv)`` -> ``(exit code, the printed JSON object or {} when nothing was printed)``;
+    output captured before the call is dropped, and the call's stderr is kept in ``err``.
+    """
+
+    def __init__(self, capsys: pytest.CaptureFixture[str], mount: Path) -> None:
+        self.capsys = capsys
+        self.mount = mount
+        self.err = ""
+
+    def __call__(self, *argv: str) -> tuple[int, dict[str, Any]]:
+        from workers.cli import main
+
+        self.capsys.readouterr()
+        code = main(list(argv))
+        captured = self.capsys.readouterr()
+        self.err = captured.err
+        record: dict[str, Any] = json.loads(captured.out) if captured.out.strip() else {}
+        return code, record
+
+    def run(self, worker: str, rel: str, *options: str, isolate: bool = True,
+            root: Path | None = None) -> tuple[int, dict[str, Any]]:
+        """``mountworks run WORKER REL --root MOUNT -o OPTION ...`` (``--no-isolation`` unless ``isolate``)."""
+        argv = ["run", worker, rel, "--root", str(root or self.mount)]
+        for option in options:
+            argv += ["-o", option]
+        if not isolate:
+            argv.append("--no-isolation")
+        return self(*argv)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], mount: Path) -> Cli:
+    """``mountworks`` run in-process on ``mount``: see :class:`Cli`."""
+    return Cli(capsys, mount)
+
+
 @pytest.fixture(autouse=True)
-def _log_level_per_test() -> Any:
+def _log_level_per_test() -> Iterator[None]:
     """The CLI sets the shared logger's level (WARNING by default): undo it after each test,
     so a test that expects INFO lines does not depend on which tests ran before it."""
     from shared import observability

@@ -1,7 +1,8 @@
 """A tiny worker used only by the core tests, so that the runtime's promises (claims,
 commits, crashes, duplicates, deadlines) are tested apart from any media library.
 
-It accepts files that start with ``ECHO``; options make it slow, fail for good, or die.
+It accepts files that start with ``ECHO``; options make it slow, fail for good (before or
+after writing its first output), or die.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class EchoOptions:
 def parse(raw: Mapping[str, Any] | None) -> EchoOptions:
     reader = OptionReader(raw, "test-echo")
     options = EchoOptions(sleep=reader.number("sleep", 0.0, lo=0, hi=60),
-                          mode=reader.choice("mode", "ok", ["ok", "fail", "abort", "slow-write"]))
+                          mode=reader.choice("mode", "ok", ["ok", "fail", "fail-late", "abort", "slow-write"]))
     reader.finish()
     return options
 
@@ -45,6 +46,8 @@ def process(source: InputFile, out: OutputDir, options: EchoOptions, ctx: RunCon
         f.write(data)
         f.flush()
         time.sleep(options.sleep)
+    if options.mode == "fail-late":
+        raise CorruptInput("this echo input failed after its first output")
     ctx.deadline.check(doing="echoing")
     out.write_bytes("upper.txt", data.upper(), "text/plain", length=len(data))
     time.sleep(options.sleep)

@@ -6,7 +6,7 @@ server started by the tests. That is what makes the mount behave like object sto
 no hard links (``EOPNOTSUPP``), renames that are a copy plus a delete, metadata caches
 that make a new object show up late.
 
-Fixtures (import them into a test module: ``from s3support import moto_s3, s3_mount``):
+Fixtures (conftest.py loads this module as a plugin, so every test module can use them):
 - ``moto_s3`` (session): ``python -m moto.server`` on 127.0.0.1 and a free port.
 - ``s3_mount``: a fresh bucket mounted at a temporary directory, unmounted afterwards.
 - ``mount_factory``: the same with chosen s3fs cache options, or a second mount of the

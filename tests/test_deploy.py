@@ -72,7 +72,7 @@ SEGMENT_FUNCTION = "VideoSegmentFunction"
 # ------------------------------------------------------------------ template loading
 
 
-class _CfnLoader(yaml.SafeLoader):
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]  # yaml has no stubs here: SafeLoader is Any
     """SafeLoader that reads CloudFormation short tags (!Ref, !GetAtt, !Sub, ...)."""
 
 
@@ -84,7 +84,7 @@ def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str,
     elif isinstance(node, yaml.SequenceNode):
         value = loader.construct_sequence(node, deep=True)
     else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+        value = loader.construct_mapping(node, deep=True)
     return {"Ref" if suffix == "Ref" else ("Condition" if suffix == "Condition" else f"Fn::{suffix}"): value}
 
 
@@ -176,7 +176,7 @@ def test_environment_names_and_mount_path_match_config(template: dict[str, Any])
     assert set(env) <= names | powertools, f"unknown variables: {set(env) - names - powertools}"
     assert names <= set(env), f"config variables the template does not set: {names - set(env)}"
     assert env[config.ENV_MOUNT] == config.DEFAULT_MOUNT_IN_LAMBDA == MOUNT_PATH
-    assert MOUNT_PATH.startswith("/mnt/")
+    assert config.DEFAULT_MOUNT_IN_LAMBDA.startswith("/mnt/")  # Lambda mounts file systems under /mnt/ only
     assert env[config.ENV_INGEST_PREFIX] == {"Ref": "IngestPrefix"}
     assert template["Parameters"]["IngestPrefix"]["Default"] == config.DEFAULT_INGEST_PREFIX
     assert template["Parameters"]["WorkspacePrefix"]["Default"] == config.DEFAULT_WORKSPACE_PREFIX
@@ -232,10 +232,10 @@ def _env_names_read(module: Any) -> set[str]:
     """The environment variables a module reads: every read goes through a ``shared.config``
     function, and each such function names its variables with ``ENV_*`` constants."""
     accessors: dict[str, set[str]] = {}
-    for node in ast.parse(Path(config.__file__).read_text()).body:
-        if isinstance(node, ast.FunctionDef):
-            accessors[node.name] = {getattr(config, n.id) for n in ast.walk(node)
-                                    if isinstance(n, ast.Name) and n.id.startswith("ENV_")}
+    for definition in ast.parse(Path(config.__file__).read_text()).body:
+        if isinstance(definition, ast.FunctionDef):
+            accessors[definition.name] = {getattr(config, n.id) for n in ast.walk(definition)
+                                          if isinstance(n, ast.Name) and n.id.startswith("ENV_")}
     names: set[str] = set()
     for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \

@@ -27,12 +27,12 @@ from shared.backfill import Summary, WorkerTally, backfill
 from shared.config import MountConfig
 from shared.engines import LambdaEngine, StepFunctionsEngine, function_names
 from shared.errors import RetryableError, UsageError
+from shared.outcomes import Outcome, Status
 from shared.report import html_report, table
-from shared.runtime import Outcome, handle_event
+from shared.runtime import handle_event
 from workers.cli import LocalContext
 from workers.registry import get_worker
 
-pytest_plugins = ("s3support",)
 TESTS = Path(__file__).resolve().parent
 
 
@@ -317,5 +317,5 @@ def test_backfill_cli_prints_the_table_on_stderr_and_writes_the_report(mount: Pa
 def test_summary_counts_stepfunctions_items_like_the_local_engine() -> None:
     summary = Summary(engine="stepfunctions")
     summary.workers["x"] = WorkerTally(done=3, retryable=1)
-    summary.add(Outcome("failed", "ingest/y", "x", code="corrupt-input", message="bad", duration_ms=5))
+    summary.add(Outcome(Status.FAILED, "ingest/y", "x", code="corrupt-input", message="bad", duration_ms=5))
     assert summary.exit_code == 75 and "x" in table(summary)

@@ -76,7 +76,7 @@ def test_sqs_wrapping_an_s3_notification(cfg: MountConfig) -> None:
 @pytest.mark.corpus
 def test_sqs_bodies_that_are_not_s3_events_are_refused_not_retried(cfg: MountConfig) -> None:
     event = load_event("sqsEvent.json")
-    assert is_sqs_event(event)
+    assert is_sqs_event(event) and event["Records"]
     for record in event["Records"]:
         items = sqs_body_items(record["body"], cfg)
         assert len(items) == 1 and items[0].refused
@@ -96,12 +96,14 @@ def test_sample_events_for_every_trigger(cfg: MountConfig, name: str, expected: 
     assert inputs(work_items(json.loads((SAMPLE_EVENTS / name).read_text()), cfg)) == expected
 
 
-@pytest.mark.parametrize("name", ["sqs-s3.json", "sqs-eventbridge.json"])
-def test_sample_sqs_events_unwrap_to_their_inner_event(cfg: MountConfig, name: str) -> None:
+@pytest.mark.parametrize(("name", "expected"), [("sqs-s3.json", ["ingest/photos/sample photo.jpg"]),
+                                              ("sqs-eventbridge.json", ["ingest/docs/sample.pdf"])],
+                         ids=["sqs-s3", "sqs-eventbridge"])
+def test_sample_sqs_events_unwrap_to_their_inner_event(cfg: MountConfig, name: str, expected: list[str]) -> None:
     event = json.loads((SAMPLE_EVENTS / name).read_text())
     assert is_sqs_event(event)
     found = [str(i.input) for r in event["Records"] for i in sqs_body_items(r["body"], cfg)]
-    assert found in (["ingest/photos/sample photo.jpg"], ["ingest/docs/sample.pdf"])
+    assert found == expected
 
 
 def test_direct_invocation_options_are_carried(cfg: MountConfig) -> None:

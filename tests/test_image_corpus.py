@@ -7,13 +7,12 @@ Skipped cleanly where the corpus is absent.
 
 from __future__ import annotations
 
-import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import corpus_files
+from conftest import Cli, Put, corpus_files
 from PIL import Image
 
 pytestmark = pytest.mark.corpus
@@ -49,23 +48,25 @@ SOURCE_FACTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(mount: Path, source: Path, capsys: pytest.CaptureFixture[str], *options: str) -> tuple[int, dict[str, Any]]:
-    from workers.cli import main
+Run = Callable[..., tuple[int, dict[str, Any]]]
 
-    shutil.copyfile(source, mount / "ingest" / source.name)
-    argv = ["run", "image-resize", f"ingest/{source.name}", "--root", str(mount)]
-    for option in options:
-        argv += ["--option", option]
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.err
-    return code, json.loads(captured.out)
+
+@pytest.fixture
+def run(put: Put, cli: Cli) -> Run:
+    """``run(source, *options)``: copy a corpus file into ingest/ and ``mountworks run image-resize`` it."""
+
+    def _run(source: Path, *options: str) -> tuple[int, dict[str, Any]]:
+        code, record = cli.run("image-resize", put(source.name, source), *options)
+        assert "Traceback" not in cli.err
+        return code, record
+
+    return _run
 
 
 @pytest.mark.parametrize("source", FILES, ids=[p.name for p in FILES])
 def test_each_corpus_image_is_done_or_a_classified_error(mount: Path, corpus: Path, source: Path,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, source, capsys)
+                                                         run: Run) -> None:
+    code, record = run(source)
     if source.name in FAILS:
         assert code == 3
         assert record["error"]["code"] == FAILS[source.name]
@@ -76,6 +77,7 @@ def test_each_corpus_image_is_done_or_a_classified_error(mount: Path, corpus: Pa
     for key, value in SOURCE_FACTS.get(source.name, {}).items():
         assert facts[key] == value, key
     assert facts["blurhash"] and facts["dominant_color"].startswith("#")
+    assert record["outputs"], "a done run lists its renditions"
     for entry in record["outputs"]:
         with Image.open(mount / entry["path"]) as im:
             assert im.size == (entry["width"], entry["height"])
@@ -84,18 +86,18 @@ def test_each_corpus_image_is_done_or_a_classified_error(mount: Path, corpus: Pa
             assert max(im.size) <= max(facts["width"], facts["height"])  # never upscaled
 
 
-def test_landscape_6_renditions_are_landscape(mount: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, corpus / "image" / "Landscape_6.jpg", capsys)
+def test_landscape_6_renditions_are_landscape(mount: Path, corpus: Path, run: Run) -> None:
+    code, record = run(corpus / "image" / "Landscape_6.jpg")
     assert code == 0
     sizes = {Path(o["path"]).name: (o["width"], o["height"]) for o in record["outputs"]}
     assert sizes["w2048.jpg"] == (1800, 1200)  # never upscaled, and turned upright
     assert sizes["w1024.jpg"] == (1024, 683)
 
 
-def test_display_p3_colours_are_converted(mount: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_display_p3_colours_are_converted(mount: Path, corpus: Path, run: Run) -> None:
     """Dropping the P3 profile without converting would keep the raw (duller) values."""
     source = corpus / "image" / "Iceland-P3.jpg"
-    code, record = run(mount, source, capsys, "formats=png", "sizes=600")
+    code, record = run(source, "formats=png", "sizes=600")
     assert code == 0
     (entry,) = record["outputs"]
     with Image.open(mount / entry["path"]) as out, Image.open(source) as raw:
@@ -106,9 +108,8 @@ def test_display_p3_colours_are_converted(mount: Path, corpus: Path, capsys: pyt
     assert differing > len(raw_px) // 20  # a real colour transform touched many pixels
 
 
-def test_animated_webp_option_keeps_frames(mount: Path, corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, corpus / "image" / "windows95.webp", capsys, "animated=true", "formats=webp",
-                       "sizes=320")
+def test_animated_webp_option_keeps_frames(mount: Path, corpus: Path, run: Run) -> None:
+    code, record = run(corpus / "image" / "windows95.webp", "animated=true", "formats=webp", "sizes=320")
     assert code == 0
     (entry,) = record["outputs"]
     assert entry["frames"] == 20

@@ -13,11 +13,12 @@ import json
 import random
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import load_event
+from conftest import Cli, Put, load_event
 from PIL import Image, ImageCms, ImageDraw
 
 from shared.errors import UsageError
@@ -47,25 +48,27 @@ def noise(size: tuple[int, int], seed: int = 7) -> Image.Image:
     return Image.frombytes("RGB", size, bytes(rnd.getrandbits(8) for _ in range(size[0] * size[1] * 3)))
 
 
-def run(mount: Path, capsys: pytest.CaptureFixture[str], name: str, data: bytes,
-        *options: str) -> tuple[int, dict[str, Any]]:
-    """Write ``ingest/<name>`` and run the worker on it through the CLI."""
-    path = mount / "ingest" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    argv = ["run", "image-resize", f"ingest/{name}", "--root", str(mount)]
-    for option in options:
-        argv += ["--option", option]
-    code = main(argv)
-    out = capsys.readouterr().out
-    return code, json.loads(out) if out.strip() else {}
+Run = Callable[..., tuple[int, dict[str, Any]]]
+
+
+@pytest.fixture
+def run(put: Put, cli: Cli) -> Run:
+    """``run(name, data, *options)``: write ``ingest/<name>`` and run the worker on it through the CLI."""
+
+    def _run(name: str, data: bytes, *options: str) -> tuple[int, dict[str, Any]]:
+        return cli.run("image-resize", put(name, data), *options)
+
+    return _run
 
 
 def outputs(mount: Path, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Output entries by file name, each with its decoded image under ``"image"``."""
+    """Output entries by file name, each with its decoded image under ``"image"``.
+
+    Never empty: the tests loop over it, and a loop over nothing would check nothing."""
+    assert record["outputs"], f"the run lists no renditions: {record}"
     found = {}
     for entry in record["outputs"]:
-        im = Image.open(mount / entry["path"])
+        im = Image.open(io.BytesIO((mount / entry["path"]).read_bytes()))  # no file left open (animated)
         im.load()
         found[Path(entry["path"]).name] = {**entry, "image": im}
     return found
@@ -96,9 +99,9 @@ STORED_AS = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Ima
 
 
 @pytest.mark.parametrize("tag", [3, 6, 8], ids=["rotate-180", "rotate-90-cw", "rotate-90-ccw"])
-def test_exif_orientation_gives_upright_output(mount: Path, capsys: pytest.CaptureFixture[str], tag: int) -> None:
+def test_exif_orientation_gives_upright_output(mount: Path, run: Run, tag: int) -> None:
     stored = upright_marker().transpose(STORED_AS[tag])
-    code, record = run(mount, capsys, f"o{tag}.jpg", jpeg(stored, exif=exif_orientation(tag)))
+    code, record = run(f"o{tag}.jpg", jpeg(stored, exif=exif_orientation(tag)))
     assert code == 0
     source = record["facts"]["source"]
     assert (source["orientation"], source["width"], source["height"]) == (tag, 80, 40)
@@ -111,9 +114,9 @@ def test_exif_orientation_gives_upright_output(mount: Path, capsys: pytest.Captu
         assert "exif" not in out["image"].info, f"{name}: metadata must be stripped"
 
 
-def test_auto_orient_can_be_turned_off(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_auto_orient_can_be_turned_off(mount: Path, run: Run) -> None:
     stored = upright_marker().transpose(STORED_AS[6])
-    code, record = run(mount, capsys, "o.jpg", jpeg(stored, exif=exif_orientation(6)), "auto_orient=false")
+    code, record = run("o.jpg", jpeg(stored, exif=exif_orientation(6)), "auto_orient=false")
     assert code == 0
     assert outputs(mount, record)["w320.jpg"]["image"].size == (40, 80)
 
@@ -121,9 +124,9 @@ def test_auto_orient_can_be_turned_off(mount: Path, capsys: pytest.CaptureFixtur
 # ------------------------------------------------------------------------- colour and modes
 
 
-def test_cmyk_jpeg_becomes_rgb(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cmyk_jpeg_becomes_rgb(mount: Path, run: Run) -> None:
     cmyk = Image.new("CMYK", (64, 48), (0, 255, 255, 0))  # red ink
-    code, record = run(mount, capsys, "cmyk.jpg", jpeg(cmyk))
+    code, record = run("cmyk.jpg", jpeg(cmyk))
     assert code == 0
     assert record["facts"]["source"]["mode"] == "CMYK"
     for out in outputs(mount, record).values():
@@ -131,29 +134,29 @@ def test_cmyk_jpeg_becomes_rgb(mount: Path, capsys: pytest.CaptureFixture[str]) 
         assert near(out["image"].getpixel((32, 24)), (255, 0, 0), 20)
 
 
-def test_16bit_grey_png_is_scaled_not_clipped(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_16bit_grey_png_is_scaled_not_clipped(mount: Path, run: Run) -> None:
     grey = Image.new("I;16", (32, 32), 32768)  # mid grey; a naive convert("L") clips it to white
-    code, record = run(mount, capsys, "g16.png", png(grey), "formats=png")
+    code, record = run("g16.png", png(grey), "formats=png")
     assert code == 0
     assert record["facts"]["source"]["mode"] == "I;16"
     (out,) = outputs(mount, record).values()
     assert out["image"].mode == "L"
-    assert abs(out["image"].getpixel((5, 5)) - 128) <= 1  # type: ignore[operator]
+    assert abs(out["image"].getpixel((5, 5)) - 128) <= 1
 
 
-def test_palette_with_trns_keeps_transparency(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_palette_with_trns_keeps_transparency(mount: Path, run: Run) -> None:
     pal = Image.new("P", (40, 20), 0)
     pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     ImageDraw.Draw(pal).rectangle((20, 0, 39, 19), fill=1)  # right half red, left half index 0
-    code, record = run(mount, capsys, "p.png", png(pal, transparency=0),
+    code, record = run("p.png", png(pal, transparency=0),
                        "formats=jpeg,webp,png", "background=#00ff00")
     assert code == 0
     assert record["facts"]["source"]["has_alpha"] is True
     found = outputs(mount, record)
     for name in ("w320.webp", "w320.png"):
         im = found[name]["image"].convert("RGBA")
-        assert im.getpixel((5, 10))[3] == 0, name  # type: ignore[index]
-        assert near(im.getpixel((35, 10)), (255, 0, 0, 255), 8), name  # type: ignore[arg-type]
+        assert im.getpixel((5, 10))[3] == 0, name
+        assert near(im.getpixel((35, 10)), (255, 0, 0, 255), 8), name
     flat = found["w320.jpg"]["image"]
     assert near(flat.getpixel((5, 10)), (0, 255, 0), 20)  # the background option, not black
     assert near(flat.getpixel((35, 10)), (255, 0, 0), 20)
@@ -161,12 +164,12 @@ def test_palette_with_trns_keeps_transparency(mount: Path, capsys: pytest.Captur
 
 @pytest.mark.parametrize(("background", "expected"), [(None, (255, 255, 255)), ("#ff0000", (255, 0, 0)),
                                                       ("black", (0, 0, 0))], ids=["default-white", "red", "black"])
-def test_rgba_is_flattened_on_the_background_for_jpeg(mount: Path, capsys: pytest.CaptureFixture[str],
+def test_rgba_is_flattened_on_the_background_for_jpeg(mount: Path, run: Run,
                                                        background: str | None, expected: tuple[int, int, int]) -> None:
     im = Image.new("RGBA", (60, 30), (0, 0, 0, 0))
     ImageDraw.Draw(im).rectangle((30, 0, 59, 29), fill=(0, 0, 255, 255))
     opts = [f"background={background}"] if background else []
-    code, record = run(mount, capsys, "a.png", png(im), *opts)
+    code, record = run("a.png", png(im), *opts)
     assert code == 0
     found = outputs(mount, record)
     assert near(found["w320.jpg"]["image"].getpixel((5, 15)), expected, 10)
@@ -192,9 +195,9 @@ def swapped_primaries_profile() -> bytes:
     return bytes(data).replace("sRGB".encode("utf-16-be"), "Swap".encode("utf-16-be"))
 
 
-def test_icc_profile_is_converted_to_srgb_and_dropped(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_icc_profile_is_converted_to_srgb_and_dropped(mount: Path, run: Run) -> None:
     red = Image.new("RGB", (50, 40), (255, 0, 0))
-    code, record = run(mount, capsys, "icc.png", png(red, icc_profile=swapped_primaries_profile()),
+    code, record = run("icc.png", png(red, icc_profile=swapped_primaries_profile()),
                        "formats=png,jpeg")
     assert code == 0
     assert record["facts"]["source"]["converted_to_srgb"] is True
@@ -204,10 +207,10 @@ def test_icc_profile_is_converted_to_srgb_and_dropped(mount: Path, capsys: pytes
 
 
 def test_srgb_profile_is_kept_as_is_and_metadata_can_be_kept(mount: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+                                                             run: Run) -> None:
     srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     src = jpeg(Image.new("RGB", (50, 40), (200, 100, 50)), icc_profile=srgb, exif=exif_orientation(1))
-    code, record = run(mount, capsys, "s.jpg", src, "strip_metadata=false", "formats=jpeg")
+    code, record = run("s.jpg", src, "strip_metadata=false", "formats=jpeg")
     assert code == 0
     assert "converted_to_srgb" not in record["facts"]["source"]
     (out,) = outputs(mount, record).values()
@@ -225,8 +228,8 @@ def animated_gif() -> bytes:
     return buf.getvalue()
 
 
-def test_animated_gif_gives_its_first_frame_by_default(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "anim.gif", animated_gif())
+def test_animated_gif_gives_its_first_frame_by_default(mount: Path, run: Run) -> None:
+    code, record = run("anim.gif", animated_gif())
     assert code == 0
     assert record["facts"]["source"]["frames"] == 3
     assert record["facts"]["source"]["animated"] is True
@@ -236,26 +239,26 @@ def test_animated_gif_gives_its_first_frame_by_default(mount: Path, capsys: pyte
 
 
 def test_animated_option_keeps_every_frame_in_webp_and_gif(mount: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "anim.gif", animated_gif(), "animated=true", "formats=jpeg,webp,gif")
+                                                           run: Run) -> None:
+    code, record = run("anim.gif", animated_gif(), "animated=true", "formats=jpeg,webp,gif")
     assert code == 0
     found = outputs(mount, record)
     for name in ("w320.webp", "w320.gif"):
         im = found[name]["image"]
-        assert im.n_frames == 3 and found[name]["frames"] == 3, name  # type: ignore[attr-defined]
+        assert im.n_frames == 3 and found[name]["frames"] == 3, name
         im.seek(2)
         assert near(im.convert("RGB").getpixel((5, 5)), (0, 0, 255), 12), name
     assert getattr(found["w320.jpg"]["image"], "n_frames", 1) == 1
 
 
-def test_mpo_from_a_phone_gives_its_first_picture(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_mpo_from_a_phone_gives_its_first_picture(mount: Path, run: Run) -> None:
     """MPO (a JPEG followed by more pictures: many phones and 3D cameras) is read as its
     first picture, decoded at reduced scale like any JPEG, never as an animation."""
     first = Image.new("RGB", (2400, 1600), (200, 30, 30))
     second = Image.new("RGB", (2400, 1600), (30, 200, 30))
     buf = io.BytesIO()
     first.save(buf, "MPO", save_all=True, append_images=[second], quality=90)
-    code, record = run(mount, capsys, "stereo.jpg", buf.getvalue(), "sizes=320,1024", "animated=true")
+    code, record = run("stereo.jpg", buf.getvalue(), "sizes=320,1024", "animated=true")
     assert code == 0
     source = record["facts"]["source"]
     assert source["format"] == "MPO" and source["frames"] == 2 and not source["animated"]
@@ -264,11 +267,11 @@ def test_mpo_from_a_phone_gives_its_first_picture(mount: Path, capsys: pytest.Ca
         assert getattr(out["image"], "n_frames", 1) == 1, name
 
 
-def test_multipage_tiff_gives_its_first_page(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_multipage_tiff_gives_its_first_page(mount: Path, run: Run) -> None:
     pages = [Image.new("RGB", (30, 20), c) for c in ((255, 0, 0), (0, 255, 0))]
     buf = io.BytesIO()
     pages[0].save(buf, "TIFF", save_all=True, append_images=pages[1:])
-    code, record = run(mount, capsys, "pages.tif", buf.getvalue())
+    code, record = run("pages.tif", buf.getvalue())
     assert code == 0
     assert record["facts"]["source"]["frames"] == 2 and record["facts"]["source"]["animated"] is False
     assert near(outputs(mount, record)["w320.jpg"]["image"].getpixel((5, 5)), (255, 0, 0), 12)
@@ -277,8 +280,8 @@ def test_multipage_tiff_gives_its_first_page(mount: Path, capsys: pytest.Capture
 # ------------------------------------------------------------------------- sizes and fits
 
 
-def test_never_upscales_and_deduplicates(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "small.jpg", jpeg(noise((100, 50))))
+def test_never_upscales_and_deduplicates(mount: Path, run: Run) -> None:
+    code, record = run("small.jpg", jpeg(noise((100, 50))))
     assert code == 0
     found = outputs(mount, record)
     assert sorted(found) == ["w320.jpg", "w320.webp"]  # 320, 1024 and 2048 all give the source size
@@ -287,16 +290,16 @@ def test_never_upscales_and_deduplicates(mount: Path, capsys: pytest.CaptureFixt
         assert out["requested"] == ["320", "1024", "2048"]
 
 
-def test_upscale_when_asked(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "small.jpg", jpeg(noise((100, 50))), "upscale=true", "sizes=200,400")
+def test_upscale_when_asked(mount: Path, run: Run) -> None:
+    code, record = run("small.jpg", jpeg(noise((100, 50))), "upscale=true", "sizes=200,400")
     assert code == 0
     sizes = {name: out["image"].size for name, out in outputs(mount, record).items()}
     assert sizes == {"w400.jpg": (400, 200), "w400.webp": (400, 200), "w200.jpg": (200, 100),
                      "w200.webp": (200, 100)}
 
 
-def test_default_renditions_of_a_large_photo(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "big.jpg", jpeg(noise((3000, 1000)).resize((3000, 2000))))
+def test_default_renditions_of_a_large_photo(mount: Path, run: Run) -> None:
+    code, record = run("big.jpg", jpeg(noise((3000, 1000)).resize((3000, 2000))))
     assert code == 0
     sizes = {name: (out["image"].size, out["media_type"]) for name, out in outputs(mount, record).items()}
     assert sizes == {
@@ -325,18 +328,19 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
     return float(10 * np.log10(255 ** 2 / max(float(np.mean(diff ** 2)), 1e-12)))
 
 
+@pytest.mark.slow
 def test_renditions_made_from_each_other_match_a_direct_lanczos(mount: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                                run: Run) -> None:
     """Each rendition comes from the previous one (2048 -> 1024 as a 2x2 box average), mild
     reductions use bicubic: the shortcuts must not cost visible quality against resizing
     the original directly with Lanczos."""
     source = photo_like((4096, 2730))
-    code, record = run(mount, capsys, "photo.png", png(source), "formats=png")
+    code, record = run("photo.png", png(source), "formats=png")
     assert code == 0
     for name, out in outputs(mount, record).items():
         direct = source.resize(out["image"].size, Image.Resampling.LANCZOS)
         assert psnr(out["image"].convert("RGB"), direct) >= 44, name  # w1024: 45.2 dB; an aliasing step: 37-43
-    code, record = run(mount, capsys, "photo-3000.png", png(source.resize((3000, 2000))), "formats=png")
+    code, record = run("photo-3000.png", png(source.resize((3000, 2000))), "formats=png")
     assert code == 0
     out = outputs(mount, record)["w2048.png"]["image"]  # 3000 -> 2048: a reduction under 2x, bicubic
     assert psnr(out.convert("RGB"), source.resize((3000, 2000)).resize((2048, 1365), Image.Resampling.LANCZOS)) >= 50
@@ -366,11 +370,11 @@ def test_each_resize_step_gets_the_cheapest_filter_that_keeps_quality() -> None:
     ("cover", "100", "100x100-cover.jpg", (100, 100)),
     ("cover", "1000x1000", "1000x1000-cover.jpg", (400, 400)),  # no upscale: the box shrinks
 ], ids=["cover", "contain", "inside-box", "cover-square", "cover-no-upscale"])
-def test_fits(mount: Path, capsys: pytest.CaptureFixture[str], fit: str, size: str, expected_name: str,
+def test_fits(mount: Path, run: Run, fit: str, size: str, expected_name: str,
               expected_size: tuple[int, int]) -> None:
     src = Image.new("RGB", (800, 400), (0, 0, 255))
     ImageDraw.Draw(src).rectangle((0, 0, 199, 399), fill=(255, 0, 0))  # red left quarter
-    code, record = run(mount, capsys, "wide.png", png(src), f"fit={fit}", f"sizes={size}", "formats=jpeg",
+    code, record = run("wide.png", png(src), f"fit={fit}", f"sizes={size}", "formats=jpeg",
                        "background=#00ff00")
     assert code == 0
     found = outputs(mount, record)
@@ -411,9 +415,9 @@ def gif_declaring(width: int, height: int) -> bytes:
     ("just-over.png", png(Image.new("RGB", (100, 100))), ("max_pixels=6000",)),  # Pillow only warns here
     ("just-over-error.png", png(Image.new("RGB", (100, 100))), ("max_pixels=4000",)),
 ], ids=["png-30000x30000", "gif-65535x65535", "option-warning-path", "option-error-path"])
-def test_decompression_bomb_is_a_permanent_limit(mount: Path, capsys: pytest.CaptureFixture[str], name: str,
+def test_decompression_bomb_is_a_permanent_limit(mount: Path, run: Run, name: str,
                                                  data: bytes, options: tuple[str, ...]) -> None:
-    code, record = run(mount, capsys, name, data, *options)
+    code, record = run(name, data, *options)
     assert code == 3
     assert record["error"]["code"] == "limit-exceeded"
     assert record["error"]["limit"] == "max_pixels"
@@ -427,10 +431,10 @@ def test_decompression_bomb_is_a_permanent_limit(mount: Path, capsys: pytest.Cap
     ("cut.png", lambda: png(noise((200, 150)))),
     ("cut.webp", lambda: _webp(noise((200, 150)))),
 ], ids=["jpeg", "png", "webp"])
-def test_truncated_file_is_corrupt_input_with_no_rendition(mount: Path, capsys: pytest.CaptureFixture[str],
+def test_truncated_file_is_corrupt_input_with_no_rendition(mount: Path, run: Run,
                                                            name: str, make: Any) -> None:
     good: bytes = make()
-    code, record = run(mount, capsys, name, good[: len(good) * 6 // 10])
+    code, record = run(name, good[: len(good) * 6 // 10])
     assert code == 3
     assert record["error"]["code"] == "corrupt-input"
     run_dir = mount / "workspace" / "image-resize" / name / record["run_id"]
@@ -443,14 +447,14 @@ def _webp(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def test_avif_and_png_outputs_round_trip(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_avif_and_png_outputs_round_trip(mount: Path, run: Run) -> None:
     from PIL import features
 
     if not features.check("avif"):
-        code, _ = run(mount, capsys, "a.jpg", jpeg(noise((64, 48))), "formats=avif")
+        code, _ = run("a.jpg", jpeg(noise((64, 48))), "formats=avif")
         assert code == 2  # a clear usage error where this Pillow has no AVIF encoder
         return
-    code, record = run(mount, capsys, "a.jpg", jpeg(noise((64, 48))), "formats=avif,png")
+    code, record = run("a.jpg", jpeg(noise((64, 48))), "formats=avif,png")
     assert code == 0
     found = outputs(mount, record)
     assert {n: (o["image"].format, o["media_type"]) for n, o in found.items()} == {
@@ -458,30 +462,30 @@ def test_avif_and_png_outputs_round_trip(mount: Path, capsys: pytest.CaptureFixt
     avif = found["w320.avif"]["image"]
     assert avif.size == (64, 48)
     # and AVIF decodes as an input, recognised by its ftyp brand
-    code, again = run(mount, capsys, "again.bin", (mount / record["outputs"][0]["path"]).read_bytes()
+    code, again = run("again.bin", (mount / record["outputs"][0]["path"]).read_bytes()
                       if record["outputs"][0]["format"] == "avif"
                       else (mount / record["outputs"][1]["path"]).read_bytes())
     assert code == 0
     assert again["facts"]["source"]["format"] == "AVIF"
 
 
-def test_format_comes_from_content_not_name(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "really-a-jpeg.png", jpeg(noise((40, 30))))
+def test_format_comes_from_content_not_name(mount: Path, run: Run) -> None:
+    code, record = run("really-a-jpeg.png", jpeg(noise((40, 30))))
     assert code == 0
     assert record["facts"]["source"]["format"] == "JPEG"
 
 
-def test_non_image_with_image_name_is_unsupported(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, record = run(mount, capsys, "notes.jpg", b"these are just words, not a picture\n" * 4)
+def test_non_image_with_image_name_is_unsupported(mount: Path, run: Run) -> None:
+    code, record = run("notes.jpg", b"these are just words, not a picture\n" * 4)
     assert code == 3
     assert record["error"]["code"] == "unsupported-format"
 
 
 def test_damaged_header_of_a_known_format_is_unsupported_or_corrupt(mount: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                                    run: Run) -> None:
     data = bytearray(png(noise((20, 20))))
     data[12:16] = b"XXXX"  # IHDR renamed: the magic says PNG, the content is not one
-    code, record = run(mount, capsys, "bad.png", bytes(data))
+    code, record = run("bad.png", bytes(data))
     assert code == 3
     assert record["error"]["code"] in ("unsupported-format", "corrupt-input")
 
@@ -490,8 +494,8 @@ def test_damaged_header_of_a_known_format_is_unsupported_or_corrupt(mount: Path,
                                     "sizes=32x", "background=teal-ish", "max_pixels=0"],
                          ids=["huge-width", "unknown-key", "bad-fit", "bad-format", "bad-quality",
                               "bad-box", "bad-colour", "zero-limit"])
-def test_bad_options_are_usage_errors(mount: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
-    code, _ = run(mount, capsys, "a.jpg", jpeg(noise((20, 20))), option)
+def test_bad_options_are_usage_errors(mount: Path, run: Run, option: str) -> None:
+    code, _ = run("a.jpg", jpeg(noise((20, 20))), option)
     assert code == 2
     assert not (mount / "workspace").exists()
 
@@ -543,10 +547,10 @@ def test_blurhash_matches_the_reference_encoder() -> None:
     assert blurhash(pixels, w, h, 3, 5) == "c+G+R:O_A_qqI@sQkYW,sUs?W=a{j2WUn~"
 
 
-def test_blurhash_and_dominant_colour_are_plausible(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_blurhash_and_dominant_colour_are_plausible(mount: Path, run: Run) -> None:
     im = Image.new("RGB", (300, 200), (20, 160, 40))
     ImageDraw.Draw(im).rectangle((0, 0, 40, 40), fill=(250, 250, 250))  # a small white patch
-    code, record = run(mount, capsys, "green.png", png(im))
+    code, record = run("green.png", png(im))
     assert code == 0
     facts = record["facts"]["source"]
     assert near(tuple(int(facts["dominant_color"][i:i + 2], 16) for i in (1, 3, 5)), (20, 160, 40), 6)
@@ -558,10 +562,12 @@ def test_blurhash_and_dominant_colour_are_plausible(mount: Path, capsys: pytest.
 # ------------------------------------------------------------------------- end to end
 
 
-def test_cli_run_commits_verifies_and_reports_already_done(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, first = run(mount, capsys, "photos/cat.jpg", jpeg(noise((640, 480))))
+def test_cli_run_commits_verifies_and_reports_already_done(mount: Path, capsys: pytest.CaptureFixture[str],
+                                                           run: Run) -> None:
+    code, first = run("photos/cat.jpg", jpeg(noise((640, 480))))
     assert code == 0
     assert first["input"]["path"] == "ingest/photos/cat.jpg"
+    assert first["outputs"]
     for entry in first["outputs"]:
         assert (mount / entry["path"]).is_file()
         assert entry["path"].startswith(f"workspace/image-resize/photos/cat.jpg/{first['run_id']}/")

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import Cli, Put
 
 from workers.cli import main
 from workers.parquet_normalize import SPEC
@@ -24,38 +25,25 @@ Run = Callable[..., tuple[int, dict[str, Any]]]
 
 
 @pytest.fixture
-def normalize(mount: Path, capsys: pytest.CaptureFixture[str]) -> Run:
+def normalize(cli: Cli) -> Run:
     """``normalize("x.csv", "key=value", ...) -> (exit code, manifest or error record)``."""
 
     def run(name: str, *options: str, isolation: bool = False) -> tuple[int, dict[str, Any]]:
-        argv = ["run", "parquet-normalize", f"ingest/{name}", "--root", str(mount)]
-        for option in options:
-            argv += ["--option", option]
-        if not isolation:
-            argv.append("--no-isolation")
-        capsys.readouterr()
-        code = main(argv)
-        out = capsys.readouterr().out
-        return code, json.loads(out)
+        return cli.run("parquet-normalize", f"ingest/{name}", *options, isolate=isolation)
 
     return run
-
-
-def put(mount: Path, name: str, data: bytes | str) -> Path:
-    path = mount / "ingest" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
 
 
 def output(mount: Path, manifest: dict[str, Any], suffix: str) -> Path:
     paths = [o["path"] for o in manifest["outputs"] if o["path"].endswith(suffix)]
     assert len(paths) == 1, manifest["outputs"]
-    return mount / paths[0]
+    found: Path = mount / paths[0]
+    return found
 
 
 def rows(mount: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    return pq.read_table(output(mount, manifest, "data.parquet")).to_pylist()
+    data: list[dict[str, Any]] = pq.read_table(output(mount, manifest, "data.parquet")).to_pylist()
+    return data
 
 
 def rejects(mount: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -74,8 +62,8 @@ MESSY = (
 )
 
 
-def test_names_trimming_nulls_and_inferred_types(mount: Path, normalize: Run) -> None:
-    put(mount, "people.csv", MESSY)
+def test_names_trimming_nulls_and_inferred_types(mount: Path, normalize: Run, put: Put) -> None:
+    put("people.csv", MESSY)
     code, manifest = normalize("people.csv")
     assert code == 0
     cols = schema(manifest)
@@ -100,8 +88,8 @@ def test_names_trimming_nulls_and_inferred_types(mount: Path, normalize: Run) ->
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
 
 
-def test_custom_null_tokens(mount: Path, normalize: Run) -> None:
-    put(mount, "nulls.csv", "a,b\nN/A,missing\n-, x \n")
+def test_custom_null_tokens(mount: Path, normalize: Run, put: Put) -> None:
+    put("nulls.csv", "a,b\nN/A,missing\n-, x \n")
     code, manifest = normalize("nulls.csv", "null_tokens=missing,-")
     assert code == 0
     assert rows(mount, manifest) == [{"a": "N/A", "b": None}, {"a": None, "b": "x"}]
@@ -143,9 +131,9 @@ CONTRACT_CSV = (
 )
 
 
-def test_contract_types_rejects_and_line_numbers(mount: Path, normalize: Run) -> None:
-    put(mount, "accounts.csv", CONTRACT_CSV)
-    put(mount, "accounts.csv.schema.json", json.dumps(CONTRACT))
+def test_contract_types_rejects_and_line_numbers(mount: Path, normalize: Run, put: Put) -> None:
+    put("accounts.csv", CONTRACT_CSV)
+    put("accounts.csv.schema.json", json.dumps(CONTRACT))
     code, manifest = normalize("accounts.csv", "max_reject_ratio=1")
     assert code == 0, manifest
     facts = manifest["facts"]
@@ -177,22 +165,22 @@ def test_contract_types_rejects_and_line_numbers(mount: Path, normalize: Run) ->
     assert record["Account ID"] == "three"  # the row as read, under its original names
 
 
-def test_contract_yaml_named_in_options_and_missing_required(mount: Path, normalize: Run) -> None:
-    put(mount, "in/a.csv", "Email,Other\nA@B.C,1\n")
-    put(mount, "in/rules.yaml", "columns:\n  email: {type: lower_string, required: true}\n"
+def test_contract_yaml_named_in_options_and_missing_required(mount: Path, normalize: Run, put: Put) -> None:
+    put("in/a.csv", "Email,Other\nA@B.C,1\n")
+    put("in/rules.yaml", "columns:\n  email: {type: lower_string, required: true}\n"
         "  account_id: {type: integer, required: true}\n")
     code, record = normalize("in/a.csv", "schema=rules.yaml")
     assert code == 3
     assert record["error"]["code"] == "contract-violation" and "account_id" in record["error"]["message"]
-    put(mount, "in/b.csv", "Email,Other\nA@B.C,1\n")
-    put(mount, "in/ok.yaml", "columns:\n  email: lower_string\nextra_columns: drop\n")
+    put("in/b.csv", "Email,Other\nA@B.C,1\n")
+    put("in/ok.yaml", "columns:\n  email: lower_string\nextra_columns: drop\n")
     code, manifest = normalize("in/b.csv", "schema=ok.yaml")
     assert code == 0
     assert rows(mount, manifest) == [{"email": "a@b.c"}] and manifest["facts"]["dropped_columns"] == ["Other"]
 
 
-def test_contract_file_outside_the_folder_is_refused(mount: Path, normalize: Run) -> None:
-    put(mount, "a.csv", "x\n1\n")
+def test_contract_file_outside_the_folder_is_refused(mount: Path, normalize: Run, put: Put) -> None:
+    put("a.csv", "x\n1\n")
     code = main(["run", "parquet-normalize", "ingest/a.csv", "--root", str(mount), "-o", "schema=../x.json",
                  "--no-isolation"])
     assert code == 2
@@ -205,8 +193,8 @@ def _many_bad(n_good: int, n_bad: int) -> str:
 
 @pytest.mark.parametrize(("option", "limit"), [("max_rejects=2", "max_rejects"),
                                                ("max_reject_ratio=0.1", "max_reject_ratio")])
-def test_reject_threshold_is_a_permanent_limit(mount: Path, normalize: Run, option: str, limit: str) -> None:
-    put(mount, "t.csv", _many_bad(20, 3))
+def test_reject_threshold_is_a_permanent_limit(mount: Path, normalize: Run, option: str, limit: str, put: Put) -> None:
+    put("t.csv", _many_bad(20, 3))
     code, record = normalize("t.csv", option)
     assert code == 3
     assert record["error"]["code"] == "limit-exceeded" and record["error"]["limit"] == limit
@@ -214,15 +202,15 @@ def test_reject_threshold_is_a_permanent_limit(mount: Path, normalize: Run, opti
     assert code == 0 and manifest["facts"]["rows"]["rejected"] == 3
 
 
-def test_mostly_ragged_csv_is_a_classified_error(mount: Path, normalize: Run) -> None:
-    put(mount, "ragged.csv", _many_bad(2, 10))
+def test_mostly_ragged_csv_is_a_classified_error(mount: Path, normalize: Run, put: Put) -> None:
+    put("ragged.csv", _many_bad(2, 10))
     code, record = normalize("ragged.csv")
     assert code == 3 and record["error"]["limit"] == "max_reject_ratio"
 
 
-def test_dedupe_and_hive_partitioning(mount: Path, normalize: Run) -> None:
-    put(mount, "d.csv", "Email,Country,n\nA@x.org,FR,1\na@x.org ,FR,2\nb@x.org,DE,3\nc@x.org,,4\nb@x.org,DE,5\n")
-    put(mount, "d.csv.schema.json", json.dumps({"columns": {"email": "lower_string", "country": "string",
+def test_dedupe_and_hive_partitioning(mount: Path, normalize: Run, put: Put) -> None:
+    put("d.csv", "Email,Country,n\nA@x.org,FR,1\na@x.org ,FR,2\nb@x.org,DE,3\nc@x.org,,4\nb@x.org,DE,5\n")
+    put("d.csv.schema.json", json.dumps({"columns": {"email": "lower_string", "country": "string",
                                                             "n": "integer"}, "dedupe": ["email"]}))
     code, manifest = normalize("d.csv", "partition_by=country", "row_group_rows=1000")
     assert code == 0, manifest
@@ -236,8 +224,8 @@ def test_dedupe_and_hive_partitioning(mount: Path, normalize: Run) -> None:
     assert got == [("a@x.org", 1, "FR"), ("b@x.org", 3, "DE"), ("c@x.org", 4, None)]
 
 
-def test_dedupe_key_option_must_name_a_column(mount: Path, normalize: Run) -> None:
-    put(mount, "k.csv", "a\n1\n")
+def test_dedupe_key_option_must_name_a_column(mount: Path, normalize: Run, put: Put) -> None:
+    put("k.csv", "a\n1\n")
     code, record = normalize("k.csv", "dedupe_keys=nope")
     assert code == 3 and record["error"]["code"] == "missing-column"
 
@@ -255,8 +243,8 @@ EXPECTED = [{"name": "Zoé", "city": "Málaga"}, {"name": "Jürgen", "city": "K�
     (TEXT.encode("latin-1"), ("encoding=latin-1",), "iso8859-1", False),
 ], ids=["utf8", "utf8-bom", "utf16-le-bom", "utf16-be-bom", "latin1-detected", "latin1-declared"])
 def test_encodings(mount: Path, normalize: Run, data: bytes, options: tuple[str, ...], encoding: str,
-                   warned: bool) -> None:
-    put(mount, "enc.csv", data)
+                   warned: bool, put: Put) -> None:
+    put("enc.csv", data)
     code, manifest = normalize("enc.csv", *options)
     assert code == 0, manifest
     assert rows(mount, manifest) == EXPECTED
@@ -267,9 +255,9 @@ def test_encodings(mount: Path, normalize: Run, data: bytes, options: tuple[str,
         assert "detected, not declared" in warnings[0] and "cp1252" in warnings[0]
 
 
-def test_legacy_bytes_after_the_sample_restart_with_a_warning(mount: Path, normalize: Run) -> None:
+def test_legacy_bytes_after_the_sample_restart_with_a_warning(mount: Path, normalize: Run, put: Put) -> None:
     body = "".join(f"{i},plain ascii row number {i}\n" for i in range(12_000))
-    put(mount, "late.csv", ("id,text\n" + body).encode() + "99999,Málaga\n".encode("latin-1"))
+    put("late.csv", ("id,text\n" + body).encode() + "99999,Málaga\n".encode("latin-1"))
     code, manifest = normalize("late.csv")
     assert code == 0
     assert rows(mount, manifest)[-1] == {"id": 99999, "text": "Málaga"}
@@ -286,26 +274,26 @@ def _compress(data: bytes, compression: str) -> bytes:
 
 
 @pytest.mark.parametrize("compression", ["gzip", "zstd", "bz2"])
-def test_compressed_inputs(mount: Path, normalize: Run, compression: str) -> None:
+def test_compressed_inputs(mount: Path, normalize: Run, compression: str, put: Put) -> None:
     suffix = {"gzip": ".gz", "zstd": ".zst", "bz2": ".bz2"}[compression]
     packed = _compress(TEXT.encode("utf-8"), compression)
     assert SPEC.sniff(packed[:64])
-    put(mount, f"c.csv{suffix}", packed)
+    put(f"c.csv{suffix}", packed)
     code, manifest = normalize(f"c.csv{suffix}")
     assert code == 0 and rows(mount, manifest) == EXPECTED
     assert manifest["facts"]["input"]["compression"] == compression
 
 
-def test_truncated_gzip_is_corrupt(mount: Path, normalize: Run) -> None:
+def test_truncated_gzip_is_corrupt(mount: Path, normalize: Run, put: Put) -> None:
     packed = _compress(("a,b\n" + "1,2\n" * 50_000).encode(), "gzip")
-    put(mount, "cut.csv.gz", packed[: len(packed) // 2])
+    put("cut.csv.gz", packed[: len(packed) // 2])
     code, record = normalize("cut.csv.gz")
     assert code == 3 and record["error"]["code"] == "corrupt-input"
 
 
-def test_tsv_and_semicolon_are_sniffed(mount: Path, normalize: Run) -> None:
-    put(mount, "t.tsv", "a b\tc\n1\t2\n")
-    put(mount, "s.csv", "a;b\n\"x;y\";2\n")
+def test_tsv_and_semicolon_are_sniffed(mount: Path, normalize: Run, put: Put) -> None:
+    put("t.tsv", "a b\tc\n1\t2\n")
+    put("s.csv", "a;b\n\"x;y\";2\n")
     code, manifest = normalize("t.tsv")
     assert code == 0 and rows(mount, manifest) == [{"a_b": 1, "c": 2}]
     code, manifest = normalize("s.csv")
@@ -313,21 +301,21 @@ def test_tsv_and_semicolon_are_sniffed(mount: Path, normalize: Run) -> None:
     assert manifest["facts"]["input"]["delimiter"] == ";"
 
 
-def test_headerless_csv_gets_generated_names(mount: Path, normalize: Run) -> None:
-    put(mount, "h.csv", "1,2024-01-01,x\n2,2024-01-02,y\n")
+def test_headerless_csv_gets_generated_names(mount: Path, normalize: Run, put: Put) -> None:
+    put("h.csv", "1,2024-01-01,x\n2,2024-01-02,y\n")
     code, manifest = normalize("h.csv")
     assert code == 0 and manifest["facts"]["input"]["header"] is False
     assert rows(mount, manifest)[0] == {"column_1": 1, "column_2": date(2024, 1, 1), "column_3": "x"}
 
 
-def test_json_lines_with_bad_lines(mount: Path, normalize: Run) -> None:
+def test_json_lines_with_bad_lines(mount: Path, normalize: Run, put: Put) -> None:
     lines = ['{"User Name": " Ann ", "age": 30, "tags": ["a"], "ok": true}',
              '{"User Name": "Bob", "age": null}',
              "",
              "{not json",
              "[1, 2]",
              '{"User Name": "Cy", "age": "old"}']
-    put(mount, "j.jsonl", "\n".join(lines) + "\n")
+    put("j.jsonl", "\n".join(lines) + "\n")
     code, manifest = normalize("j.jsonl")
     assert code == 0
     data = rows(mount, manifest)
@@ -336,12 +324,12 @@ def test_json_lines_with_bad_lines(mount: Path, normalize: Run) -> None:
     assert set(bad) == {4, 5} and bad[4].startswith("malformed JSON") and "not a JSON object" in bad[5]
 
 
-def test_parquet_input_is_normalized(mount: Path, normalize: Run) -> None:
+def test_parquet_input_is_normalized(mount: Path, normalize: Run, put: Put) -> None:
     table = pa.table({"Customer Name": [" Ann ", "NULL", "Bob"], "Amount": [1, 2, 3],
                       "Tag": pa.array(["x", "y", "x"]).dictionary_encode()})
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    put(mount, "p.parquet", sink.getvalue())
+    put("p.parquet", sink.getvalue())
     code, manifest = normalize("p.parquet")
     assert code == 0
     assert rows(mount, manifest) == [{"customer_name": "Ann", "amount": 1, "tag": "x"},
@@ -363,15 +351,15 @@ def _parquet_bytes() -> bytes:
     (b"PAR1" + b"\x00" * 64 + b"\x10\x00\x00\x00PARE", "encrypted-input"),
     (_parquet_bytes()[:-4] + b"PARE", "encrypted-input"),
 ], ids=["zero-byte", "truncated", "zeroed-pages", "encrypted-footer", "encrypted-magic"])
-def test_hostile_parquet_is_classified(mount: Path, normalize: Run, data: bytes, code: str) -> None:
-    put(mount, "bad.parquet", data)
+def test_hostile_parquet_is_classified(mount: Path, normalize: Run, data: bytes, code: str, put: Put) -> None:
+    put("bad.parquet", data)
     exit_code, record = normalize("bad.parquet")
     assert exit_code == 3, record
     assert record["error"]["code"] == code
 
 
-def test_binary_csv_is_classified(mount: Path, normalize: Run) -> None:
-    put(mount, "bin.csv", b"a,b\n\x00\x01\x02\x03,\xff\xfe\x00\n" * 10)
+def test_binary_csv_is_classified(mount: Path, normalize: Run, put: Put) -> None:
+    put("bin.csv", b"a,b\n\x00\x01\x02\x03,\xff\xfe\x00\n" * 10)
     code, record = normalize("bin.csv")
     assert code == 3 and record["error"]["code"] == "binary-input"
 
@@ -400,8 +388,8 @@ def test_sniff_claims_tables_only(head: bytes, accepted: bool) -> None:
     assert SPEC.sniff(head[:64]) is accepted
 
 
-def test_schema_sidecar_is_not_processed_as_data(mount: Path, normalize: Run) -> None:
-    put(mount, "x.schema.json", '{"columns": {"a": "integer"}}\n')
+def test_schema_sidecar_is_not_processed_as_data(mount: Path, normalize: Run, put: Put) -> None:
+    put("x.schema.json", '{"columns": {"a": "integer"}}\n')
     code, record = normalize("x.schema.json")
     assert code == 3 and record["error"]["code"] == "unsupported-format"
 

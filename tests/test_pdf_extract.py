@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cli, Put
 from pdfgen import Line, Page, build_pdf, decorate, text_heavy, text_page, two_columns
 
 from shared import observability as obs
@@ -30,29 +31,14 @@ SECRET = "Tr0ub4dor-&-3-horse"
 # ----------------------------------------------------------------------------- helpers
 
 
-def put(mount: Path, name: str, data: bytes) -> str:
-    path = mount / "ingest" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return f"ingest/{name}"
-
-
 @pytest.fixture
-def run(mount: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+def run(put: Put, cli: Cli) -> Any:
     """``run(name, data, *options)`` -> (exit code, record) through ``mountworks run`` in-process."""
 
     def _run(name: str, data: bytes | None, *options: str, isolate: bool = False,
              root: Path | None = None) -> tuple[int, dict[str, Any]]:
-        where = root or mount
-        rel = put(where, name, data) if data is not None else f"ingest/{name}"
-        argv = ["run", "pdf-extract", rel, "--root", str(where)]
-        for option in options:
-            argv += ["--option", option]
-        if not isolate:
-            argv.append("--no-isolation")
-        code = cli.main(argv)
-        out = capsys.readouterr().out
-        return code, json.loads(out) if out.strip() else {}
+        rel = put(name, data, root=root) if data is not None else f"ingest/{name}"
+        return cli.run("pdf-extract", rel, *options, isolate=isolate, root=root)
 
     return _run
 
@@ -251,11 +237,11 @@ def test_password_required_is_a_clear_permanent_error(run: Any) -> None:
 
 
 def test_password_option_opens_and_never_leaks(mount: Path, capfd: pytest.CaptureFixture[str],
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+                                               monkeypatch: pytest.MonkeyPatch, put: Put) -> None:
     """Wrong, then right password through the CLI with DEBUG logs: the secret is nowhere."""
     obs.set_log_level("DEBUG")
     monkeypatch.setattr(obs, "_emit_metrics", True)  # metrics are recorded too, as in Lambda
-    rel = put(mount, "locked.pdf", decorate(build_pdf([text_page("unlocked text")]), user_password=SECRET))
+    rel = put("locked.pdf", decorate(build_pdf([text_page("unlocked text")]), user_password=SECRET))
     base = ["run", "pdf-extract", rel, "--root", str(mount), "--no-isolation"]
     assert cli.main([*base, "--option", "password=not-" + SECRET]) == 3
     wrong = json.loads(capfd.readouterr().out)
@@ -268,9 +254,10 @@ def test_password_option_opens_and_never_leaks(mount: Path, capfd: pytest.Captur
     record = json.loads(captured_runs.out[captured_runs.out.rindex('{\n  "schema"'):])
     assert record["options"]["password_supplied"] is True and "password" not in record["options"]
     assert pages_of(mount, record)[0]["text"] == "unlocked text"
-    for path in mount.rglob("*"):
-        if path.is_file() and path.suffix != ".pdf":
-            assert SECRET.encode() not in path.read_bytes(), path
+    scanned = [path for path in mount.rglob("*") if path.is_file() and path.suffix != ".pdf"]
+    assert any(path.name == "manifest.json" for path in scanned)  # the scan covers the committed runs
+    for path in scanned:
+        assert SECRET.encode() not in path.read_bytes(), path
     everything = json.dumps(wrong) + captured_runs.out + captured_runs.err
     assert SECRET not in everything
     assert SECRET not in repr(parse({"password": SECRET}))
@@ -278,7 +265,7 @@ def test_password_option_opens_and_never_leaks(mount: Path, capfd: pytest.Captur
 
 
 def test_password_never_reaches_handler_logs_or_metrics(mount: Path, capfd: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+                                                       monkeypatch: pytest.MonkeyPatch, put: Put) -> None:
     """The Lambda path: handler with EMF metrics and DEBUG logs, a wrong then a right password."""
     from shared.runtime import make_handler
     from workers.registry import get_worker
@@ -286,7 +273,7 @@ def test_password_never_reaches_handler_logs_or_metrics(mount: Path, capfd: pyte
     monkeypatch.setenv("MOUNTWORKS_MOUNT", str(mount))
     monkeypatch.setenv("MOUNTWORKS_LOG_LEVEL", "DEBUG")
     monkeypatch.setattr(obs, "_emit_metrics", False)
-    put(mount, "l.pdf", decorate(build_pdf([text_page("lambda text")]), user_password=SECRET))
+    put("l.pdf", decorate(build_pdf([text_page("lambda text")]), user_password=SECRET))
     handler = make_handler(get_worker("pdf-extract"))
     obs.set_log_level("DEBUG")
     context = cli.LocalContext("pdf-extract", 60)
@@ -297,7 +284,9 @@ def test_password_never_reaches_handler_logs_or_metrics(mount: Path, capfd: pyte
     assert "_aws" in captured.out  # EMF metrics were emitted
     assert SECRET not in captured.out + captured.err
     assert SECRET[::-1] not in captured.out + captured.err
-    for path in mount.rglob("*.json"):
+    records = list(mount.rglob("*.json"))
+    assert any(path.name == "manifest.json" for path in records)  # the scan covers the committed run
+    for path in records:
         assert SECRET.encode() not in path.read_bytes()
     obs.set_log_level("WARNING")
 
@@ -414,25 +403,26 @@ def _ref(mount: Path, rel: str) -> Any:
     return cfg, ref
 
 
-def test_tiny_deadline_is_retryable_and_commits_nothing(mount: Path) -> None:
-    cfg, ref = _ref(mount, put(mount, "d.pdf", build_pdf(SAMPLE)))
+def test_tiny_deadline_is_retryable_and_commits_nothing(mount: Path, put: Put) -> None:
+    cfg, ref = _ref(mount, put("d.pdf", build_pdf(SAMPLE)))
     with pytest.raises(DeadlineReached):
         execute(SPEC, ref, {}, cfg, deadline=Deadline(0.01))
     assert commits(mount) == []
 
 
 @pytest.mark.parametrize("parallel", [1, 2], ids=["serial", "parallel"])
-def test_deadline_between_pages_stops_cleanly(mount: Path, monkeypatch: pytest.MonkeyPatch, parallel: int) -> None:
+def test_deadline_between_pages_stops_cleanly(mount: Path, monkeypatch: pytest.MonkeyPatch, parallel: int,
+                                              put: Put) -> None:
     monkeypatch.setattr(pdf_core, "DEADLINE_MARGIN_SECONDS", 0.0)
-    cfg, ref = _ref(mount, put(mount, "long.pdf", text_heavy(300)))
+    cfg, ref = _ref(mount, put("long.pdf", text_heavy(300)))
     with pytest.raises(DeadlineReached):
         execute(SPEC, ref, {"parallel": parallel}, cfg, deadline=Deadline(0.4))
     assert commits(mount) == []
 
 
 def test_invoke_with_short_timeout_is_retryable(mount: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
-    put(mount, "d.pdf", build_pdf(SAMPLE))
+                                                capsys: pytest.CaptureFixture[str], put: Put) -> None:
+    put("d.pdf", build_pdf(SAMPLE))
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"input": "ingest/d.pdf", "options": {}}))
     assert cli.main(["invoke", "pdf-extract", str(event), "--root", str(mount), "--timeout", "1"]) == 75
@@ -515,8 +505,8 @@ def test_cli_run_isolated_and_verify(mount: Path, run: Any, capsys: pytest.Captu
     capsys.readouterr()
 
 
-def test_invoke_direct_event(mount: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    put(mount, "sub dir/e.pdf", build_pdf([text_page("via invoke")]))
+def test_invoke_direct_event(mount: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], put: Put) -> None:
+    put("sub dir/e.pdf", build_pdf([text_page("via invoke")]))
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"input": "ingest/sub dir/e.pdf", "options": {"pages": "1"}}))
     assert cli.main(["invoke", "pdf-extract", str(event), "--root", str(mount)]) == 0
@@ -527,8 +517,8 @@ def test_invoke_direct_event(mount: Path, tmp_path: Path, capsys: pytest.Capture
     assert pages_of(mount, record)[0]["text"] == "via invoke"
 
 
-def test_backfill_routes_pdfs_by_content(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    put(mount, "misnamed.bin", build_pdf([text_page("routed")]))
+def test_backfill_routes_pdfs_by_content(mount: Path, capsys: pytest.CaptureFixture[str], put: Put) -> None:
+    put("misnamed.bin", build_pdf([text_page("routed")]))
     assert cli.main(["backfill", "--root", str(mount), "--worker", "pdf-extract", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["totals"]["done"] == 1

@@ -8,10 +8,12 @@ and commits the whole-document run that one invocation would have produced.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cli, Put
 from pdfgen import Page, build_pdf, decorate, text_page
 
 from shared.errors import UsageError
@@ -19,33 +21,33 @@ from workers import cli
 from workers.pdf_extract.fanout import plan
 from workers.pdf_extract.options import parse
 
-
-def put(mount: Path, name: str, data: bytes) -> str:
-    path = mount / "ingest" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return f"ingest/{name}"
+Run = Callable[..., tuple[int, dict[str, Any], str]]
+Invoke = Callable[[dict[str, Any]], int]
+CommittedRanges = Callable[..., list[dict[str, Any]]]
 
 
-def run(mount: Path, capsys: pytest.CaptureFixture[str], rel: str, *options: str,
-        isolate: bool = False) -> tuple[int, dict[str, Any], str]:
-    """``mountworks run pdf-extract`` in-process -> (exit code, printed record, stderr)."""
-    argv = ["run", "pdf-extract", rel, "--root", str(mount)]
-    for option in options:
-        argv += ["-o", option]
-    if not isolate:
-        argv.append("--no-isolation")
-    code = cli.main(argv)
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out) if captured.out.strip() else {}, captured.err
+@pytest.fixture
+def run(cli: Cli) -> Run:
+    """``run(rel, *options)``: ``mountworks run pdf-extract`` in-process -> (exit code, printed record, stderr)."""
+
+    def _run(rel: str, *options: str, isolate: bool = False) -> tuple[int, dict[str, Any], str]:
+        code, record = cli.run("pdf-extract", rel, *options, isolate=isolate)
+        return code, record, cli.err
+
+    return _run
 
 
-def invoke(mount: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], payload: dict[str, Any]) -> int:
-    event = tmp_path / "event.json"
-    event.write_text(json.dumps(payload))
-    code = cli.main(["invoke", "pdf-extract", str(event), "--root", str(mount)])
-    capsys.readouterr()
-    return code
+@pytest.fixture
+def invoke(cli: Cli, mount: Path, tmp_path: Path) -> Invoke:
+    """``invoke(payload)``: ``mountworks invoke pdf-extract`` on the payload as an event file -> exit code."""
+
+    def _invoke(payload: dict[str, Any]) -> int:
+        event = tmp_path / "event.json"
+        event.write_text(json.dumps(payload))
+        code, _ = cli("invoke", "pdf-extract", str(event), "--root", str(mount))
+        return code
+
+    return _invoke
 
 
 def files(root: Path, record: dict[str, Any]) -> dict[str, bytes]:
@@ -67,34 +69,40 @@ def sample_pdf(pages: int = 10) -> bytes:
                     outline=[("Start", 0, [("Last", pages - 1)])], attachments={"notes.txt": b"attached bytes"})
 
 
-def committed_ranges(mount: Path, capsys: pytest.CaptureFixture[str], rel: str, ranges: list[str],
-                     *options: str) -> list[dict[str, Any]]:
-    records = []
-    for pages in ranges:
-        code, record, err = run(mount, capsys, rel, f"pages={pages}", *options)
-        assert code == 0, err
-        records.append(record)
-    return records
+@pytest.fixture
+def committed_ranges(run: Run) -> CommittedRanges:
+    """``committed_ranges(rel, ["1-3", "4-6"], *options)``: commit each range as its own run -> the records."""
+
+    def _committed_ranges(rel: str, ranges: list[str], *options: str) -> list[dict[str, Any]]:
+        records = []
+        for pages in ranges:
+            code, record, err = run(rel, f"pages={pages}", *options)
+            assert code == 0, err
+            records.append(record)
+        return records
+
+    return _committed_ranges
 
 
 # ------------------------------------------------------------------------------ merge
 
 
 def test_fanout_invocations_merge_into_the_whole_document_run(mount: Path, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    rel = put(mount, "big doc.pdf", sample_pdf())
-    code, whole, err = run(mount, capsys, rel, "images=true")  # the reference: one invocation
+                                                              capsys: pytest.CaptureFixture[str], invoke: Invoke,
+                                                              run: Run, put: Put) -> None:
+    rel = put("big doc.pdf", sample_pdf())
+    code, whole, err = run(rel, "images=true")  # the reference: one invocation
     assert code == 0, err
 
     fan = plan(rel, page_count=10, range_size=4, options={"images": True})
     assert [p["options"]["pages"] for p in fan.ranges] == ["1-4", "5-8", "9-10"]
     assert fan.merge == {"input": rel, "options": {"images": True, "ranges": "1-4,5-8,9-10"}}
     for payload in fan.ranges:  # separate direct invocations, as a Step Functions Map sends them
-        assert invoke(mount, tmp_path, capsys, payload) == 0
-    assert invoke(mount, tmp_path, capsys, fan.merge) == 0
+        assert invoke(payload) == 0
+    assert invoke(fan.merge) == 0
 
     # the same ranges spelled otherwise are the same unit of work: already done, same run-id
-    code, merged, err = run(mount, capsys, rel, "ranges= 1-4, 5-8 ,9-10", "images=true")
+    code, merged, err = run(rel, "ranges= 1-4, 5-8 ,9-10", "images=true")
     assert code == 0, err
     assert merged["run_id"] != whole["run_id"]
     ours, reference = files(mount, merged), files(mount, whole)
@@ -117,37 +125,38 @@ def test_fanout_invocations_merge_into_the_whole_document_run(mount: Path, tmp_p
     capsys.readouterr()
 
 
-def test_open_ended_last_range_merges(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rel = put(mount, "tail.pdf", sample_pdf(7))
-    code, whole, _ = run(mount, capsys, rel, "parallel=1")
-    committed_ranges(mount, capsys, rel, ["1-5", "6-"])
-    code, merged, err = run(mount, capsys, rel, "ranges=1-5,6-")
+def test_open_ended_last_range_merges(mount: Path, run: Run, committed_ranges: CommittedRanges, put: Put) -> None:
+    rel = put("tail.pdf", sample_pdf(7))
+    code, whole, _ = run(rel, "parallel=1")
+    committed_ranges(rel, ["1-5", "6-"])
+    code, merged, err = run(rel, "ranges=1-5,6-")
     assert code == 0, err
     assert files(mount, merged)["text.txt"] == files(mount, whole)["text.txt"]
 
 
-def test_missing_range_is_retryable_and_commits_nothing(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rel = put(mount, "wait.pdf", sample_pdf(6))
-    committed_ranges(mount, capsys, rel, ["1-3"])
+def test_missing_range_is_retryable_and_commits_nothing(mount: Path, run: Run, committed_ranges: CommittedRanges,
+                                                        put: Put) -> None:
+    rel = put("wait.pdf", sample_pdf(6))
+    committed_ranges(rel, ["1-3"])
     before = commits(mount)
     # isolated, as `mountworks run` and Lambda run it: the claim dies with the attempt
-    code, record, err = run(mount, capsys, rel, "ranges=1-3,4-6", isolate=True)
+    code, record, err = run(rel, "ranges=1-3,4-6", isolate=True)
     assert code == 75, (record, err)
     assert "not committed yet: 4-6" in err and "retry the merge" in err
     assert commits(mount) == before  # nothing committed for the merge
 
-    committed_ranges(mount, capsys, rel, ["4-6"])
-    code, merged, err = run(mount, capsys, rel, "ranges=1-3,4-6", isolate=True)
+    committed_ranges(rel, ["4-6"])
+    code, merged, err = run(rel, "ranges=1-3,4-6", isolate=True)
     assert code == 0, err
     assert [json.loads(line)["page"] for line in files(mount, merged)["pages.jsonl"].splitlines()] == list(range(1, 7))
 
 
 def test_merge_invoked_before_its_ranges_raises_retry_later(mount: Path, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                                           invoke: Invoke, put: Put) -> None:
     """Through the Lambda handler: RetryLater (exit 75), which a Step Functions Retry catches."""
-    rel = put(mount, "early.pdf", sample_pdf(6))
+    rel = put("early.pdf", sample_pdf(6))
     fan = plan(rel, page_count=6, range_size=3)
-    assert invoke(mount, tmp_path, capsys, fan.merge) == 75
+    assert invoke(fan.merge) == 75
     assert not commits(mount)
 
 
@@ -159,10 +168,10 @@ def test_merge_invoked_before_its_ranges_raises_retry_later(mount: Path, tmp_pat
     ("4-6,1-3", "does not start at page 1"),
     ("1-3,x", "option ranges: option pages='x'"),
 ], ids=["overlap", "gap", "not-from-1", "open-not-last", "out-of-order", "garbage"])
-def test_bad_ranges_are_usage_errors(mount: Path, capsys: pytest.CaptureFixture[str], ranges: str,
+def test_bad_ranges_are_usage_errors(mount: Path, run: Run, put: Put, ranges: str,
                                      message: str) -> None:
-    rel = put(mount, "bad.pdf", sample_pdf(6))
-    code, _, err = run(mount, capsys, rel, f"ranges={ranges}")
+    rel = put("bad.pdf", sample_pdf(6))
+    code, _, err = run(rel, f"ranges={ranges}")
     assert code == 2 and message in err, err
     assert not (mount / "workspace").exists() or not commits(mount)
     with pytest.raises(UsageError, match="do not go together"):
@@ -170,28 +179,30 @@ def test_bad_ranges_are_usage_errors(mount: Path, capsys: pytest.CaptureFixture[
 
 
 @pytest.mark.parametrize("ranges", ["1-3,4-5", "1-3,4-8"], ids=["short", "past-the-end"])
-def test_ranges_must_end_on_the_last_page(mount: Path, capsys: pytest.CaptureFixture[str], ranges: str) -> None:
-    rel = put(mount, "six.pdf", sample_pdf(6))
-    committed_ranges(mount, capsys, rel, ranges.split(","))
-    code, record, _ = run(mount, capsys, rel, f"ranges={ranges}")
+def test_ranges_must_end_on_the_last_page(mount: Path, run: Run, committed_ranges: CommittedRanges, put: Put,
+                                          ranges: str) -> None:
+    rel = put("six.pdf", sample_pdf(6))
+    committed_ranges(rel, ranges.split(","))
+    code, record, _ = run(rel, f"ranges={ranges}")
     assert code == 3 and record["error"]["code"] == "page-ranges-mismatch", record
     assert "6-page document" in record["error"]["message"]
 
 
-def test_a_failed_range_fails_the_merge(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rel = put(mount, "short.pdf", sample_pdf(6))
-    committed_ranges(mount, capsys, rel, ["1-6"])
-    code, _, _ = run(mount, capsys, rel, "pages=7-9")
+def test_a_failed_range_fails_the_merge(mount: Path, run: Run, committed_ranges: CommittedRanges, put: Put) -> None:
+    rel = put("short.pdf", sample_pdf(6))
+    committed_ranges(rel, ["1-6"])
+    code, _, _ = run(rel, "pages=7-9")
     assert code == 3
-    code, record, _ = run(mount, capsys, rel, "ranges=1-6,7-9")
+    code, record, _ = run(rel, "ranges=1-6,7-9")
     assert code == 3 and record["error"]["code"] == "page-range-out-of-bounds"
     assert "7-9 failed for good" in record["error"]["message"]
 
 
 @pytest.mark.parametrize("target", ["pages.jsonl", "document.json", "attachments/001-notes.txt", "deleted"])
-def test_tampered_range_output_is_not_merged(mount: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
-    rel = put(mount, "tamper.pdf", sample_pdf(6))
-    first, _ = committed_ranges(mount, capsys, rel, ["1-3", "4-6"])
+def test_tampered_range_output_is_not_merged(mount: Path, run: Run, committed_ranges: CommittedRanges, put: Put,
+                                             target: str) -> None:
+    rel = put("tamper.pdf", sample_pdf(6))
+    first, _ = committed_ranges(rel, ["1-3", "4-6"])
     run_dir = mount / Path(first["outputs"][0]["path"]).parent
     if target == "deleted":
         (run_dir / "pages.jsonl").unlink()
@@ -201,7 +212,7 @@ def test_tampered_range_output_is_not_merged(mount: Path, capsys: pytest.Capture
         word = {"pages.jsonl": b"second", "document.json": b"page"}.get(target, b"attached")
         index = data.index(word)  # still valid JSON: only the hash can tell
         path.write_bytes(data[:index] + data[index:index + 4].upper() + data[index + 4:])  # same size
-    code, record, _ = run(mount, capsys, rel, "ranges=1-3,4-6")
+    code, record, _ = run(rel, "ranges=1-3,4-6")
     assert code == 3 and record["error"]["code"] == "range-output-mismatch", record
     assert first["run_id"] in record["error"]["message"] and "mountworks verify" in record["error"]["message"]
     assert not list((mount / "workspace").rglob(f"{record['run_id']}/manifest.json"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,8 +83,8 @@ def test_an_unknown_worker_lists_the_installed_ones(site: Path) -> None:
         registry.get_worker("nope")
 
 
-def _spec(**changes: object) -> WorkerSpec:
-    from echo_worker import SPEC  # type: ignore[import-not-found]
+def _spec(**changes: Any) -> WorkerSpec:
+    from echo_worker import SPEC
 
     spec: WorkerSpec = SPEC._replace(**changes)
     return spec
@@ -98,7 +99,7 @@ def _spec(**changes: object) -> WorkerSpec:
     ({"sniff": None}, "sniff must be callable"),
     ({"core_module": ""}, "core_module"),
 ], ids=["slash", "empty-name", "no-version", "no-dot", "upper-case", "sniff", "core"])
-def test_a_malformed_spec_is_named_before_any_run(site: Path, changes: dict[str, object], problem: str) -> None:
+def test_a_malformed_spec_is_named_before_any_run(site: Path, changes: dict[str, Any], problem: str) -> None:
     problems = spec_problems(_spec(**changes))
     assert len(problems) == 1 and problem in problems[0]
 

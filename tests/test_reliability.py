@@ -41,4 +41,6 @@ def test_every_corpus_file_through_every_worker_that_accepts_it(corpus: Path) ->
     report = _script("--skip", "crash", "--skip", "duplicates", "--corpus", str(CORPUS), timeout=2400)
     hostile = report["hostile"]
     assert isinstance(hostile, dict)
-    assert all(count > 0 for count in hostile["inputs_tried"].values())
+    tried = hostile["inputs_tried"]
+    assert isinstance(tried, dict) and tried, "the hostile pass tried no worker"
+    assert all(count > 0 for count in tried.values())

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cli
 
 import workers.registry
 from shared.config import MountConfig
@@ -36,12 +37,6 @@ def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
 
 
-def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
-    code = main(list(argv))
-    out = capsys.readouterr().out
-    return code, (json.loads(out) if out.strip() else None)
-
-
 def echo_cli(*argv: str) -> list[str]:
     return [sys.executable, "-c", LAUNCH, *argv]
 
@@ -50,9 +45,9 @@ def manifests(root: Path) -> list[Path]:
     return sorted((root / "workspace").rglob("manifest.json"))
 
 
-def test_run_commits_a_manifest_then_reports_already_done(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_commits_a_manifest_then_reports_already_done(mount: Path, cli: Cli) -> None:
     (mount / "ingest" / "a b.echo").write_bytes(b"ECHO hello")
-    code, first = cli(capsys, "run", "test-echo", "ingest/a b.echo", "--root", str(mount))
+    code, first = cli("run", "test-echo", "ingest/a b.echo", "--root", str(mount))
     assert code == 0
     assert first["input"] == {"path": "ingest/a b.echo", "size": 10, "sha256": first["input"]["sha256"]}
     run_dir = mount / "workspace" / "test-echo" / "a b.echo" / first["run_id"]
@@ -60,64 +55,75 @@ def test_run_commits_a_manifest_then_reports_already_done(mount: Path, capsys: p
     assert [o["path"] for o in first["outputs"]] == [
         f"workspace/test-echo/a b.echo/{first['run_id']}/copy.bin",
         f"workspace/test-echo/a b.echo/{first['run_id']}/upper.txt"]
-    code, second = cli(capsys, "run", "test-echo", "ingest/a b.echo", "--root", str(mount))
+    code, second = cli("run", "test-echo", "ingest/a b.echo", "--root", str(mount))
     assert code == 0 and second == first
     assert len(manifests(mount)) == 1
 
 
-def test_already_committed_is_answered_without_reading_the_input(mount: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_already_committed_is_answered_without_reading_the_input(mount: Path, cli: Cli) -> None:
     src = mount / "ingest" / "a.echo"
     src.write_bytes(b"ECHO one")
-    code, first = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    code, first = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
     assert code == 0
     st = src.stat()
     src.write_bytes(b"ECHO two")  # same size; the stat fingerprint is restored below
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
-    code, second = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    code, second = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
     # had the content been read, the new bytes would give a new run-id and a new commit
     assert code == 0 and second["run_id"] == first["run_id"]
     assert len(manifests(mount)) == 1
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    code, third = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    code, third = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
     assert code == 0 and third["run_id"] != first["run_id"]
 
 
-def test_same_content_uploaded_again_keeps_its_run_id(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_same_content_uploaded_again_keeps_its_run_id(mount: Path, cli: Cli) -> None:
     src = mount / "ingest" / "a.echo"
     src.write_bytes(b"ECHO same")
-    _, first = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    _, first = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
     os.utime(src, (time.time() + 50, time.time() + 50))  # re-uploaded: new mtime, same bytes
-    code, second = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    code, second = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
     assert code == 0 and second["run_id"] == first["run_id"]
     assert second["started_at"] == first["started_at"]  # the committed manifest, not a new one
 
 
-def test_options_change_the_run_id(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_options_change_the_run_id(mount: Path, cli: Cli) -> None:
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO x")
-    _, ok = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
-    code, failed = cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount), "-o", "mode=fail")
+    _, ok = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    code, failed = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount), "-o", "mode=fail")
     assert code == 3 and failed["run_id"] != ok["run_id"]
 
 
-def test_a_permanent_error_commits_error_json_and_exits_3(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_permanent_error_commits_error_json_and_exits_3(mount: Path, cli: Cli) -> None:
     (mount / "ingest" / "bad.echo").write_bytes(b"ECHO-BAD")
-    code, record = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount))
+    code, record = cli("run", "test-echo", "ingest/bad.echo", "--root", str(mount))
     assert code == 3
     assert record["error"] == {"code": "corrupt-input", "message": "this echo input is marked bad"}
     error_files = list((mount / "workspace").rglob("error.json"))
     assert len(error_files) == 1 and not manifests(mount)
-    assert not (error_files[0].parent / "copy.bin").exists() or True  # partial outputs are never listed
-    code, again = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount))
+    assert "outputs" not in record  # an error record lists nothing a reader could trust
+    assert json.loads(error_files[0].read_text()) == record
+    code, again = cli("run", "test-echo", "ingest/bad.echo", "--root", str(mount))
     assert code == 3 and again["run_id"] == record["run_id"]
 
 
-def test_retry_failed_makes_a_new_attempt_and_touches_nothing_committed(mount: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_partial_outputs_of_a_failed_run_are_never_listed_or_verified(mount: Path, cli: Cli) -> None:
+    (mount / "ingest" / "late.echo").write_bytes(b"ECHO fails after writing")
+    code, record = cli("run", "test-echo", "ingest/late.echo", "--root", str(mount), "-o", "mode=fail-late")
+    assert code == 3 and record["error"]["code"] == "corrupt-input"
+    run_dir = mount / "workspace" / "test-echo" / "late.echo" / record["run_id"]
+    assert (run_dir / "copy.bin").is_file()  # left where the core wrote it (outputs are never moved) ...
+    assert "outputs" not in record and "copy.bin" not in (run_dir / "error.json").read_text()  # ... never listed
+    assert not (run_dir / "manifest.json").exists()
+    code, report = cli("verify", "--root", str(mount))
+    assert code == 0 and (report["manifests"], report["outputs"]) == (0, 0)  # nor verified as a result
+
+
+def test_retry_failed_makes_a_new_attempt_and_touches_nothing_committed(mount: Path, cli: Cli) -> None:
     (mount / "ingest" / "bad.echo").write_bytes(b"ECHO-BAD")
-    _, first = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount))
+    _, first = cli("run", "test-echo", "ingest/bad.echo", "--root", str(mount))
     first_record = next((mount / "workspace").rglob("error.json")).read_bytes()
-    code, second = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount), "--retry-failed")
+    code, second = cli("run", "test-echo", "ingest/bad.echo", "--root", str(mount), "--retry-failed")
     assert code == 3 and second["run_id"] == first["run_id"] + ".2"
     assert (mount / "workspace" / "test-echo" / "bad.echo" / first["run_id"] / "error.json").read_bytes() == (
         first_record)
@@ -157,58 +163,56 @@ def test_an_input_that_is_not_visible_exits_75_after_its_wait(mount: Path,
     assert "not visible" in capsys.readouterr().err
 
 
-def test_an_input_that_shows_up_while_waiting_is_processed(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_input_that_shows_up_while_waiting_is_processed(mount: Path, cli: Cli) -> None:
     late = mount / "ingest" / "late.echo"
     timer = threading.Timer(0.4, lambda: late.write_bytes(b"ECHO late"))
     timer.start()
     try:
-        code, record = cli(capsys, "run", "test-echo", "ingest/late.echo", "--root", str(mount), "--wait", "10")
+        code, record = cli("run", "test-echo", "ingest/late.echo", "--root", str(mount), "--wait", "10")
     finally:
         timer.join()
     assert code == 0 and record["input"]["size"] == 9
 
 
-def test_a_native_crash_is_a_classified_error_not_a_dead_run(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_native_crash_is_a_classified_error_not_a_dead_run(mount: Path, cli: Cli) -> None:
     (mount / "ingest" / "boom.echo").write_bytes(b"ECHO boom")
-    code, record = cli(capsys, "run", "test-echo", "ingest/boom.echo", "--root", str(mount), "-o", "mode=abort")
+    code, record = cli("run", "test-echo", "ingest/boom.echo", "--root", str(mount), "-o", "mode=abort")
     assert code == 3
     assert record["error"]["code"] == "decoder-crash" and "SIGABRT" in record["error"]["message"]
 
 
-def test_backfill_isolates_a_crashing_input_and_processes_the_rest(mount: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_backfill_isolates_a_crashing_input_and_processes_the_rest(mount: Path, cli: Cli) -> None:
     for i in range(4):
         (mount / "ingest" / f"ok{i}.echo").write_bytes(f"ECHO {i}".encode())
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--jobs", "2", "-o", "mode=abort")
+    code, summary = cli("backfill", "--root", str(mount), "--jobs", "2", "-o", "mode=abort")
     assert code == 0  # every input ended committed (as failed for good)
     assert summary["totals"]["failed"] == 4
     assert {f["error"]["code"] for f in summary["failures"]} == {"decoder-crash"}
     (mount / "ingest" / "fine.echo").write_bytes(b"ECHO fine")
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--jobs", "2")
+    code, summary = cli("backfill", "--root", str(mount), "--jobs", "2")
     assert code == 0 and summary["totals"]["done"] == 5
 
 
-def test_backfill_routes_by_content_skips_committed_and_counts_unrouted(mount: Path,
-                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_backfill_routes_by_content_skips_committed_and_counts_unrouted(mount: Path, cli: Cli) -> None:
     (mount / "ingest" / "deep" / "er").mkdir(parents=True)
     (mount / "ingest" / "deep" / "er" / "a.echo").write_bytes(b"ECHO a")
     (mount / "ingest" / "named-wrong.txt").write_bytes(b"ECHO by content")
     (mount / "ingest" / "b.echo").write_bytes(b"not echo at all")  # the extension lies
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
     assert code == 0
     assert (summary["files"], summary["unrouted"], summary["totals"]["done"]) == (3, 1, 2)
     committed = sorted(str(p) for p in (mount / "workspace").rglob("*.json"))
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
     assert code == 0 and summary["totals"]["skipped"] == 2 and summary["totals"]["done"] == 0
     assert sorted(str(p) for p in (mount / "workspace").rglob("*.json")) == committed
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--dry-run", "--worker", "test-echo")
+    code, summary = cli("backfill", "--root", str(mount), "--dry-run", "--worker", "test-echo")
     assert code == 0 and summary["dry_run"] is True
 
 
-def test_verify_passes_then_names_a_changed_output(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_passes_then_names_a_changed_output(mount: Path, capsys: pytest.CaptureFixture[str], cli: Cli) -> None:
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO verify me")
-    cli(capsys, "run", "test-echo", "ingest/a.echo", "--root", str(mount))
-    code, report = cli(capsys, "verify", "--root", str(mount))
+    cli("run", "test-echo", "ingest/a.echo", "--root", str(mount))
+    code, report = cli("verify", "--root", str(mount))
     assert code == 0 and report["manifests"] == 1 and report["outputs"] == 2
     victim = next((mount / "workspace").rglob("upper.txt"))
     victim.write_bytes(victim.read_bytes().replace(b"E", b"F"))
@@ -257,6 +261,7 @@ def test_kill_9_mid_run_leaves_no_manifest_and_a_rerun_commits(mount: Path) -> N
     assert code == 0
 
 
+@pytest.mark.slow
 def test_a_live_duplicate_exits_75(mount: Path) -> None:
     (mount / "ingest" / "slow.echo").write_bytes(b"ECHO slow")
     first = subprocess.Popen(echo_cli("run", "test-echo", "ingest/slow.echo", "--root", str(mount),
@@ -323,18 +328,17 @@ def test_sqs_reports_only_retryable_messages_as_batch_failures(mount: Path) -> N
     assert by_message == {"ok": "done", "late": "retryable", "junk": "refused", "escape": "refused"}
 
 
-def test_invoke_command_runs_the_handler_on_an_event_file(mount: Path, tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_invoke_command_runs_the_handler_on_an_event_file(mount: Path, tmp_path: Path, cli: Cli) -> None:
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"input": "ingest/a.echo"}))
-    code, response = cli(capsys, "invoke", "test-echo", str(event), "--root", str(mount))
+    code, response = cli("invoke", "test-echo", str(event), "--root", str(mount))
     assert code == 0 and response["results"][0]["status"] == "done"
     event.write_text(json.dumps({"input": "ingest/nope.echo"}))
-    code, response = cli(capsys, "invoke", "test-echo", str(event), "--root", str(mount), "--timeout", "5.2")
+    code, response = cli("invoke", "test-echo", str(event), "--root", str(mount), "--timeout", "5.2")
     assert code == 75 and response["retryable"] is True
     event.write_text(json.dumps({"input": "ingest/../../etc/passwd"}))
-    code, response = cli(capsys, "invoke", "test-echo", str(event), "--root", str(mount))
+    code, response = cli("invoke", "test-echo", str(event), "--root", str(mount))
     assert code == 0 and response["results"][0]["status"] == "refused"
 
 
@@ -380,7 +384,7 @@ def test_a_directory_is_refused_not_processed(mount: Path, capsys: pytest.Captur
     assert not (mount / "workspace").exists()
 
 
-def test_a_manifest_torn_by_a_crash_is_replaced_by_the_rerun(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_manifest_torn_by_a_crash_is_replaced_by_the_rerun(mount: Path, cli: Cli) -> None:
     import hashlib
 
     from shared.runs import run_id_for
@@ -393,7 +397,7 @@ def test_a_manifest_torn_by_a_crash_is_replaced_by_the_rerun(mount: Path, capsys
            "lease_seconds=3600)"
     subprocess.run([sys.executable, "-c", code], check=True)  # a holder that then died
     (run_dir / "manifest.json").write_bytes(b"")  # killed between its exclusive create and its write
-    code_, record = cli(capsys, "run", "test-echo", "ingest/torn.echo", "--root", str(mount))
+    code_, record = cli("run", "test-echo", "ingest/torn.echo", "--root", str(mount))
     assert code_ == 0 and record["run_id"] == run_id
     assert json.loads((run_dir / "manifest.json").read_text())["run_id"] == run_id
 
@@ -419,29 +423,29 @@ def test_an_output_name_past_the_key_limit_is_a_permanent_error(mount: Path) -> 
         out.path("a-much-longer-name.bin", "x/y")
 
 
-def test_backfill_leaves_companion_files_to_their_inputs(mount: Path, capsys: pytest.CaptureFixture[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backfill_leaves_companion_files_to_their_inputs(mount: Path,
+                                                         monkeypatch: pytest.MonkeyPatch, cli: Cli) -> None:
 
     import echo_worker
 
     monkeypatch.setattr(echo_worker, "SPEC", echo_worker.SPEC._replace(companions=(".echo.cfg",)))
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
     (mount / "ingest" / "a.echo.cfg").write_bytes(b"ECHO but a companion")
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
     assert code == 0
     assert (summary["totals"]["done"], summary["companions"], summary["unrouted"]) == (1, 1, 0)
 
 
-def test_backfill_options_can_be_scoped_to_one_worker(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_backfill_options_can_be_scoped_to_one_worker(mount: Path, cli: Cli) -> None:
     from shared.options import options_for
 
     assert options_for("pdf-extract", {"q": "1", "pdf-extract:parallel": "1", "image-resize:sizes": "320"}) == {
         "q": "1", "parallel": "1"}
     (mount / "ingest" / "bad.echo").write_bytes(b"ECHO x")
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress",
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress",
                         "-o", "test-echo:mode=fail", "-o", "other-worker:unknown=1")
     assert code == 0 and summary["totals"]["failed"] == 1  # the scoped option reached test-echo only
-    code, record = cli(capsys, "run", "test-echo", "ingest/bad.echo", "--root", str(mount), "-o", "test-echo:mode=fail")
+    code, record = cli("run", "test-echo", "ingest/bad.echo", "--root", str(mount), "-o", "test-echo:mode=fail")
     assert code == 3 and record["options"] == {"mode": "fail"}
 
 
@@ -456,14 +460,13 @@ def test_a_retryable_stop_releases_the_run_for_the_next_invocation(mount: Path) 
     assert response["results"][0]["status"] == "done"
 
 
-def test_backfill_refuses_a_symlink_that_leaves_ingest(mount: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_backfill_refuses_a_symlink_that_leaves_ingest(mount: Path, tmp_path: Path, cli: Cli) -> None:
     outside = tmp_path / "outside.echo"
     outside.write_bytes(b"ECHO secret")
     (mount / "ingest" / "link.echo").symlink_to(outside)
     (mount / "ingest" / "real.echo").write_bytes(b"ECHO real")
     (mount / "ingest" / "alias.echo").symlink_to("real.echo")
-    code, summary = cli(capsys, "backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
     assert code == 0 and summary["totals"]["done"] == 2  # real.echo and its in-ingest alias
     refused = [f for f in summary["failures"] if f["input"] == "ingest/link.echo"]
     assert refused and "outside ingest/" in refused[0]["error"]["message"]

@@ -29,7 +29,6 @@ from workers.cli import LocalContext
 from workers.registry import get_worker
 
 pytestmark = pytest.mark.s3
-pytest_plugins = ("s3support",)  # the moto_s3, mount_factory and s3_mount fixtures
 
 TESTS = Path(__file__).resolve().parent
 REGISTERED = sorted(workers.registry.WORKERS)

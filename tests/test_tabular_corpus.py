@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import corpus_files
 
-from tests.conftest import corpus_files
 from workers.cli import main
 
 PERMANENT_CODES = {"corrupt-input", "unsupported-format", "encrypted-input", "limit-exceeded", "empty-input",

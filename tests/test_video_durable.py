@@ -18,10 +18,11 @@ pytest.importorskip("aws_durable_execution_sdk_python_testing")
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg and ffprobe")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("audio_copy", [True, False], ids=["audio-copied", "audio-encoded"])
 def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   audio_copy: bool) -> None:
-    from aws_durable_execution_sdk_python.execution import InvocationStatus
+    from aws_durable_execution_sdk_python.lambda_service import InvocationStatus
     from aws_durable_execution_sdk_python_testing import DurableFunctionTestRunner
 
     from workers.video_transcode import durable

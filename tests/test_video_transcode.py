@@ -16,10 +16,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Cli, Put
 
 from shared.config import MountConfig
 from shared.errors import UsageError
@@ -27,7 +29,6 @@ from shared.outcomes import Outcome
 from shared.paths import input_from_path
 from shared.runtime import execute, run_item
 from shared.worker import Deadline
-from workers.cli import main
 from workers.registry import get_worker
 from workers.video_transcode import SPEC, encode, is_media, probe, runner
 from workers.video_transcode.options import parse
@@ -72,11 +73,21 @@ def streams(path: Path, kind: str) -> list[dict[str, Any]]:
     return [s for s in ffprobe(path)["streams"] if s["codec_type"] == kind]
 
 
-def run(mount: Path, name: str, deadline: float | None = None, **options: Any) -> Outcome:
-    cfg = MountConfig.load(mount)
-    ref = input_from_path(cfg, f"ingest/{name}")
-    assert ref is not None
-    return execute(get_worker("video-transcode"), ref, options, cfg, deadline=Deadline(deadline))
+Run = Callable[..., Outcome]
+PutClip = Callable[..., str]
+
+
+@pytest.fixture
+def run(mount: Path) -> Run:
+    """``run(rel, deadline=None, **options)``: the worker on ``rel`` (under the mount) -> its outcome."""
+
+    def _run(rel: str, deadline: float | None = None, **options: Any) -> Outcome:
+        cfg = MountConfig.load(mount)
+        ref = input_from_path(cfg, rel)
+        assert ref is not None
+        return execute(get_worker("video-transcode"), ref, options, cfg, deadline=Deadline(deadline))
+
+    return _run
 
 
 def outputs(mount: Path, outcome: Outcome) -> dict[str, Path]:
@@ -99,10 +110,14 @@ def basic_clip(clips: Path) -> Path:
     return make_clip(clips / "basic.mp4", seconds=2)
 
 
-def put(mount: Path, source: Path, name: str | None = None) -> str:
-    name = name or source.name
-    shutil.copyfile(source, mount / "ingest" / name)
-    return name
+@pytest.fixture
+def put_clip(put: Put) -> PutClip:
+    """``put_clip(clip, name=None)``: copy a generated clip into ingest/ (as ``name``) -> ``ingest/<name>``."""
+
+    def _put_clip(source: Path, name: str | None = None) -> str:
+        return put(name or source.name, source)
+
+    return _put_clip
 
 
 # ----------------------------------------------------------------------- registration
@@ -130,9 +145,10 @@ def test_options_are_checked_and_normalized() -> None:
 # ----------------------------------------------------------------------- renditions
 
 
-def test_ladder_is_capped_at_the_source_with_h264_aac_faststart_and_probe_facts(mount: Path, clips: Path) -> None:
-    name = put(mount, make_clip(clips / "vga.mp4", seconds=2, size="640x480"))
-    outcome = run(mount, name, ladder="1080,720,480,360", poster=False)
+def test_ladder_is_capped_at_the_source_with_h264_aac_faststart_and_probe_facts(mount: Path, clips: Path,
+                                                                                put_clip: PutClip, run: Run) -> None:
+    rel = put_clip(make_clip(clips / "vga.mp4", seconds=2, size="640x480"))
+    outcome = run(rel, ladder="1080,720,480,360", poster=False)
     assert outcome.status == "done", outcome.message
     files = outputs(mount, outcome)
     assert sorted(files) == ["360p.mp4", "480p.mp4"]  # 1080 and 720 would upscale: one at source size
@@ -163,15 +179,16 @@ def test_odd_sizes_give_even_dimensions() -> None:
     assert [(r.width, r.height) for r in encode.ladder_for(wide, (1080, 720))] == [(1080, 1920), (720, 1280)]
 
 
-def test_phone_rotation_gives_an_upright_output_without_a_display_matrix(mount: Path, clips: Path) -> None:
+def test_phone_rotation_gives_an_upright_output_without_a_display_matrix(mount: Path, clips: Path, put_clip: PutClip,
+                                                                         run: Run) -> None:
     # left half white, right half black: after a 90 degree turn one half is on top
     plain = clips / "halves.mp4"
     ff("-f", "lavfi", "-i", "color=white:s=160x240:d=1", "-f", "lavfi", "-i", "color=black:s=160x240:d=1",
        "-filter_complex", "[0][1]hstack", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(plain))
     rotated = clips / "rotated.mp4"
     ff("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated), exe=newer_ffmpeg())
-    name = put(mount, rotated)
-    outcome = run(mount, name, poster=True)
+    rel = put_clip(rotated)
+    outcome = run(rel, poster=True)
     assert outcome.status == "done", outcome.message
     facts = outcome.record["facts"]["probe"]["video"]  # type: ignore[index]
     assert facts["rotation"] in (90, 270) and (facts["width"], facts["height"]) == (320, 240)
@@ -195,11 +212,12 @@ def test_phone_rotation_gives_an_upright_output_without_a_display_matrix(mount: 
     assert abs(top_luma(mine) - 128) > 80  # one half is clearly white or black: turned, not squeezed
 
 
-def test_anamorphic_source_gives_square_pixels_at_its_display_shape(mount: Path, clips: Path) -> None:
+def test_anamorphic_source_gives_square_pixels_at_its_display_shape(mount: Path, clips: Path, put_clip: PutClip,
+                                                                    run: Run) -> None:
     """1440x1080-style sources store wide pictures in narrow pixels (SAR 4:3): the output
     must show the same shape with square pixels, not a squeezed picture."""
-    name = put(mount, make_clip(clips / "anamorphic.mp4", extra=("-vf", "setsar=4/3")))
-    outcome = run(mount, name, poster=False, ladder="240")
+    rel = put_clip(make_clip(clips / "anamorphic.mp4", extra=("-vf", "setsar=4/3")))
+    outcome = run(rel, poster=False, ladder="240")
     assert outcome.status == "done", outcome.message
     assert outcome.record["facts"]["probe"]["video"]["sample_aspect_ratio"] == "4:3"  # type: ignore[index]
     video, = streams(outputs(mount, outcome)["240p.mp4"], "video")
@@ -207,13 +225,14 @@ def test_anamorphic_source_gives_square_pixels_at_its_display_shape(mount: Path,
     assert video.get("sample_aspect_ratio", "1:1") in ("1:1", "N/A")
 
 
-def test_variable_frame_rate_is_detected_and_output_at_a_constant_rate(mount: Path, clips: Path) -> None:
+def test_variable_frame_rate_is_detected_and_output_at_a_constant_rate(mount: Path, clips: Path, put_clip: PutClip,
+                                                                       run: Run) -> None:
     vfr = clips / "vfr.mp4"
     ff("-f", "lavfi", "-i", "testsrc2=s=320x240:r=30:d=3", "-vf", r"settb=1/90000,setpts=N/30/TB+0.012*mod(N\,2)/TB",
        "-fps_mode", "passthrough", "-enc_time_base:v", "1/90000", "-c:v", "libx264", "-preset", "ultrafast",
        "-pix_fmt", "yuv420p", "-video_track_timescale", "90000", str(vfr))
-    name = put(mount, vfr)
-    outcome = run(mount, name, poster=False)
+    rel = put_clip(vfr)
+    outcome = run(rel, poster=False)
     assert outcome.status == "done", outcome.message
     assert outcome.record["facts"]["probe"]["video"]["variable_frame_rate"] is True  # type: ignore[index]
     out = outputs(mount, outcome)["240p.mp4"]
@@ -227,15 +246,16 @@ def test_variable_frame_rate_is_detected_and_output_at_a_constant_rate(mount: Pa
     assert abs(duration - 3.0) <= 1 / 30 + 0.03
 
 
-def test_hevc_10_bit_becomes_h264_8_bit_and_data_tracks_are_ignored(mount: Path, clips: Path) -> None:
+def test_hevc_10_bit_becomes_h264_8_bit_and_data_tracks_are_ignored(mount: Path, clips: Path, put_clip: PutClip,
+                                                                    run: Run) -> None:
     srt = clips / "subs.srt"
     srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
     hevc = clips / "hevc10.mp4"
     ff("-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=1", "-f", "lavfi", "-i", "sine=d=1", "-i", str(srt),
        "-map", "0", "-map", "1", "-map", "2", "-c:v", "libx265", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
        "-x265-params", "log-level=error", "-tag:v", "hvc1", "-c:a", "aac", "-c:s", "mov_text", str(hevc))
-    name = put(mount, hevc)
-    outcome = run(mount, name, poster=False)
+    rel = put_clip(hevc)
+    outcome = run(rel, poster=False)
     assert outcome.status == "done", outcome.message
     facts = outcome.record["facts"]["probe"]  # type: ignore[index]
     assert facts["video"]["codec"] == "hevc" and facts["video"]["bit_depth"] == 10
@@ -245,19 +265,19 @@ def test_hevc_10_bit_becomes_h264_8_bit_and_data_tracks_are_ignored(mount: Path,
     assert kinds == [("video", "h264", "yuv420p"), ("audio", "aac", None)]
 
 
-def test_video_without_audio(mount: Path, clips: Path) -> None:
-    name = put(mount, make_clip(clips / "silent.mp4", audio=False))
-    outcome = run(mount, name)
+def test_video_without_audio(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:
+    rel = put_clip(make_clip(clips / "silent.mp4", audio=False))
+    outcome = run(rel)
     assert outcome.status == "done", outcome.message
     out = outputs(mount, outcome)["240p.mp4"]
     assert streams(out, "audio") == [] and len(streams(out, "video")) == 1
 
 
-def test_audio_only_gives_an_aac_m4a(mount: Path, clips: Path) -> None:
+def test_audio_only_gives_an_aac_m4a(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:
     wav = clips / "tone.wav"
     ff("-f", "lavfi", "-i", "sine=frequency=300:d=2", "-ac", "2", str(wav))
-    name = put(mount, wav)
-    outcome = run(mount, name, audio_bitrate=96)
+    rel = put_clip(wav)
+    outcome = run(rel, audio_bitrate=96)
     assert outcome.status == "done", outcome.message
     files = outputs(mount, outcome)
     assert list(files) == ["audio.m4a"]
@@ -266,13 +286,13 @@ def test_audio_only_gives_an_aac_m4a(mount: Path, clips: Path) -> None:
     assert outcome.record["facts"]["mode"] == "audio-only"  # type: ignore[index]
 
 
-def test_poster_skips_a_black_opening(mount: Path, clips: Path) -> None:
+def test_poster_skips_a_black_opening(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:
     clip = clips / "fade.mp4"
     ff("-f", "lavfi", "-i", "color=black:s=320x240:r=25:d=2", "-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=2",
        "-filter_complex", "[0][1]concat=n=2:v=1", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt",
        "yuv420p", str(clip))
-    name = put(mount, clip)
-    outcome = run(mount, name)
+    rel = put_clip(clip)
+    outcome = run(rel)
     assert outcome.status == "done", outcome.message
     poster = output_record(outcome, "poster.jpg")
     assert poster["media_type"] == "image/jpeg" and poster["time"] >= 1.5
@@ -283,9 +303,9 @@ def test_poster_skips_a_black_opening(mount: Path, clips: Path) -> None:
         assert ImageStat.Stat(image.convert("L")).mean[0] > 40
 
 
-def test_sprite_and_webvtt_index_and_hls(mount: Path, clips: Path) -> None:
-    name = put(mount, make_clip(clips / "five.mp4", seconds=5))
-    outcome = run(mount, name, sprite=True, sprite_interval=1, hls=True, hls_segment_seconds=2)
+def test_sprite_and_webvtt_index_and_hls(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:
+    rel = put_clip(make_clip(clips / "five.mp4", seconds=5))
+    outcome = run(rel, sprite=True, sprite_interval=1, hls=True, hls_segment_seconds=2)
     assert outcome.status == "done", outcome.message
     files = outputs(mount, outcome)
     cues = [line for line in files["sprite.vtt"].read_text().splitlines() if "#xywh=" in line]
@@ -308,17 +328,19 @@ def test_sprite_and_webvtt_index_and_hls(mount: Path, clips: Path) -> None:
 # ----------------------------------------------------------------------- hostile inputs
 
 
-def test_a_name_like_an_option_with_spaces_and_quotes_is_just_a_name(mount: Path, basic_clip: Path) -> None:
-    name = put(mount, basic_clip, '-weird name "q".mp4')
-    outcome = run(mount, name, sprite=True, hls=True)
+def test_a_name_like_an_option_with_spaces_and_quotes_is_just_a_name(mount: Path, basic_clip: Path, put_clip: PutClip,
+                                                                     run: Run) -> None:
+    rel = put_clip(basic_clip, '-weird name "q".mp4')
+    outcome = run(rel, sprite=True, hls=True)
     assert outcome.status == "done", outcome.message
     assert {"240p.mp4", "poster.jpg", "sprite.jpg", "master.m3u8"} <= set(outputs(mount, outcome))
 
 
-def test_a_percent_sign_in_the_path_is_not_an_image_pattern(mount: Path, basic_clip: Path) -> None:
+def test_a_percent_sign_in_the_path_is_not_an_image_pattern(mount: Path, basic_clip: Path, put_clip: PutClip,
+                                                            run: Run) -> None:
     (mount / "ingest" / "100%d").mkdir()
-    name = put(mount, basic_clip, "100%d/clip %03d.mp4")
-    outcome = run(mount, name, sprite=True)
+    rel = put_clip(basic_clip, "100%d/clip %03d.mp4")
+    outcome = run(rel, sprite=True)
     assert outcome.status == "done", outcome.message
     assert outputs(mount, outcome)["poster.jpg"].stat().st_size > 0
 
@@ -332,10 +354,10 @@ def test_a_percent_sign_in_the_path_is_not_an_image_pattern(mount: Path, basic_c
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_broken_inputs_are_classified_permanent_errors(mount: Path, clips: Path, label: str,
                                                        make: Callable[[Path, Path], None], code: str,
-                                                       needle: str) -> None:
+                                                       needle: str, run: Run) -> None:
     good = make_clip(clips / f"good-{label}.mp4", seconds=1)  # moov at the end: cutting removes it
     make(good, mount / "ingest" / f"{label}.mp4")
-    outcome = run(mount, f"{label}.mp4")
+    outcome = run(f"ingest/{label}.mp4")
     assert outcome.status == "failed" and outcome.code == code
     assert needle in (outcome.message or "")
     assert len(outcome.message or "") < 800  # the relevant ffmpeg lines, not all of stderr
@@ -343,7 +365,7 @@ def test_broken_inputs_are_classified_permanent_errors(mount: Path, clips: Path,
     assert (run_dir / "error.json").is_file() and not (run_dir / "manifest.json").exists()
 
 
-def test_garbled_picture_data_is_corrupt_although_ffmpeg_exits_0(mount: Path, clips: Path) -> None:
+def test_garbled_picture_data_is_corrupt_although_ffmpeg_exits_0(mount: Path, clips: Path, run: Run) -> None:
     good = make_clip(clips / "to-garble.mp4", seconds=3, audio=False, extra=("-movflags", "+faststart"))
     data = bytearray(good.read_bytes())
     mdat = data.index(b"mdat") + 8
@@ -352,20 +374,21 @@ def test_garbled_picture_data_is_corrupt_although_ffmpeg_exits_0(mount: Path, cl
     (mount / "ingest" / "garbled.mp4").write_bytes(bytes(data))
     assert subprocess.run([str(FFMPEG), "-v", "quiet", "-i", str(mount / "ingest" / "garbled.mp4"), "-f", "null",
                            "-"], check=False).returncode == 0  # ffmpeg itself does not fail
-    outcome = run(mount, "garbled.mp4")
+    outcome = run("ingest/garbled.mp4")
     assert outcome.status == "failed" and outcome.code == "corrupt-input", outcome.message
     assert "decoding errors" in (outcome.message or "") and len(outcome.message or "") < 800
 
 
-def test_encrypted_mp4_is_refused_instead_of_transcoded_to_garbage(mount: Path, clips: Path, basic_clip: Path) -> None:
+def test_encrypted_mp4_is_refused_instead_of_transcoded_to_garbage(mount: Path, clips: Path, basic_clip: Path,
+                                                                   put_clip: PutClip, run: Run) -> None:
     enc = clips / "cenc.mp4"
     ff("-i", str(basic_clip), "-c", "copy", "-encryption_scheme", "cenc-aes-ctr",
        "-encryption_key", "76a6c65c5ea762046bd749a2e632ccbb", "-encryption_kid", "a7e61c373e219033c21091fa607bf3b8",
        str(enc))
     # ffmpeg's own reaction varies by version (exit 0 with garbage pictures, or a decode
     # failure that reads as "corrupt"): the encryption boxes are what tell us the truth
-    name = put(mount, enc)
-    outcome = run(mount, name)
+    rel = put_clip(enc)
+    outcome = run(rel)
     assert outcome.status == "failed" and outcome.code == "encrypted-input", outcome.message
 
 
@@ -400,36 +423,40 @@ def ffmpeg_children() -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("segment_seconds", [0, 2], ids=["single-pass", "segments"])
-def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips: Path, segment_seconds: int) -> None:
+def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips: Path, segment_seconds: int,
+                                                             put_clip: PutClip) -> None:
     clip = clips / "long.mp4"
     if not clip.exists():
         make_clip(clip, seconds=12, size="640x480")
-    name = put(mount, clip, f"long-{segment_seconds}.mp4")
+    rel = put_clip(clip, f"long-{segment_seconds}.mp4")
     cfg = MountConfig.load(mount)
-    ref = input_from_path(cfg, f"ingest/{name}")
+    ref = input_from_path(cfg, rel)
     assert ref is not None
     from shared.events import WorkItem
 
-    item = WorkItem("test", f"ingest/{name}", input=ref,
+    item = WorkItem("test", rel, input=ref,
                     options={"preset": "veryslow", "segment_seconds": segment_seconds})
     started = time.monotonic()
     outcome = run_item(get_worker("video-transcode"), item, cfg, deadline=Deadline(11.5))
     assert outcome.status == "retryable" and outcome.code == "deadline", outcome.message
     assert time.monotonic() - started < 8
     assert ffmpeg_children() == []
-    run_dirs = list((mount / "workspace" / "video-transcode" / name).glob("*/"))
+    run_dirs = list((mount / "workspace" / "video-transcode" / f"long-{segment_seconds}.mp4").glob("*/"))
     assert run_dirs and not any((d / "manifest.json").exists() or (d / "error.json").exists() for d in run_dirs)
 
 
 # ----------------------------------------------------------------------- segment-parallel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("audio_copy", [True, False], ids=["audio-copied", "audio-encoded"])
-def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips: Path, audio_copy: bool) -> None:
-    name = put(mount, make_clip(clips / "seven.mp4", seconds=7))
-    single = run(mount, name, poster=False, audio_copy=audio_copy)
-    split = run(mount, name, poster=False, segment_seconds=2, audio_copy=audio_copy)
+def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips: Path, audio_copy: bool,
+                                                              put_clip: PutClip, run: Run) -> None:
+    rel = put_clip(make_clip(clips / "seven.mp4", seconds=7))
+    single = run(rel, poster=False, audio_copy=audio_copy)
+    split = run(rel, poster=False, segment_seconds=2, audio_copy=audio_copy)
     assert single.status == split.status == "done", (single.message, split.message)
     assert split.record["facts"]["segments"]["count"] >= 3  # type: ignore[index]
     expected = "copied" if audio_copy else "encoded"
@@ -454,11 +481,11 @@ def test_segment_parallel_matches_single_pass_frame_for_frame(mount: Path, clips
     assert not (run_dir / encode.SEGMENTS_DIR).exists()  # intermediate segments are gone before the commit
 
 
-def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path) -> None:
+def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:
     """The AWS fan-out encodes segments in other invocations; the join reuses them."""
-    name = put(mount, make_clip(clips / "five-b.mp4", seconds=5))
+    rel = put_clip(make_clip(clips / "five-b.mp4", seconds=5))
     cfg = MountConfig.load(mount)
-    path = mount / "ingest" / name
+    path = mount / rel
     info = probe.probe(path, keyframes_every=2)
     assert info.video is not None
     rate = encode.output_rate(info.video, 60)
@@ -472,27 +499,30 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path)
     import hashlib
 
     run_id = run_id_for("video-transcode", SPEC.version, options, hashlib.sha256(path.read_bytes()).hexdigest())
-    run_dir = cfg.worker_dir("video-transcode") / name / run_id
+    run_dir = cfg.worker_dir("video-transcode") / path.name / run_id
     run_dir.mkdir(parents=True)
     first = encode.encode_segment(plan, segments[0], run_dir)
     assert first.returncode == 0 and encode.segment_done(run_dir, segments[0], plan.rungs)
     marker_time = (run_dir / segments[0].done_marker).stat().st_mtime_ns
     calls: list[int] = []
+    reused_markers: list[int] = []
     original = encode.encode_segment
 
     def spy(plan: Any, segment: Any, run_dir: Path, should_stop: Any = None) -> Any:
         result = original(plan, segment, run_dir, should_stop)
         calls.append(-1 if result.cached else segment.index)
+        if result.cached:
+            reused_markers.append((run_dir / segment.done_marker).stat().st_mtime_ns)
         return result
 
-    encode.encode_segment = spy  # type: ignore[assignment]
+    encode.encode_segment = spy
     try:
-        outcome = run(mount, name, poster=False, segment_seconds=2)
+        outcome = run(rel, poster=False, segment_seconds=2)
     finally:
-        encode.encode_segment = original  # type: ignore[assignment]
+        encode.encode_segment = original
     assert outcome.status == "done", outcome.message
     assert -1 in calls and 0 not in calls  # segment 0 was not encoded again
-    assert marker_time  # the reused segment's marker existed before the run
+    assert reused_markers == [marker_time]  # the reused segment's marker is the one written before the run
     assert ffprobe(outputs(mount, outcome)["240p.mp4"])["streams"][0]["nb_read_packets"] == "150"
     assert core.AUDIO_PART.startswith(encode.SEGMENTS_DIR)
 
@@ -500,7 +530,8 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path)
 # ----------------------------------------------------------------------- no ffprobe, CLI
 
 
-def test_works_with_only_the_imageio_ffmpeg_binary(mount: Path, clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_works_with_only_the_imageio_ffmpeg_binary(mount: Path, clips: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   put_clip: PutClip, run: Run) -> None:
     plain = make_clip(clips / "for-wheel.mp4", seconds=2)
     rotated = clips / "for-wheel-rot.mp4"
     ff("-display_rotation", "90", "-i", str(plain), "-c", "copy", str(rotated), exe=newer_ffmpeg())
@@ -515,8 +546,8 @@ def test_works_with_only_the_imageio_ffmpeg_binary(mount: Path, clips: Path, mon
         assert (info.video.width, info.video.height, info.video.rotation) == (320, 240, 270)
         assert abs(info.duration - 2.0) < 0.1 and info.video.frame_rate == 30.0
         assert info.audio.codec == "aac" and info.audio.channels == 1
-        name = put(mount, rotated)
-        outcome = run(mount, name, segment_seconds=1)
+        rel = put_clip(rotated)
+        outcome = run(rel, segment_seconds=1)
     finally:
         runner.ffmpeg_exe.cache_clear()
         runner.ffprobe_exe.cache_clear()
@@ -525,20 +556,18 @@ def test_works_with_only_the_imageio_ffmpeg_binary(mount: Path, clips: Path, mon
     assert (video["width"], video["height"]) == (240, 320) and not video.get("side_data_list")
 
 
-def test_cli_run_and_verify_end_to_end(mount: Path, basic_clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    put(mount, basic_clip, "clip.mp4")
-    code = main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "ladder=480,240",
-                 "--option", "sprite=true"])
-    manifest = json.loads(capsys.readouterr().out)
+def test_cli_run_and_verify_end_to_end(basic_clip: Path, put_clip: PutClip, cli: Cli) -> None:
+    rel = put_clip(basic_clip, "clip.mp4")
+    code, manifest = cli.run("video-transcode", rel, "ladder=480,240", "sprite=true")
     assert code == 0 and manifest["worker"] == "video-transcode"
     assert {o["path"].rsplit("/", 1)[-1] for o in manifest["outputs"]} == {
         "240p.mp4", "poster.jpg", "sprite.jpg", "sprite.vtt"}
     assert manifest["options"]["ladder"] == [480, 240]
-    assert main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "ladder=480,240",
-                 "--option", "sprite=true"]) == 0
-    assert json.loads(capsys.readouterr().out)["run_id"] == manifest["run_id"]  # already done
-    assert main(["verify", "--root", str(mount)]) == 0
-    assert main(["run", "video-transcode", "ingest/clip.mp4", "--root", str(mount), "--option", "crf=99"]) == 2
+    code, again = cli.run("video-transcode", rel, "ladder=480,240", "sprite=true")
+    assert code == 0
+    assert again["run_id"] == manifest["run_id"]  # already done
+    assert cli("verify", "--root", str(cli.mount))[0] == 0
+    assert cli.run("video-transcode", rel, "crf=99")[0] == 2
 
 
 def test_registration_imports_no_media_library() -> None:
@@ -557,12 +586,12 @@ def test_segments_are_cut_evenly_moving_only_to_a_keyframe_very_near() -> None:
     cutting off it costs the next segment 13 frames of decoding only."""
     info = probe.MediaInfo("mov", 60.0, None, 0.0, None, None)
     keyframes = [t / 30 for t in (0, 60, 120, 887, 947, 1500, 1790)]
-    segments = encode.plan_segments(info, encode.Fraction(30), 30, keyframes)
+    segments = encode.plan_segments(info, Fraction(30), 30, keyframes)
     assert [(s.start, s.frames) for s in segments] == [(0, 900), (900, None)]
-    near = encode.plan_segments(info, encode.Fraction(30), 30, [*keyframes, 896 / 30])  # within 1%
+    near = encode.plan_segments(info, Fraction(30), 30, [*keyframes, 896 / 30])  # within 1%
     assert [(s.start, s.frames) for s in near] == [(0, 896), (896, None)]
     # no keyframe list (no ffprobe): cuts on the grid, every frame in exactly one segment
-    grid = encode.plan_segments(info, encode.Fraction(30), 1, None)
+    grid = encode.plan_segments(info, Fraction(30), 1, None)
     assert [s.start for s in grid] == list(range(0, 1770, 30))  # the last one takes the final 2 s
     assert sum(s.frames or 1800 - s.start for s in grid) == 1800
 
@@ -582,22 +611,24 @@ def test_keyframes_are_looked_up_near_the_cuts_only(clips: Path, container: str)
     assert probe.probe(path).keyframes == ()  # not asked: not looked up
 
 
-def test_compliant_aac_is_copied_and_other_audio_is_encoded(mount: Path, clips: Path) -> None:
-    source = put(mount, make_clip(clips / "aac-64k.mp4", extra=("-b:a", "64k")))
-    src_audio, = streams(mount / "ingest" / source, "audio")
-    copied = run(mount, source, poster=False, ladder="240")
+@pytest.mark.slow
+def test_compliant_aac_is_copied_and_other_audio_is_encoded(mount: Path, clips: Path, put_clip: PutClip,
+                                                            run: Run) -> None:
+    source = put_clip(make_clip(clips / "aac-64k.mp4", extra=("-b:a", "64k")))
+    src_audio, = streams(mount / source, "audio")
+    copied = run(source, poster=False, ladder="240")
     assert copied.status == "done" and copied.record["facts"]["audio"] == "copied"  # type: ignore[index]
     out_audio, = streams(outputs(mount, copied)["240p.mp4"], "audio")
     assert out_audio["codec_name"] == "aac" and out_audio["bit_rate"] == src_audio["bit_rate"]  # packets as they were
-    forced = run(mount, source, poster=False, ladder="240", audio_copy=False)
+    forced = run(source, poster=False, ladder="240", audio_copy=False)
     assert forced.record["facts"]["audio"] == "encoded"  # type: ignore[index]
-    loud = put(mount, make_clip(clips / "aac-256k.mp4", extra=("-ac", "2", "-b:a", "256k")))
-    over = run(mount, loud, poster=False, ladder="240", audio_bitrate=96)
+    loud = put_clip(make_clip(clips / "aac-256k.mp4", extra=("-ac", "2", "-b:a", "256k")))
+    over = run(loud, poster=False, ladder="240", audio_bitrate=96)
     assert over.record["facts"]["audio"] == "encoded"  # type: ignore[index]  # above the target bitrate
     out_audio, = streams(outputs(mount, over)["240p.mp4"], "audio")
     assert int(out_audio["bit_rate"]) < 110_000
-    mp3 = put(mount, make_clip(clips / "mp3.mkv", extra=("-c:a", "libmp3lame")))
-    encoded = run(mount, mp3, poster=False, ladder="240")
+    mp3 = put_clip(make_clip(clips / "mp3.mkv", extra=("-c:a", "libmp3lame")))
+    encoded = run(mp3, poster=False, ladder="240")
     assert encoded.record["facts"]["audio"] == "encoded"  # type: ignore[index]
     out_audio, = streams(outputs(mount, encoded)["240p.mp4"], "audio")
     assert out_audio["codec_name"] == "aac"

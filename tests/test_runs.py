@@ -165,7 +165,7 @@ def test_a_zombie_holder_counts_as_gone(tmp_path: Path) -> None:
             time.sleep(0.02)  # exited, not reaped: a zombie that still has a /proc entry
         assert acquire_claim(run_dir, lease_seconds=60).generation == 1
     finally:
-        zombie.wait()
+        zombie.communicate()
 
 
 def test_a_released_claim_is_taken_at_once_even_where_only_leases_count(tmp_path: Path) -> None:

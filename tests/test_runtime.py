@@ -230,7 +230,8 @@ def test_concurrent_duplicates_make_exactly_one_commit(mount: Path) -> None:
     procs = [subprocess.Popen(echo_cli("run", "test-echo", "ingest/dup.echo", "--root", str(mount),
                                        "-o", "sleep=0.3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(6)]
-    results = [(p.wait(timeout=60), p.stdout.read() if p.stdout else b"") for p in procs]
+    outputs = [p.communicate(timeout=60)[0] for p in procs]  # communicate() closes the pipes
+    results = [(p.returncode, out) for p, out in zip(procs, outputs, strict=True)]
     codes = sorted(code for code, _ in results)
     assert set(codes) <= {0, 75} and codes.count(0) >= 1
     assert len(manifests(mount)) == 1
@@ -251,7 +252,7 @@ def test_kill_9_mid_run_leaves_no_manifest_and_a_rerun_commits(mount: Path) -> N
         time.sleep(0.05)
     assert copy is not None, "the run never started writing"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc.communicate()
     assert not manifests(mount)
     rerun = subprocess.run(echo_cli("run", "test-echo", "ingest/victim.echo", "--root", str(mount)),
                            capture_output=True, timeout=60)
@@ -275,7 +276,8 @@ def test_a_live_duplicate_exits_75(mount: Path) -> None:
         assert second.returncode == 75, second.stderr
         assert "being processed" in second.stderr
     finally:
-        assert first.wait(timeout=60) == 0
+        first.communicate(timeout=60)
+        assert first.returncode == 0
 
 
 # ----------------------------------------------------------------------------- handler

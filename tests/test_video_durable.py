@@ -7,9 +7,11 @@ which must find every segment done and only join them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,27 @@ pytest.importorskip("aws_durable_execution_sdk_python_testing")
 pytestmark = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg and ffprobe")
 
 
+@pytest.fixture
+def loops_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The SDK's test runner makes event loops it never closes: close them (and their
+    self-pipe sockets) at the end, so that no ResourceWarning surfaces in a later test."""
+    made: list[asyncio.AbstractEventLoop] = []
+    real = asyncio.new_event_loop
+
+    def new_event_loop() -> asyncio.AbstractEventLoop:
+        loop = real()
+        made.append(loop)
+        return loop
+
+    monkeypatch.setattr(asyncio, "new_event_loop", new_event_loop)
+    yield
+    for loop in made:
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("loops_closed")
 @pytest.mark.parametrize("audio_copy", [True, False], ids=["audio-copied", "audio-encoded"])
 def test_durable_orchestration_fans_out_segments_and_commits_once(mount: Path, monkeypatch: pytest.MonkeyPatch,
                                                                   audio_copy: bool) -> None:

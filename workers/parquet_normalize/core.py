@@ -406,6 +406,11 @@ class RejectSink:
             self.file.close()
             self.out.update_facts(REJECTS_NAME, rows=self.count)
 
+    def release(self) -> None:
+        """Close the file without recording it (the run stops; nothing is committed from it)."""
+        if self.file is not None and not self.file.closed:
+            self.file.close()
+
 
 # ------------------------------------------------------------------------ normalizer
 
@@ -442,6 +447,12 @@ class Normalizer:
     # -- reading
 
     def run(self, encoding: str | None, late: str | None = None) -> dict[str, Any]:
+        try:
+            return self._run(encoding, late)
+        finally:
+            self.rejects.release()  # a run stopped early (a limit, a bad contract) leaves no file open
+
+    def _run(self, encoding: str | None, late: str | None) -> dict[str, Any]:
         detected, sample = _guarded_call(detect, self.source.path, self.source.size, self.options)
         if encoding is not None:  # invalid UTF-8 after the sample: start over as legacy text
             text, encoding = legacy_decode(sample)

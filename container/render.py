@@ -132,7 +132,14 @@ def template_resources(worker: Worker) -> str:
     return _fill(_WORKER_RESOURCES, worker=worker.name, Logical=worker.logical, command=worker.command,
                  memory=d.memory_mb, timeout=d.timeout_seconds, ephemeral=d.ephemeral_storage_mb,
                  batch_size=d.batch_size, visibility=min(6 * d.timeout_seconds, 43200),
-                 lower_keys=_keys(lower), upper_keys=_keys([e.upper() for e in lower]))
+                 rules="".join(_event_rule(worker, case, keys) for case, keys in
+                               (("lower", lower), ("upper", [e.upper() for e in lower]))))
+
+
+def _event_rule(worker: Worker, case: str, extensions: Sequence[str]) -> str:
+    """One EventBridge rule: S3 event patterns match case-sensitively, so one per case."""
+    return _fill(_EVENT_RULE, worker=worker.name, Logical=worker.logical, case=f"{case}case",
+                 Case=case.capitalize(), keys=_keys(extensions))
 
 
 def template_fixed(workers: Sequence[Worker]) -> dict[str, str]:
@@ -513,47 +520,7 @@ _WORKER_RESOURCES = """\
               ArnEquals:
                 aws:SourceArn: [!GetAtt {{Logical}}LowerCaseRule.Arn, !GetAtt {{Logical}}UpperCaseRule.Arn]
 
-  # Object Created under the ingest prefix with one of {{worker}}'s suffixes (lowercase).
-  # Outputs live under the workspace prefix, which no rule matches: no loops.
-  {{Logical}}LowerCaseRule:
-    Type: AWS::Events::Rule
-    Properties:
-      Description: {{worker}} inputs (lowercase suffixes) -> queue
-      State: ENABLED
-      EventPattern:
-        source: [aws.s3]
-        detail-type: [Object Created]
-        detail:
-          bucket:
-            name: [!If [CreateBucket, !Ref Bucket, !Ref BucketName]]
-          object:
-            key:
-{{lower_keys}}
-      Targets:
-        - Id: queue
-          Arn: !GetAtt {{Logical}}Queue.Arn
-
-  # Object Created under the ingest prefix with one of {{worker}}'s suffixes (uppercase).
-  # Outputs live under the workspace prefix, which no rule matches: no loops.
-  {{Logical}}UpperCaseRule:
-    Type: AWS::Events::Rule
-    Properties:
-      Description: {{worker}} inputs (uppercase suffixes) -> queue
-      State: ENABLED
-      EventPattern:
-        source: [aws.s3]
-        detail-type: [Object Created]
-        detail:
-          bucket:
-            name: [!If [CreateBucket, !Ref Bucket, !Ref BucketName]]
-          object:
-            key:
-{{upper_keys}}
-      Targets:
-        - Id: queue
-          Arn: !GetAtt {{Logical}}Queue.Arn
-
-  {{Logical}}DeadLetterAlarm:
+{{rules}}  {{Logical}}DeadLetterAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
       AlarmDescription: {{worker}} messages failed {MaxReceiveCount} deliveries and sit in the dead-letter queue
@@ -587,6 +554,30 @@ _WORKER_RESOURCES = """\
       TreatMissingData: notBreaching
       AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
 """
+
+_EVENT_RULE = """\
+  # Object Created under the ingest prefix with one of {{worker}}'s suffixes ({{case}}).
+  # Outputs live under the workspace prefix, which no rule matches: no loops.
+  {{Logical}}{{Case}}CaseRule:
+    Type: AWS::Events::Rule
+    Properties:
+      Description: {{worker}} inputs ({{case}} suffixes) -> queue
+      State: ENABLED
+      EventPattern:
+        source: [aws.s3]
+        detail-type: [Object Created]
+        detail:
+          bucket:
+            name: [!If [CreateBucket, !Ref Bucket, !Ref BucketName]]
+          object:
+            key:
+{{keys}}
+      Targets:
+        - Id: queue
+          Arn: !GetAtt {{Logical}}Queue.Arn
+
+"""
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -538,11 +538,6 @@ class Run:
         """The commit of this content's latest attempt, or None (never processed, or in progress)."""
         return self._latest_commit(self._base())
 
-    def history(self) -> list[Commit]:
-        """Every committed attempt of this content, newest first."""
-        commits = (read_commit(path) for _, path in reversed(self.attempts()))
-        return [c for c in commits if c is not None]
-
     def attempt_dir(self, *, retry_failed: bool = False) -> Path:
         """The directory :meth:`claim` takes: the latest attempt, or the next one when that one
         failed for good and ``retry_failed`` asks for another (nothing committed is touched)."""

@@ -51,7 +51,6 @@ DEADLINE_MARGIN = 1.0
 MEDIA_TYPES = {"jpeg": "image/jpeg", "webp": "image/webp", "avif": "image/avif", "png": "image/png",
                "gif": "image/gif"}
 EXTENSIONS = {"jpeg": "jpg", "webp": "webp", "avif": "avif", "png": "png", "gif": "gif"}
-ALPHA_FORMATS = frozenset({"webp", "avif", "png", "gif"})
 ANIMATABLE_INPUTS = frozenset({"GIF", "WEBP", "PNG", "AVIF"})  # not TIFF pages nor MPO pictures
 _ROTATES = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _TRANSPOSE = {

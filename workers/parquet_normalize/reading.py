@@ -10,7 +10,6 @@ Rows that cannot be parsed at all (ragged CSV rows, malformed JSON lines) come o
 from __future__ import annotations
 
 import bisect
-import codecs
 import csv
 import io
 import json
@@ -564,7 +563,3 @@ class ParquetReader:
             table = pa.Table.from_batches([batch])
             table = table.rename_columns([f"c{i}" for i in range(table.num_columns)])
             yield RawBatch(table, IndexLines(start=start), "row")
-
-
-def codec_name(encoding: str) -> str:
-    return codecs.lookup(encoding).name

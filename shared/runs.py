@@ -377,8 +377,8 @@ class OutputDir:
 MIN_NAME_BUDGET = 32  # room a run directory must leave under the key limit (commit record, claims, short names)
 
 
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Run:
@@ -411,7 +411,7 @@ class Run:
         "sha256",
         "size",
         "started",
-        "started_at",
+        "started_wall",
         "version",
         "worker",
     )
@@ -425,7 +425,7 @@ class Run:
         self.options = dict(options)  # normalized: recorded in the manifest and hashed into the run-id
         self.invocation = invocation
         self.started = time.monotonic()
-        self.started_at = _now_iso()
+        self.started_wall = time.time()  # formatted only when a record is written
         self.sha256: str | None = None
         self.size: int | None = None
         self.base_id: str | None = None  # the run-id of this content; an attempt's directory adds ``.n``
@@ -614,7 +614,7 @@ class Run:
         }
 
     def _timing(self) -> dict[str, Any]:
-        return {"started_at": self.started_at, "finished_at": _now_iso(),
+        return {"started_at": _iso(self.started_wall), "finished_at": _iso(time.time()),
                 "duration_ms": round((time.monotonic() - self.started) * 1000, 1)}
 
     def commit_manifest(self, facts: Mapping[str, Any]) -> Commit:

@@ -96,6 +96,20 @@ def pillow_allocator_set(environ: Mapping[str, str] | None = None) -> bool:
     return any(name in env for name in PILLOW_ALLOCATOR_ENV)
 
 
+def mount_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``MOUNTWORKS_MOUNT`` names the mount (engines that can work without one ask)."""
+    return bool(_env(environ).get(ENV_MOUNT))
+
+
+def key_layout(ingest_prefix: str | None = None, bucket_prefix: str | None = None,
+               environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(ingest prefix, bucket prefix) of the keys, for a machine that has no mount."""
+    env = _env(environ)
+    ingest = _prefix(ingest_prefix or env.get(ENV_INGEST_PREFIX) or DEFAULT_INGEST_PREFIX, "ingest")
+    raw_bucket = bucket_prefix if bucket_prefix is not None else env.get(ENV_BUCKET_PREFIX, "")
+    return ingest, raw_bucket.strip("/")
+
+
 def worker_from_env(environ: Mapping[str, str] | None = None) -> str:
     """The worker that ``workers.handler.handler`` serves."""
     name = (os.environ if environ is None else environ).get(ENV_WORKER, "").strip()

@@ -5,6 +5,9 @@ operations. Plain Python over template.yaml and the code; no account needed.
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,3 +53,231 @@ def test_old_runs_expire_only_when_asked(template: dict[str, Any]) -> None:
     rule = optional[0][1]
     assert _sub(rule["Prefix"]) == "${BucketPrefix}${MountRootFolder}/${WorkspacePrefix}/"
     assert rule["ExpirationInDays"] == {"Ref": "RunExpirationDays"}
+
+
+# ------------------------------------------------------------------ AWS APIs: IAM and network
+
+ROOT = TEMPLATE.parent
+# What a library a function's code imports calls on AWS at run time.
+SDK_APIS = {"aws_durable_execution_sdk_python": {"lambda:CheckpointDurableExecution",
+                                                 "lambda:GetDurableExecutionState"}}
+DURABLE_INVOKE = "lambda:InvokeFunction"  # DurableContext.invoke: Lambda invokes the target as the function
+# Code that works on the mount (shared.runs writes every run): the S3 Files client and
+# Lambda's direct S3 reads of large inputs (DirectS3Read, memory >= 512 MB).
+MOUNT_APIS = {"s3files:ClientMount", "s3files:ClientWrite", "s3:GetObject"}
+# boto3 in a function's code, module -> the APIs it calls. A module not listed fails the
+# test: list its calls here, give the functions the permission and, with S3PrefixListId,
+# an interface endpoint in EndpointSecurityGroup.
+BOTO3_APIS: dict[str, set[str]] = {}
+SCENARIOS = {
+    "egress anywhere (NAT)": {"S3PrefixListId": "", "ExistingEndpointSecurityGroupId": ""},
+    "S3 gateway endpoint only": {"S3PrefixListId": "pl-0123abcd", "ExistingEndpointSecurityGroupId": ""},
+    "existing interface endpoints": {"S3PrefixListId": "pl-0123abcd",
+                                     "ExistingEndpointSecurityGroupId": "sg-0123abcd"},
+}
+
+
+def _module_file(name: str) -> Path | None:
+    path = ROOT.joinpath(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_imports(tree: ast.Module) -> Iterator[str]:
+    """Modules imported when the module loads (its body, not lazily inside functions)."""
+    for node in tree.body:
+        for inner in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.ClassDef) else ():
+            if isinstance(inner, ast.Import):
+                yield from (alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom) and inner.module and not inner.level:
+                yield inner.module
+                yield from (f"{inner.module}.{alias.name}" for alias in inner.names)
+
+
+def _is_durable(tree: ast.Module, handler: str) -> bool:
+    """The handler is a durable function (decorated with the SDK's ``durable_execution``)."""
+    return any(isinstance(node, ast.FunctionDef) and node.name == handler
+               and any("durable_execution" in ast.unparse(d) for d in node.decorator_list) for node in tree.body)
+
+
+def apis_called(handler_path: str) -> set[str]:
+    """Every AWS API the function with handler ``module.attribute`` calls, from its code.
+
+    The durable SDK counts for a durable handler (a plain handler beside it in the same
+    module, such as the segment function, does not checkpoint) and for any other module.
+    """
+    handler_module, handler = handler_path.rsplit(".", 1)
+    apis: set[str] = set()
+    seen: set[str] = set()
+    todo = [handler_module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages load first
+        tree = ast.parse(path.read_text())
+        imported = set(_module_imports(tree))
+        todo.extend(m for m in imported if m.split(".")[0] in ("shared", "workers"))
+        tops = {m.split(".")[0] for m in imported}
+        uses_boto3 = bool(tops & {"boto3", "botocore"}) or any(
+            isinstance(n, ast.Constant) and n.value == "boto3" for n in ast.walk(tree))
+        if uses_boto3:
+            assert name in BOTO3_APIS, f"{name} calls AWS through boto3: list its APIs in BOTO3_APIS"
+            apis |= BOTO3_APIS[name]
+        for sdk, calls in SDK_APIS.items():
+            if sdk in tops and (name != handler_module or _is_durable(tree, handler)):
+                apis |= calls
+                if any(isinstance(n, ast.Attribute) and n.attr == "invoke" for n in ast.walk(tree)):
+                    apis.add(DURABLE_INVOKE)
+        if name == "shared.runs":
+            apis |= MOUNT_APIS
+    return apis
+
+
+class Resolver:
+    """The template as CloudFormation resolves it for one set of parameters."""
+
+    def __init__(self, template: dict[str, Any], params: dict[str, str]) -> None:
+        self.template = template
+        self.params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()} | params
+
+    def condition(self, node: Any) -> bool:
+        if isinstance(node, str):
+            return self.condition(self.template["Conditions"][node])
+        (fn, args), = node.items()
+        if fn == "Condition":
+            return self.condition(args)
+        if fn == "Fn::Equals":
+            return bool(self.value(args[0]) == self.value(args[1]))
+        if fn == "Fn::Not":
+            return not self.condition(args[0])
+        if fn == "Fn::And":
+            return all(self.condition(a) for a in args)
+        if fn == "Fn::Or":
+            return any(self.condition(a) for a in args)
+        raise AssertionError(f"unknown condition function {fn}")
+
+    def value(self, node: Any) -> Any:
+        """Fn::If and Ref of parameters resolved; AWS::NoValue dropped; other intrinsics kept."""
+        if isinstance(node, list):
+            return [v for v in (self.value(n) for n in node) if v is not NO_VALUE]
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                name, yes, no = node["Fn::If"]
+                return self.value(yes if self.condition(name) else no)
+            if set(node) == {"Ref"}:
+                ref = node["Ref"]
+                return NO_VALUE if ref == "AWS::NoValue" else self.params.get(ref, node)
+            resolved = {k: self.value(v) for k, v in node.items()}
+            return {k: v for k, v in resolved.items() if v is not NO_VALUE}
+        return node
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return {name: {**res, "Properties": self.value(res.get("Properties", {}))}
+                for name, res in self.template["Resources"].items()
+                if "Condition" not in res or self.condition(res["Condition"])}
+
+
+NO_VALUE = object()
+
+
+def _group(ref: Any) -> str:
+    """A security group reference -> the logical id of the group or the id passed in."""
+    if isinstance(ref, dict) and "Fn::GetAtt" in ref:
+        return str(ref["Fn::GetAtt"][0])
+    if isinstance(ref, dict) and "Ref" in ref:
+        return str(ref["Ref"])
+    return str(ref)
+
+
+def _actions(statements: list[dict[str, Any]]) -> set[str]:
+    actions: set[str] = set()
+    for statement in statements:
+        if statement.get("Effect") == "Allow":
+            listed = statement["Action"]
+            actions |= {listed} if isinstance(listed, str) else set(listed)
+    return actions
+
+
+def _function_actions(resources: dict[str, dict[str, Any]], function: dict[str, Any]) -> set[str]:
+    props = function["Properties"]
+    if "Role" in props:
+        role = resources[_group(props["Role"])]["Properties"]
+        return _actions([s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]])
+    return _actions([s for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p
+                     for s in p["Statement"]])
+
+
+def network_gaps(template: dict[str, Any], params: dict[str, str]) -> list[str]:
+    """Each (function, API) that has no IAM permission or no network path, for ``params``."""
+    resolver = Resolver(template, params)
+    resources = resolver.resources()
+    function_groups = {_group(g) for g in resolver.value(template["Globals"]["Function"]["VpcConfig"])[
+        "SecurityGroupIds"]}
+    egress = [(rule, group) for group in function_groups
+              for rule in resources[group]["Properties"].get("SecurityGroupEgress", [])]
+    egress += [(res["Properties"], _group(res["Properties"]["GroupId"])) for res in resources.values()
+               if res["Type"] == "AWS::EC2::SecurityGroupEgress"]
+    egress = [(rule, g) for rule, g in egress if g in function_groups]
+
+    def https_to(target: Callable[[dict[str, Any]], bool]) -> bool:
+        return any(int(r["FromPort"]) <= 443 <= int(r["ToPort"]) and target(r) for r, _ in egress)
+
+    endpoints = {res["Properties"]["ServiceName"]["Fn::Sub"].rsplit(".", 1)[-1]:
+                 {_group(g) for g in res["Properties"]["SecurityGroupIds"]}
+                 for res in resources.values() if res["Type"] == "AWS::EC2::VPCEndpoint"
+                 and res["Properties"].get("VpcEndpointType") == "Interface"
+                 and res["Properties"].get("PrivateDnsEnabled") is True}
+    existing = resolver.params["ExistingEndpointSecurityGroupId"]
+    ingress = {_group(res["Properties"]["GroupId"]) for res in resources.values()
+               if res["Type"] == "AWS::EC2::SecurityGroupIngress" and int(res["Properties"]["FromPort"]) == 443
+               and _group(res["Properties"]["SourceSecurityGroupId"]) in function_groups}
+    gaps = []
+    for name, res in resources.items():
+        if res["Type"] != "AWS::Serverless::Function":
+            continue
+        allowed = _function_actions(resources, res)
+        for api in sorted(apis_called(res["Properties"]["ImageConfig"]["Command"][0])):
+            service = api.split(":")[0]
+            if api not in allowed:
+                gaps.append(f"{name}: no IAM permission for {api}")
+            if service == "s3files":
+                path = any(r.get("FromPort") == 2049 and "DestinationSecurityGroupId" in r for r, _ in egress)
+            elif service == "s3":
+                path = https_to(lambda r: r.get("CidrIp") == "0.0.0.0/0"
+                                or r.get("DestinationPrefixListId") == resolver.params["S3PrefixListId"] != "")
+            else:
+                groups = endpoints.get(service, set()) | ({existing} if existing else set())
+                path = https_to(lambda r: r.get("CidrIp") == "0.0.0.0/0") or https_to(
+                    lambda r: _group(r.get("DestinationSecurityGroupId")) in groups & ingress)
+            if not path:
+                gaps.append(f"{name}: no network path to {service} for {api}")
+    return gaps
+
+
+def test_the_fan_out_calls_the_lambda_api_and_every_worker_the_mount() -> None:
+    """The inventory below is the code's: a worker mounts and reads S3; the fan-out checkpoints."""
+    assert apis_called("workers.image_resize.handler.handler") == MOUNT_APIS
+    assert apis_called("workers.video_transcode.durable.segment_handler") == MOUNT_APIS
+    assert apis_called("workers.video_transcode.durable.orchestrate") == MOUNT_APIS | SDK_APIS[
+        "aws_durable_execution_sdk_python"] | {DURABLE_INVOKE}
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_api_a_function_calls_has_iam_and_a_network_path(template: dict[str, Any], scenario: str) -> None:
+    assert network_gaps(template, SCENARIOS[scenario]) == []
+
+
+def test_without_the_lambda_endpoint_the_fan_out_has_no_path(template: dict[str, Any]) -> None:
+    """The check above can fail: S3-only egress and no Lambda endpoint strand the fan-out."""
+    broken = {**template, "Resources": {k: v for k, v in template["Resources"].items() if k != "LambdaEndpoint"}}
+    assert network_gaps(broken, SCENARIOS["S3 gateway endpoint only"]) == [
+        "VideoFanoutFunction: no network path to lambda for lambda:CheckpointDurableExecution",
+        "VideoFanoutFunction: no network path to lambda for lambda:GetDurableExecutionState",
+        "VideoFanoutFunction: no network path to lambda for lambda:InvokeFunction"]
+    assert network_gaps(broken, SCENARIOS["egress anywhere (NAT)"]) == []

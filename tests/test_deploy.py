@@ -270,7 +270,8 @@ def test_durable_code_reads_only_named_variables_the_template_sets(template: dic
     from workers.video_transcode import durable
 
     names = _env_names_read(durable)
-    assert names == {config.ENV_VIDEO_SEGMENT_FUNCTION}, "durable.py reads its segment function from the environment"
+    assert names == {config.ENV_VIDEO_SEGMENT_FUNCTION, config.ENV_VIDEO_MAX_FANOUT}, \
+        "durable.py reads its segment function and its fan-out width from the environment"
     orchestrator = template["Resources"][DURABLE_FUNCTION]["Properties"]["Environment"]["Variables"]
     assert names <= set(orchestrator), f"the template does not set {names - set(orchestrator)}"
     assert orchestrator[durable.ENV_SEGMENT_FUNCTION] == {"Fn::GetAtt": [SEGMENT_FUNCTION, "Arn"]}
@@ -603,7 +604,8 @@ def test_a_fifth_worker_renders_complete_deploy_parts_that_lint_clean(
     assert keys == [".mid", ".midi", ".MID", ".MIDI"]
     machine = res["BackfillStateMachine"]["Properties"]
     assert machine["DefinitionSubstitutions"]["AudioTagFunctionArn"] == {"Fn::GetAtt": ["AudioTagFunction", "Arn"]}
-    assert '"audio-tag": {"function": "${AudioTagFunctionArn}", "extensions": [".mid", ".midi"]}' in (
+    assert ('"audio-tag": {"function": "${AudioTagFunctionArn}", "extensions": [".mid", ".midi"], '
+            '"batchSize": 20, "maxConcurrency": 10}') in (
         machine["Definition"]["States"]["Route"]["Assign"]["route"])
     assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "AudioTagFunction"}}} in machine["Policies"]
     assert {"AudioTagFunctionName", "AudioTagQueueUrl", "AudioTagDeadLetterQueueUrl"} <= set(loaded["Outputs"])

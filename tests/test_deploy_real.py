@@ -6,6 +6,7 @@ operations. Plain Python over template.yaml and the code; no account needed.
 from __future__ import annotations
 
 import ast
+import importlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 import yaml
 from test_deploy import TEMPLATE, _CfnLoader
+
+from workers.registry import WORKERS
 
 pytestmark = pytest.mark.deploy
 
@@ -252,9 +255,10 @@ def network_gaps(template: dict[str, Any], params: dict[str, str]) -> list[str]:
                 path = https_to(lambda r: r.get("CidrIp") == "0.0.0.0/0"
                                 or r.get("DestinationPrefixListId") == resolver.params["S3PrefixListId"] != "")
             else:
-                groups = endpoints.get(service, set()) | ({existing} if existing else set())
-                path = https_to(lambda r: r.get("CidrIp") == "0.0.0.0/0") or https_to(
-                    lambda r: _group(r.get("DestinationSecurityGroupId")) in groups & ingress)
+                reachable = (endpoints.get(service, set()) | ({existing} if existing else set())) & ingress
+                path = https_to(lambda r: r.get("CidrIp") == "0.0.0.0/0") or any(
+                    int(r["FromPort"]) <= 443 <= int(r["ToPort"])
+                    and _group(r.get("DestinationSecurityGroupId")) in reachable for r, _ in egress)
             if not path:
                 gaps.append(f"{name}: no network path to {service} for {api}")
     return gaps
@@ -281,3 +285,49 @@ def test_without_the_lambda_endpoint_the_fan_out_has_no_path(template: dict[str,
         "VideoFanoutFunction: no network path to lambda for lambda:GetDurableExecutionState",
         "VideoFanoutFunction: no network path to lambda for lambda:InvokeFunction"]
     assert network_gaps(broken, SCENARIOS["egress anywhere (NAT)"]) == []
+
+
+# ------------------------------------------------------------------ capacity per worker
+
+
+def _deploy(worker: str) -> Any:
+    return importlib.import_module(WORKERS[worker] + ".deploy").DEPLOY
+
+
+def _worker_functions(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {res["Metadata"]["DockerTag"]: res["Properties"] for name, res in template["Resources"].items()
+            if res["Type"] == "AWS::Serverless::Function" and name.removesuffix("Function") in
+            {"".join(p.capitalize() for p in w.split("-")) for w in WORKERS}}
+
+
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_each_worker_has_its_own_memory_batch_and_concurrency(template: dict[str, Any], worker: str) -> None:
+    deploy, props = _deploy(worker), _worker_functions(template)[worker]
+    queue = props["Events"]["Queue"]["Properties"]
+    assert props["MemorySize"] == deploy.memory_mb
+    assert queue["BatchSize"] == deploy.batch_size
+    assert queue["ScalingConfig"]["MaximumConcurrency"] == deploy.max_concurrency
+    assert props["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["ReserveWorkerConcurrency", deploy.max_concurrency, {"Ref": "AWS::NoValue"}]}
+    assert template["Parameters"]["ReserveConcurrency"]["Default"] == "no"  # an option, off by default
+
+
+def test_a_video_is_one_message_and_one_backfill_item_per_invocation() -> None:
+    video = _deploy("video-transcode")
+    assert (video.batch_size, video.backfill_batch_size) == (1, 1)
+
+
+def test_the_fan_out_keeps_to_the_segment_functions_capacity(template: dict[str, Any],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import config
+    from workers.video_transcode import durable
+
+    resources = template["Resources"]
+    fanout_env = resources["VideoFanoutFunction"]["Properties"]["Environment"]["Variables"]
+    assert fanout_env[config.ENV_VIDEO_MAX_FANOUT] == {"Ref": "VideoFanoutMaxSegments"}
+    assert resources["VideoSegmentFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["ReserveWorkerConcurrency", {"Ref": "VideoFanoutMaxSegments"}, {"Ref": "AWS::NoValue"}]}
+    monkeypatch.setenv(config.ENV_VIDEO_MAX_FANOUT, "7")
+    assert config.video_max_fanout(durable.MAX_FANOUT) == 7
+    source = ast.unparse(ast.parse(Path(durable.__file__).read_text()))
+    assert "MapConfig(max_concurrency=config.video_max_fanout(MAX_FANOUT))" in source

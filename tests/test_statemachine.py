@@ -9,6 +9,7 @@ the real handler, so key spellings (spaces, ``+``, upper-case suffixes) survive 
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.deploy
 JSONATA_DIR = Path(__file__).resolve().parent / "jsonata"
 ARN = "arn:aws:lambda:eu-west-1:123456789012:function:stack-{worker}"
 PREFIX = "data/mw/ingest/"
-SUBSTITUTIONS = {"BucketName": "bucket", "IngestKeyPrefix": PREFIX, "MaxConcurrency": "20", "BatchSize": "20",
+# the parameters' defaults: 0 = each worker's own batch size and concurrency (its deploy.py)
+SUBSTITUTIONS = {"BucketName": "bucket", "IngestKeyPrefix": PREFIX, "MaxConcurrency": "0", "BatchSize": "0",
                  "ToleratedFailurePercentage": "5"}
 MAP = "States.Backfill"
 CHILD = f"{MAP}.ItemProcessor.States"
@@ -44,16 +46,21 @@ def _function_arn(name: str) -> str:
     return ARN.format(worker=worker)
 
 
-@pytest.fixture(scope="module")
-def definition() -> dict[str, Any]:
+def substituted(**overrides: str) -> dict[str, Any]:
     """The state machine definition with its DefinitionSubstitutions filled in, as deployed."""
     template = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
     machine = template["Resources"]["BackfillStateMachine"]["Properties"]
-    values = {name: SUBSTITUTIONS.get(name) or _function_arn(name) for name in machine["DefinitionSubstitutions"]}
+    given = {**SUBSTITUTIONS, **overrides}
+    values = {name: given.get(name) or _function_arn(name) for name in machine["DefinitionSubstitutions"]}
     text = json.dumps(machine["Definition"])
     text = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], text)
     loaded: dict[str, Any] = json.loads(text)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def definition() -> dict[str, Any]:
+    return substituted()
 
 
 def expressions(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -88,9 +95,17 @@ def listed(*keys: str) -> list[dict[str, Any]]:
     return [{"Key": k, "Size": 10, "Etag": '"e"', "LastModified": 1, "StorageClass": "STANDARD"} for k in keys]
 
 
-IMAGE_EXTENSIONS = sorted(get_worker("image-resize").extensions)
-IMAGE_ROUTE = {"function": ARN.format(worker="image-resize"), "extensions": IMAGE_EXTENSIONS}
-BATCH_INPUT = {**IMAGE_ROUTE, "options": {"sizes": [320]}}
+def route_of(name: str) -> dict[str, Any]:
+    """What the Route state must assign for a worker: its function, suffixes and capacity."""
+    deploy = importlib.import_module(WORKERS[name] + ".deploy").DEPLOY
+    return {"function": ARN.format(worker=name), "extensions": sorted(get_worker(name).extensions),
+            "batchSize": deploy.backfill_batch_size, "maxConcurrency": deploy.max_concurrency}
+
+
+IMAGE_ROUTE = route_of("image-resize")
+VIDEO_ROUTE = route_of("video-transcode")
+BATCH_INPUT = {"function": IMAGE_ROUTE["function"], "extensions": IMAGE_ROUTE["extensions"],
+               "options": {"sizes": [320]}}
 ONE = listed(f"{PREFIX}a b+c.JPG")
 SEVERAL = listed(f"{PREFIX}photos/cat.jpg", f"{PREFIX}photos/notes.txt", f"{PREFIX}photos/x y+z.Png",
                  f"{PREFIX}photos/a.jpg/readme", f"{PREFIX}photos/no-extension", f"{PREFIX}photos/IMG 1+2.HEIC")
@@ -109,10 +124,7 @@ def states_input(value: Any) -> dict[str, Any]:
 
 
 def route_cases() -> list[tuple[dict[str, Any], Any]]:
-    cases: list[tuple[dict[str, Any], Any]] = [
-        (states_input({"worker": name}), {"function": ARN.format(worker=name),
-                                          "extensions": sorted(get_worker(name).extensions)})
-        for name in WORKERS]
+    cases: list[tuple[dict[str, Any], Any]] = [(states_input({"worker": name}), route_of(name)) for name in WORKERS]
     return [*cases, (states_input({"worker": "nope"}), UNDEFINED), (states_input({}), UNDEFINED)]
 
 
@@ -124,12 +136,14 @@ CASES: dict[str, list[tuple[dict[str, Any], Any]]] = {
     f"{MAP}.ItemReader.Arguments.Prefix": [(states_input({"worker": "w", "prefix": "photos/"}), f"{PREFIX}photos/"),
                                            (states_input({"worker": "w"}), PREFIX),
                                            (states_input({"prefix": "a b+c/"}), f"{PREFIX}a b+c/")],
-    f"{MAP}.ItemBatcher.MaxItemsPerBatch": [({}, 20)],
+    f"{MAP}.ItemBatcher.MaxItemsPerBatch": [({"route": IMAGE_ROUTE}, IMAGE_ROUTE["batchSize"]),
+                                            ({"route": VIDEO_ROUTE}, 1)],  # one video per invocation
     f"{MAP}.ItemBatcher.BatchInput": [
         ({"route": IMAGE_ROUTE, **states_input({"worker": "image-resize", "options": {"sizes": [320]}})},
          BATCH_INPUT),
-        ({"route": IMAGE_ROUTE, **states_input({"worker": "image-resize"})}, {**IMAGE_ROUTE, "options": {}})],
-    f"{MAP}.MaxConcurrency": [({}, 20)],
+        ({"route": IMAGE_ROUTE, **states_input({"worker": "image-resize"})}, {**BATCH_INPUT, "options": {}})],
+    f"{MAP}.MaxConcurrency": [({"route": IMAGE_ROUTE}, IMAGE_ROUTE["maxConcurrency"]),
+                              ({"route": VIDEO_ROUTE}, VIDEO_ROUTE["maxConcurrency"])],
     f"{MAP}.ToleratedFailurePercentage": [({}, 5)],
     f"{CHILD}.KeepWorkerSuffixes.Output": [
         (child(ONE), {"Items": ONE, "BatchInput": BATCH_INPUT}),  # one item stays an array
@@ -187,3 +201,11 @@ def test_a_batch_the_handler_refuses_fails_the_child_with_a_named_error(definiti
     target = states[states["Recognised"]["Choices"][0]["Next"]]
     assert (target["Type"], target["Error"]) == ("Fail", "BatchRefused")
     assert states[states["Recognised"]["Default"]]["Type"] == "Succeed"
+
+
+def test_the_backfill_parameters_override_each_workers_capacity() -> None:
+    """BackfillBatchSize / BackfillMaxConcurrency above 0 win over the worker's own values."""
+    found = dict(expressions(substituted(BatchSize="7", MaxConcurrency="3")))
+    batch, concurrency = evaluate([(found[f"{MAP}.ItemBatcher.MaxItemsPerBatch"], {"route": VIDEO_ROUTE}),
+                                   (found[f"{MAP}.MaxConcurrency"], {"route": VIDEO_ROUTE})])
+    assert (batch, concurrency) == (7, 3)

@@ -468,6 +468,20 @@ _WORKER_RESOURCES = """\
               Resource: !Sub
                 - "${BucketArn}/${BucketPrefix}${MountRootFolder}/${IngestPrefix}/*"
                 - BucketArn: !If [CreateBucket, !GetAtt Bucket.Arn, !Sub "arn:${AWS::Partition}:s3:::${BucketName}"]
+            # SSE-KMS (KmsKeyArn): direct reads of inputs, the mount, the queue's messages
+            - !If
+              - HasKmsKey
+              - Sid: UseTheKmsKey
+                Effect: Allow
+                Action: [kms:Decrypt, kms:GenerateDataKey]
+                Resource: !Ref KmsKeyArn
+                Condition:
+                  StringEquals:
+                    kms:ViaService:
+                      - !Sub "s3.${AWS::Region}.amazonaws.com"
+                      - !Sub "s3files.${AWS::Region}.amazonaws.com"
+                      - !Sub "sqs.${AWS::Region}.amazonaws.com"
+              - !Ref AWS::NoValue
       Events:
         Queue:
           Type: SQS
@@ -490,22 +504,22 @@ _WORKER_RESOURCES = """\
 
   {{Logical}}Queue:
     Type: AWS::SQS::Queue
-    # checkov:skip=CKV_AWS_27: encrypted with SSE-SQS (SqsManagedSseEnabled), which checkov does not recognise; EventBridge cannot send to queues under the AWS-managed SQS KMS key
     Properties:
       # Six times the function timeout, as Lambda advises for SQS sources.
       VisibilityTimeout: {{visibility}}
       MessageRetentionPeriod: 345600
-      SqsManagedSseEnabled: true
+      SqsManagedSseEnabled: !If [HasKmsKey, !Ref AWS::NoValue, true]
+      KmsMasterKeyId: !If [HasKmsKey, !Ref KmsKeyArn, !Ref AWS::NoValue]
       RedrivePolicy:
         deadLetterTargetArn: !GetAtt {{Logical}}DeadLetterQueue.Arn
         maxReceiveCount: !Ref MaxReceiveCount
 
   {{Logical}}DeadLetterQueue:
     Type: AWS::SQS::Queue
-    # checkov:skip=CKV_AWS_27: encrypted with SSE-SQS (SqsManagedSseEnabled), which checkov does not recognise
     Properties:
       MessageRetentionPeriod: 1209600
-      SqsManagedSseEnabled: true
+      SqsManagedSseEnabled: !If [HasKmsKey, !Ref AWS::NoValue, true]
+      KmsMasterKeyId: !If [HasKmsKey, !Ref KmsKeyArn, !Ref AWS::NoValue]
 
   {{Logical}}QueuePolicy:
     Type: AWS::SQS::QueuePolicy

@@ -204,6 +204,12 @@ def test_function_sizing_and_queue(template: dict[str, Any], worker: str) -> Non
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == dlq
 
 
+def _by_sid(statements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Statements by Sid; a conditional one (``!If [HasKmsKey, statement, NoValue]``) as when it applies."""
+    unwrapped = [s["Fn::If"][1] if "Fn::If" in s else s for s in statements]
+    return {s["Sid"]: s for s in unwrapped}
+
+
 def _check_mount_and_reads(statements: dict[str, dict[str, Any]]) -> None:
     """The two statements every function that works on the mount has, and their scope."""
     mount = statements["MountThroughAccessPoint"]
@@ -220,8 +226,8 @@ def _check_mount_and_reads(statements: dict[str, dict[str, Any]]) -> None:
 @pytest.mark.parametrize("worker", sorted(DEPLOYED))
 def test_least_privilege(template: dict[str, Any], worker: str) -> None:
     (policy,) = _functions(template)[worker]["Properties"]["Policies"]
-    statements = {s["Sid"]: s for s in policy["Statement"]}
-    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs"}
+    statements = _by_sid(policy["Statement"])
+    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs", "UseTheKmsKey"}
     _check_mount_and_reads(statements)
 
 
@@ -305,9 +311,9 @@ def test_durable_orchestrator_config_and_least_privilege(template: dict[str, Any
     managed = {arn["Fn::Sub"].rsplit("/", 1)[1] for arn in role["ManagedPolicyArns"]}
     assert managed == {"AWSLambdaVPCAccessExecutionRole", "AWSXRayDaemonWriteAccess"}
     (policy,) = role["Policies"]
-    statements = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+    statements = _by_sid(policy["PolicyDocument"]["Statement"])
     assert set(statements) == {"OwnDurableExecutions", "InvokeSegmentFunction", "MountThroughAccessPoint",
-                               "DirectReadsOfInputs"}
+                               "DirectReadsOfInputs", "UseTheKmsKey"}
     _check_mount_and_reads(statements)
     own = statements["OwnDurableExecutions"]
     assert sorted(own["Action"]) == ["lambda:CheckpointDurableExecution", "lambda:GetDurableExecutionState"]
@@ -322,8 +328,8 @@ def test_segment_function_least_privilege(template: dict[str, Any]) -> None:
     props = template["Resources"][SEGMENT_FUNCTION]["Properties"]
     assert "DurableConfig" not in props  # a plain function: one segment per invocation
     (policy,) = props["Policies"]
-    statements = {s["Sid"]: s for s in policy["Statement"]}
-    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs"}
+    statements = _by_sid(policy["Statement"])
+    assert set(statements) == {"MountThroughAccessPoint", "DirectReadsOfInputs", "UseTheKmsKey"}
     _check_mount_and_reads(statements)
 
 

@@ -331,3 +331,51 @@ def test_the_fan_out_keeps_to_the_segment_functions_capacity(template: dict[str,
     assert config.video_max_fanout(durable.MAX_FANOUT) == 7
     source = ast.unparse(ast.parse(Path(durable.__file__).read_text()))
     assert "MapConfig(max_concurrency=config.video_max_fanout(MAX_FANOUT))" in source
+
+
+# ------------------------------------------------------------------ SSE-KMS
+
+KEY = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def _statements(res: dict[str, Any]) -> list[dict[str, Any]]:
+    props = res["Properties"]
+    if res["Type"] == "AWS::IAM::Role":
+        return [s for p in props.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    return [s for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p for s in p["Statement"]]
+
+
+def _reads_s3(res: dict[str, Any]) -> bool:
+    return any(a.startswith("s3:Get") for s in _statements(res) for a in
+               ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+
+
+@pytest.mark.parametrize("key", [KEY, ""], ids=["SSE-KMS", "SSE-S3"])
+def test_a_kms_key_encrypts_everything_and_every_reader_may_use_it(template: dict[str, Any], key: str) -> None:
+    resources = Resolver(template, {"KmsKeyArn": key}).resources()
+    fs = resources["FileSystem"]["Properties"]
+    bucket = resources["Bucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    queues = {n: r["Properties"] for n, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    durable = resources["VideoFanoutFunction"]["Properties"]["DurableConfig"]
+    readers = {n: r for n, r in resources.items() if r["Type"] in ("AWS::IAM::Role", "AWS::Serverless::Function")
+               and _reads_s3(r)}
+    assert len(queues) == 2 * len(WORKERS) and len(readers) >= len(WORKERS) + 3  # + sync role, segment, fan-out
+    kms = {n: [s for s in _statements(r) if s.get("Sid") == "UseTheKmsKey"] for n, r in readers.items()}
+    if not key:  # SSE-S3 and AWS-owned keys; no KMS permission anywhere
+        assert "KmsKeyId" not in fs and "KMSKeyArn" not in durable
+        assert bucket["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+        assert all(q["SqsManagedSseEnabled"] is True and "KmsMasterKeyId" not in q for q in queues.values())
+        assert all(found == [] for found in kms.values())
+        return
+    assert fs["KmsKeyId"] == key and durable["KMSKeyArn"] == key
+    assert bucket["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    assert all(q["KmsMasterKeyId"] == key and "SqsManagedSseEnabled" not in q for q in queues.values())
+    for name, found in kms.items():
+        assert len(found) == 1, f"{name} reads S3 but may not use the key"
+        statement = found[0]
+        assert statement["Resource"] == key
+        assert sorted(statement["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        services = {s["Fn::Sub"].split(".")[0] for s in statement["Condition"]["StringEquals"]["kms:ViaService"]}
+        assert {"s3", "s3files"} <= services <= {"s3", "s3files", "sqs", "lambda"}, name
+        if resources[name]["Type"] == "AWS::Serverless::Function" and "Events" in resources[name]["Properties"]:
+            assert "sqs" in services, f"{name} reads an encrypted queue"

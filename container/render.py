@@ -499,12 +499,18 @@ _WORKER_RESOURCES = """\
     DeletionPolicy: Delete
     UpdateReplacePolicy: Delete
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       LogGroupName: !Sub "/aws/lambda/${AWS::StackName}-{{worker}}"
       RetentionInDays: !Ref LogRetentionDays
 
   {{Logical}}Queue:
     Type: AWS::SQS::Queue
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       # Six times the function timeout, as Lambda advises for SQS sources.
       VisibilityTimeout: {{visibility}}
       MessageRetentionPeriod: 345600
@@ -517,6 +523,9 @@ _WORKER_RESOURCES = """\
   {{Logical}}DeadLetterQueue:
     Type: AWS::SQS::Queue
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       MessageRetentionPeriod: 1209600
       SqsManagedSseEnabled: !If [HasKmsKey, !Ref AWS::NoValue, true]
       KmsMasterKeyId: !If [HasKmsKey, !Ref KmsKeyArn, !Ref AWS::NoValue]
@@ -541,6 +550,9 @@ _WORKER_RESOURCES = """\
 {{rules}}  {{Logical}}DeadLetterAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       AlarmDescription: {{worker}} messages failed {MaxReceiveCount} deliveries and sit in the dead-letter queue
       Namespace: AWS/SQS
       MetricName: ApproximateNumberOfMessagesVisible
@@ -558,12 +570,61 @@ _WORKER_RESOURCES = """\
   {{Logical}}ErrorsAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       AlarmDescription: {{worker}} invocations raised (bugs or retryable errors)
       Namespace: AWS/Lambda
       MetricName: Errors
       Dimensions:
         - Name: FunctionName
           Value: !Ref {{Logical}}Function
+      Statistic: Sum
+      Period: 300
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+
+  {{Logical}}FailedAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
+      AlarmDescription: {{worker}} inputs failed for good (error.json) more than FailedInputsThreshold times in 5 minutes
+      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.
+      Namespace: mountworks
+      MetricName: Failed
+      Dimensions:
+        - Name: service
+          Value: mountworks
+        - Name: worker
+          Value: {{worker}}
+      Statistic: Sum
+      Period: 300
+      EvaluationPeriods: 1
+      Threshold: !Ref FailedInputsThreshold
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+
+  {{Logical}}InternalErrorsAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
+      AlarmDescription: {{worker}} hit internal errors (bugs), see the function log
+      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.
+      Namespace: mountworks
+      MetricName: InternalErrors
+      Dimensions:
+        - Name: service
+          Value: mountworks
+        - Name: worker
+          Value: {{worker}}
       Statistic: Sum
       Period: 300
       EvaluationPeriods: 1
@@ -579,6 +640,9 @@ _EVENT_RULE = """\
   {{Logical}}{{Case}}CaseRule:
     Type: AWS::Events::Rule
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       Description: {{worker}} inputs ({{case}} suffixes) -> queue
       State: ENABLED
       EventPattern:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -379,3 +381,97 @@ def test_a_kms_key_encrypts_everything_and_every_reader_may_use_it(template: dic
         assert {"s3", "s3files"} <= services <= {"s3", "s3files", "sqs", "lambda"}, name
         if resources[name]["Type"] == "AWS::Serverless::Function" and "Events" in resources[name]["Properties"]:
             assert "sqs" in services, f"{name} reads an encrypted queue"
+
+
+# ------------------------------------------------------------------ operations
+
+
+def _emitted_dimensions() -> tuple[str, list[str]]:
+    """(namespace, dimension names) of an EMF record as the worker emits it, by Powertools itself."""
+    from shared import observability
+
+    observability.metrics.set_default_dimensions(worker="image-resize")
+    observability.metrics.add_metric(name="Processed", unit="Count", value=1)
+    try:
+        blob = observability.metrics.serialize_metric_set()
+    finally:
+        observability.metrics.clear_metrics()
+        observability.metrics.clear_default_dimensions()
+    (directive,) = blob["_aws"]["CloudWatchMetrics"]
+    (dimensions,) = directive["Dimensions"]
+    return str(directive["Namespace"]), sorted(dimensions)
+
+
+def _dashboard(template: dict[str, Any]) -> dict[str, Any]:
+    body, _ = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    loaded: dict[str, Any] = json.loads(re.sub(r"\$\{[^}]+\}", "X", body))
+    return loaded
+
+
+def test_the_dashboard_shows_every_operational_signal(template: dict[str, Any]) -> None:
+    from shared.outcomes import STATUS_TABLE
+
+    namespace, dimensions = _emitted_dimensions()
+    expressions = [m[0]["expression"] for w in _dashboard(template)["widgets"] for m in w["properties"]["metrics"]]
+    worker_set = "{" + ",".join([namespace, *dimensions]) + "}"
+    shown = {(re.search(r"MetricName=\"(\w+)\"", e).group(1), e.split("'")[3])  # type: ignore[union-attr]
+             for e in expressions}
+    metrics = {faces.metric for faces in STATUS_TABLE.values()}
+    for metric, stat in [("Processed", "Sum"), ("Failed", "Sum"), ("Retryable", "Sum"), ("InternalErrors", "Sum"),
+                         ("DurationMs", "p50"), ("DurationMs", "p99")]:
+        assert metric in metrics | {"DurationMs"}
+        assert any(worker_set in e and f'MetricName="{metric}"' in e and f"'{stat}'" in e for e in expressions), metric
+    assert {("PendingExports", "Maximum"), ("ExportFailures", "Sum"), ("LostAndFoundFiles", "Maximum"),
+            ("ApproximateAgeOfOldestMessage", "Maximum"), ("ExecutionsFailed", "Sum")} <= shown
+    depth = [e for e in expressions if "ApproximateNumberOfMessagesVisible" in e]
+    assert sorted('NOT \\"DeadLetter\\"' in e or 'NOT "DeadLetter"' in e for e in depth) == [False, True]
+
+
+@pytest.mark.parametrize("worker", sorted(WORKERS))
+def test_each_worker_alarms_on_failures_and_internal_errors_as_emitted(template: dict[str, Any],
+                                                                        worker: str) -> None:
+    namespace, dimensions = _emitted_dimensions()
+    logical = "".join(p.capitalize() for p in worker.split("-"))
+    for metric, threshold in (("Failed", {"Ref": "FailedInputsThreshold"}), ("InternalErrors", 0)):
+        alarm = template["Resources"][f"{logical}{metric}Alarm"]["Properties"]
+        assert (alarm["Namespace"], alarm["MetricName"], alarm["Threshold"]) == (namespace, metric, threshold)
+        assert sorted(d["Name"] for d in alarm["Dimensions"]) == dimensions
+        assert {d["Name"]: d["Value"] for d in alarm["Dimensions"]}["worker"] == worker
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == namespace
+
+
+def test_a_failed_backfill_raises_an_alarm(template: dict[str, Any]) -> None:
+    alarm = template["Resources"]["BackfillFailuresAlarm"]["Properties"]
+    watched = {m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert watched == {"ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"}
+    assert all(m["MetricStat"]["Metric"]["Dimensions"] == [{"Name": "StateMachineArn",
+                                                            "Value": {"Ref": "BackfillStateMachine"}}]
+               for m in alarm["Metrics"] if "MetricStat" in m)
+
+
+def test_every_resource_that_takes_tags_is_tagged(template: dict[str, Any]) -> None:
+    """By cfn-lint's copy of the CloudFormation schemas: a type with Tags must carry app=mountworks."""
+    schemas = Path(importlib.import_module("cfnlint").__file__ or "").parent / "data" / "schemas"
+    providers = json.loads((schemas / "providers" / "us-east-1.json").read_text())
+    assert template["Globals"]["Function"]["Tags"] == {"app": "mountworks"}
+    untagged = []
+    for name, res in template["Resources"].items():
+        kind, props = res["Type"], res.get("Properties", {})
+        if kind == "AWS::Serverless::Function":
+            continue  # Globals
+        if kind.startswith("AWS::Serverless::"):
+            ok = props.get("Tags", {}).get("app") == "mountworks"
+        else:
+            schema = json.loads((schemas / "resources" / f"{providers[kind]}.json").read_text())
+            ok = "Tags" not in schema["properties"] or {"Key": "app", "Value": "mountworks"} in props.get("Tags", [])
+        if not ok:
+            untagged.append(name)
+    assert untagged == []
+
+
+def test_functions_do_not_pay_for_tracing_nothing_records() -> None:
+    """No code records X-Ray subsegments (no Powertools Tracer), so Active tracing is off."""
+    text = TEMPLATE.read_text()
+    assert "Tracing: Active" not in text and "AWSXRayDaemonWriteAccess" not in text
+    sources = [p.read_text() for folder in ("shared", "workers") for p in (ROOT / folder).rglob("*.py")]
+    assert not any("Tracer" in source for source in sources)

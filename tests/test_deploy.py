@@ -699,6 +699,28 @@ def test_checkov_clean_and_every_skip_explained() -> None:
     assert report["summary"]["passed"] > 0
 
 
+@pytest.mark.slow
+def test_sam_validate_lint_clean(tmp_path: Path) -> None:
+    """SAM CLI's own validation (its transform and its cfn-lint), as ``sam deploy`` would see it.
+
+    SAM CLI pins its own dependencies: it lives in its own virtual environment (``SAM``).
+    A copy with a property SAM does not know must fail, so a pass is not the tool idling.
+    """
+    sam = _tool("sam", "SAM")
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "eu-west-1"}
+
+    def validate(template: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sam, "validate", "--lint", "-t", str(template)], capture_output=True, text=True,
+                              cwd=ROOT, timeout=600, env=env)
+
+    run = validate(TEMPLATE)
+    assert run.returncode == 0 and "is a valid SAM Template" in run.stdout + run.stderr, run.stdout + run.stderr
+    broken = tmp_path / "template.yaml"
+    broken.write_text(TEMPLATE.read_text().replace("      PackageType: Image\n", "      PackageType: Image\n"
+                                                   "      NoSuchProperty: 1\n", 1))
+    assert validate(broken).returncode != 0
+
+
 # ------------------------------------------------------------------ wheels for both architectures
 
 

@@ -105,7 +105,8 @@ def _validate(worker: Worker) -> None:
         raise ValueError(f"{worker.name}: SPEC.extensions must be lowercase suffixes such as '.jpg'")
     d = worker.deploy
     if not (512 <= d.memory_mb <= 10240 and 1 <= d.timeout_seconds <= 900
-            and 512 <= d.ephemeral_storage_mb <= 10240 and 1 <= d.batch_size <= 10000):
+            and 512 <= d.ephemeral_storage_mb <= 10240 and 1 <= d.batch_size <= 10000
+            and 2 <= d.max_concurrency <= 1000 and 1 <= d.backfill_batch_size <= 1000):
         raise ValueError(f"{worker.name}: DEPLOY is outside Lambda's limits (memory >= 512 MB for direct reads)")
 
 
@@ -132,6 +133,7 @@ def template_resources(worker: Worker) -> str:
     return _fill(_WORKER_RESOURCES, worker=worker.name, Logical=worker.logical, command=worker.command,
                  memory=d.memory_mb, timeout=d.timeout_seconds, ephemeral=d.ephemeral_storage_mb,
                  batch_size=d.batch_size, visibility=min(6 * d.timeout_seconds, 43200),
+                 max_concurrency=d.max_concurrency,
                  rules="".join(_event_rule(worker, case, keys) for case, keys in
                                (("lower", lower), ("upper", [e.upper() for e in lower]))))
 
@@ -144,7 +146,8 @@ def _event_rule(worker: Worker, case: str, extensions: Sequence[str]) -> str:
 
 def template_fixed(workers: Sequence[Worker]) -> dict[str, str]:
     """The template's regions that list every worker: backfill routes and policies, outputs."""
-    routes = {w.name: {"function": "${" + w.logical + "FunctionArn}", "extensions": sorted(w.extensions)}
+    routes = {w.name: {"function": "${" + w.logical + "FunctionArn}", "extensions": sorted(w.extensions),
+                       "batchSize": w.deploy.backfill_batch_size, "maxConcurrency": w.deploy.max_concurrency}
               for w in workers}
     return {
         BACKFILL_SUBSTITUTIONS: "".join(f"        {w.logical}FunctionArn: !GetAtt {w.logical}Function.Arn\n"
@@ -421,7 +424,7 @@ _WORKER_RESOURCES = """\
   {{Logical}}Function:
     Type: AWS::Serverless::Function
     # checkov:skip=CKV_AWS_116: invoked by SQS and Step Functions, never asynchronously; failed messages go to the queue's dead-letter queue
-    # checkov:skip=CKV_AWS_115: concurrency is bounded by the queue's MaximumConcurrency and the backfill's MaxConcurrency; reserved concurrency would carve the account pool
+    # checkov:skip=CKV_AWS_115: reserved when ReserveConcurrency=yes (checkov cannot see through the !If); else bounded by the queue's MaximumConcurrency and the backfill's MaxConcurrency
     # checkov:skip=CKV_AWS_173: the variables hold paths, prefixes and log levels, no secrets; Lambda encrypts them at rest with an AWS-owned key
     DependsOn: [MountTargetsReady, {{Logical}}LogGroup]
     Metadata:
@@ -443,6 +446,7 @@ _WORKER_RESOURCES = """\
       Timeout: {{timeout}}
       EphemeralStorage:
         Size: {{ephemeral}}
+      ReservedConcurrentExecutions: !If [ReserveWorkerConcurrency, {{max_concurrency}}, !Ref AWS::NoValue]
       Environment:
         Variables:
           POWERTOOLS_SERVICE_NAME: {{worker}}
@@ -464,6 +468,20 @@ _WORKER_RESOURCES = """\
               Resource: !Sub
                 - "${BucketArn}/${BucketPrefix}${MountRootFolder}/${IngestPrefix}/*"
                 - BucketArn: !If [CreateBucket, !GetAtt Bucket.Arn, !Sub "arn:${AWS::Partition}:s3:::${BucketName}"]
+            # SSE-KMS (KmsKeyArn): direct reads of inputs, the mount, the queue's messages
+            - !If
+              - HasKmsKey
+              - Sid: UseTheKmsKey
+                Effect: Allow
+                Action: [kms:Decrypt, kms:GenerateDataKey]
+                Resource: !Ref KmsKeyArn
+                Condition:
+                  StringEquals:
+                    kms:ViaService:
+                      - !Sub "s3.${AWS::Region}.amazonaws.com"
+                      - !Sub "s3files.${AWS::Region}.amazonaws.com"
+                      - !Sub "sqs.${AWS::Region}.amazonaws.com"
+              - !Ref AWS::NoValue
       Events:
         Queue:
           Type: SQS
@@ -473,7 +491,7 @@ _WORKER_RESOURCES = """\
             MaximumBatchingWindowInSeconds: 5
             FunctionResponseTypes: [ReportBatchItemFailures]
             ScalingConfig:
-              MaximumConcurrency: !Ref WorkerMaxConcurrency
+              MaximumConcurrency: {{max_concurrency}}
 
   {{Logical}}LogGroup:
     Type: AWS::Logs::LogGroup
@@ -481,27 +499,36 @@ _WORKER_RESOURCES = """\
     DeletionPolicy: Delete
     UpdateReplacePolicy: Delete
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       LogGroupName: !Sub "/aws/lambda/${AWS::StackName}-{{worker}}"
       RetentionInDays: !Ref LogRetentionDays
 
   {{Logical}}Queue:
     Type: AWS::SQS::Queue
-    # checkov:skip=CKV_AWS_27: encrypted with SSE-SQS (SqsManagedSseEnabled), which checkov does not recognise; EventBridge cannot send to queues under the AWS-managed SQS KMS key
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       # Six times the function timeout, as Lambda advises for SQS sources.
       VisibilityTimeout: {{visibility}}
       MessageRetentionPeriod: 345600
-      SqsManagedSseEnabled: true
+      SqsManagedSseEnabled: !If [HasKmsKey, !Ref AWS::NoValue, true]
+      KmsMasterKeyId: !If [HasKmsKey, !Ref KmsKeyArn, !Ref AWS::NoValue]
       RedrivePolicy:
         deadLetterTargetArn: !GetAtt {{Logical}}DeadLetterQueue.Arn
         maxReceiveCount: !Ref MaxReceiveCount
 
   {{Logical}}DeadLetterQueue:
     Type: AWS::SQS::Queue
-    # checkov:skip=CKV_AWS_27: encrypted with SSE-SQS (SqsManagedSseEnabled), which checkov does not recognise
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       MessageRetentionPeriod: 1209600
-      SqsManagedSseEnabled: true
+      SqsManagedSseEnabled: !If [HasKmsKey, !Ref AWS::NoValue, true]
+      KmsMasterKeyId: !If [HasKmsKey, !Ref KmsKeyArn, !Ref AWS::NoValue]
 
   {{Logical}}QueuePolicy:
     Type: AWS::SQS::QueuePolicy
@@ -523,6 +550,9 @@ _WORKER_RESOURCES = """\
 {{rules}}  {{Logical}}DeadLetterAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       AlarmDescription: {{worker}} messages failed {MaxReceiveCount} deliveries and sit in the dead-letter queue
       Namespace: AWS/SQS
       MetricName: ApproximateNumberOfMessagesVisible
@@ -540,12 +570,61 @@ _WORKER_RESOURCES = """\
   {{Logical}}ErrorsAlarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       AlarmDescription: {{worker}} invocations raised (bugs or retryable errors)
       Namespace: AWS/Lambda
       MetricName: Errors
       Dimensions:
         - Name: FunctionName
           Value: !Ref {{Logical}}Function
+      Statistic: Sum
+      Period: 300
+      EvaluationPeriods: 1
+      Threshold: 0
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+
+  {{Logical}}FailedAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
+      AlarmDescription: {{worker}} inputs failed for good (error.json) more than FailedInputsThreshold times in 5 minutes
+      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.
+      Namespace: mountworks
+      MetricName: Failed
+      Dimensions:
+        - Name: service
+          Value: mountworks
+        - Name: worker
+          Value: {{worker}}
+      Statistic: Sum
+      Period: 300
+      EvaluationPeriods: 1
+      Threshold: !Ref FailedInputsThreshold
+      ComparisonOperator: GreaterThanThreshold
+      TreatMissingData: notBreaching
+      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+
+  {{Logical}}InternalErrorsAlarm:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
+      AlarmDescription: {{worker}} hit internal errors (bugs), see the function log
+      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.
+      Namespace: mountworks
+      MetricName: InternalErrors
+      Dimensions:
+        - Name: service
+          Value: mountworks
+        - Name: worker
+          Value: {{worker}}
       Statistic: Sum
       Period: 300
       EvaluationPeriods: 1
@@ -561,6 +640,9 @@ _EVENT_RULE = """\
   {{Logical}}{{Case}}CaseRule:
     Type: AWS::Events::Rule
     Properties:
+      Tags:
+        - Key: app
+          Value: mountworks
       Description: {{worker}} inputs ({{case}} suffixes) -> queue
       State: ENABLED
       EventPattern:

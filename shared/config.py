@@ -26,6 +26,7 @@ ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"  # Powertools' own names: the templ
 ENV_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_VIDEO_JOBS = "MOUNTWORKS_VIDEO_JOBS"  # local segment-parallel encodes at once (default: CPUs)
 ENV_VIDEO_SEGMENT_FUNCTION = "MOUNTWORKS_VIDEO_SEGMENT_FUNCTION"  # the durable fan-out's segment function
+ENV_VIDEO_MAX_FANOUT = "MOUNTWORKS_VIDEO_MAX_FANOUT"  # segment invocations in flight per fanned-out input
 ENV_FFMPEG = "MOUNTWORKS_FFMPEG"  # an explicit ffmpeg binary
 ENV_FFPROBE = "MOUNTWORKS_FFPROBE"  # an explicit ffprobe binary ("" = probe with ffmpeg)
 PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's own: an operator's setting wins
@@ -33,7 +34,8 @@ PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's ow
 # Read by one function or one worker, not by every function: the template sets them where
 # they apply (or leaves them to their defaults), never in Globals.
 PER_FUNCTION_ENV = frozenset({ENV_WORKER, ENV_POWERTOOLS_LOG_LEVEL, ENV_SERVICE_NAME, ENV_METRICS_NAMESPACE,
-                              ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_FFMPEG, ENV_FFPROBE})
+                              ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_VIDEO_MAX_FANOUT, ENV_FFMPEG,
+                              ENV_FFPROBE})
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
 DEFAULT_INGEST_PREFIX = "ingest"
@@ -80,6 +82,14 @@ def video_segment_function(default: str, environ: Mapping[str, str] | None = Non
     return _env(environ).get(ENV_VIDEO_SEGMENT_FUNCTION) or default
 
 
+def video_max_fanout(default: int, environ: Mapping[str, str] | None = None) -> int:
+    """Segments the fan-out keeps in flight: the template sets it to the segment function's capacity."""
+    try:
+        return max(1, int(_env(environ).get(ENV_VIDEO_MAX_FANOUT, "")))
+    except ValueError:
+        return default
+
+
 def ffmpeg_override(environ: Mapping[str, str] | None = None) -> str | None:
     """An explicit ffmpeg binary, or None to look on PATH."""
     return _env(environ).get(ENV_FFMPEG) or None
@@ -94,6 +104,20 @@ def pillow_allocator_set(environ: Mapping[str, str] | None = None) -> bool:
     """True when the operator tuned Pillow's block allocator themselves (then we keep out)."""
     env = _env(environ)
     return any(name in env for name in PILLOW_ALLOCATOR_ENV)
+
+
+def mount_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``MOUNTWORKS_MOUNT`` names the mount (engines that can work without one ask)."""
+    return bool(_env(environ).get(ENV_MOUNT))
+
+
+def key_layout(ingest_prefix: str | None = None, bucket_prefix: str | None = None,
+               environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(ingest prefix, bucket prefix) of the keys, for a machine that has no mount."""
+    env = _env(environ)
+    ingest = _prefix(ingest_prefix or env.get(ENV_INGEST_PREFIX) or DEFAULT_INGEST_PREFIX, "ingest")
+    raw_bucket = bucket_prefix if bucket_prefix is not None else env.get(ENV_BUCKET_PREFIX, "")
+    return ingest, raw_bucket.strip("/")
 
 
 def worker_from_env(environ: Mapping[str, str] | None = None) -> str:

@@ -27,7 +27,8 @@ class DeployParts(NamedTuple):
     shared ones (``#`` comments allowed; keep them within ``pyproject.toml``'s ranges).
     ``dockerfile_lines`` go right after the ``FROM`` of the worker's runtime stage (for
     example a ``COPY --from=`` of a binary). ``handler`` is the handler's path inside the
-    worker's package: the command is ``<package>.<handler>``.
+    worker's package: the command is ``<package>.<handler>``. Capacity (memory, batch sizes,
+    concurrency) is per worker because one video invocation is worth hundreds of images.
     """
 
     memory_mb: int
@@ -35,6 +36,11 @@ class DeployParts(NamedTuple):
     ephemeral_storage_mb: int = 512
     # Messages per invocation from the worker's SQS queue.
     batch_size: int = 1
+    # Most invocations at once: the queue's MaximumConcurrency, the backfill's MaxConcurrency
+    # for this worker, and its reserved concurrency when the stack reserves it.
+    max_concurrency: int = 10
+    # Inputs per invocation in a Distributed Map backfill (the ItemBatcher's MaxItemsPerBatch).
+    backfill_batch_size: int = 20
     requirements: tuple[str, ...] = ()
     dockerfile_lines: tuple[str, ...] = ()
     handler: str = "handler.handler"

@@ -2,8 +2,10 @@
 
 - ``lambda``: lists the ingest prefix with ListObjectsV2 (page by page, never the whole
   listing in memory), routes and skips each key with the same :func:`shared.backfill.route`
-  as the local engine (metadata read on the mount, no content), and invokes the worker's
-  function once per input, at most ``jobs`` at a time, backing off on throttling.
+  as the local engine when the mount is on this machine (metadata read on the mount, no
+  content), else routes by the object's first bytes (one ranged GetObject; the function
+  skips committed inputs itself), and invokes the worker's function exactly once per
+  input, at most ``jobs`` at a time, backing off on throttling only.
 - ``stepfunctions``: starts the Distributed Map state machine of template.yaml once per
   worker for a prefix, then polls DescribeExecution and the map runs' item counts.
 
@@ -16,6 +18,7 @@ import json
 import random
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -26,7 +29,7 @@ from shared.config import MountConfig
 from shared.errors import REFUSED_PATH, UsageError, retryable_error_names
 from shared.options import options_for
 from shared.outcomes import STATUS_VALUES, Outcome, Status
-from shared.worker import WorkerSpec
+from shared.worker import SNIFF_BYTES, WorkerSpec
 
 DEFAULT_FUNCTION_PATTERN = "mountworks-{worker}"
 THROTTLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException", "Throttling",
@@ -36,13 +39,37 @@ RETRYABLE_CODES = THROTTLE_CODES | {"ServiceException", "ResourceNotReadyExcepti
 MAX_INVOKE_ATTEMPTS = 8
 FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 20.0
+LAMBDA_MAX_TIMEOUT_SECONDS = 900  # the longest any function may run
+INVOKE_READ_TIMEOUT_SECONDS = LAMBDA_MAX_TIMEOUT_SECONDS + 60  # a synchronous Invoke answers within it
+# Errors that say the request reached Lambda (or may have) with no answer: the function may
+# be running, so the engine never sends the Invoke again; the next backfill skips what committed.
+UNANSWERED_ERRORS = frozenset({"ReadTimeoutError", "ConnectionClosedError", "ResponseStreamingError",
+                               "ProtocolError"})
+
+
+def client_config(service: str) -> Any:
+    """botocore settings per service.
+
+    ``lambda``: a synchronous Invoke holds the connection for as long as the function runs
+    (up to 900 s), so the read timeout is above that, and the SDK never retries: botocore's
+    defaults (60 s, then two more attempts) would run a 70 s video three times. The engine
+    backs off itself on throttles, which Lambda answers before running anything.
+    ``stepfunctions``: StartExecution carries a name, so the SDK's retries are idempotent.
+    """
+    import importlib
+
+    Config = importlib.import_module("botocore.config").Config  # the CLI's extra, never in an image
+    if service == "lambda":
+        return Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, connect_timeout=10, tcp_keepalive=True,
+                      retries={"mode": "standard", "total_max_attempts": 1})
+    return Config(connect_timeout=10, read_timeout=60, retries={"mode": "standard", "total_max_attempts": 3})
 
 
 def aws_client(service: str) -> Any:
     """A boto3 client (credentials, region and ``AWS_ENDPOINT_URL_*`` from the environment)."""
     import importlib
 
-    return importlib.import_module("boto3").client(service)
+    return importlib.import_module("boto3").client(service, config=client_config(service))
 
 
 def function_names(specs: list[WorkerSpec], mappings: list[str], pattern: str | None) -> dict[str, str]:
@@ -78,9 +105,13 @@ def list_keys(s3: Any, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
 
 @dataclass
 class LambdaEngine:
-    """Invoke the deployed worker functions for every uncommitted input under a prefix."""
+    """Invoke the deployed worker functions for every uncommitted input under a prefix.
 
-    cfg: MountConfig
+    ``cfg`` is the mount on this machine, or None: then keys are routed by their object's
+    first bytes (ranged GetObject) and ``ingest_prefix`` / ``bucket_prefix`` say where they are.
+    """
+
+    cfg: MountConfig | None
     specs: list[WorkerSpec]
     bucket: str
     functions: dict[str, str]
@@ -92,16 +123,40 @@ class LambdaEngine:
     dry_run: bool = False
     max_attempts: int = MAX_INVOKE_ATTEMPTS
     first_backoff: float = FIRST_BACKOFF_SECONDS
+    ingest_prefix: str = "ingest"
+    bucket_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.cfg is not None:
+            self.ingest_prefix, self.bucket_prefix = self.cfg.ingest_prefix, self.cfg.bucket_prefix
 
     def key_prefix(self, prefix: str = "") -> str:
-        parts = [p for p in (self.cfg.bucket_prefix, self.cfg.ingest_prefix, prefix.strip("/")) if p]
+        parts = [p for p in (self.bucket_prefix, self.ingest_prefix, prefix.strip("/")) if p]
         return "/".join(parts) + ("/" if not prefix or prefix.endswith("/") else "")
 
     def rel_path(self, key: str) -> str:
         """An S3 key -> the path relative to the mount root that the router expects."""
-        if self.cfg.bucket_prefix:
-            return key[len(self.cfg.bucket_prefix) + 1 :]
+        if self.bucket_prefix:
+            return key[len(self.bucket_prefix) + 1 :]
         return key
+
+    def route(self, key: str, size: int, options: Mapping[str, Any],
+              summary: Summary) -> list[tuple[WorkerSpec, Mapping[str, Any]]]:
+        """(worker, options) to invoke for one key: through the mount when there is one."""
+        rel = self.rel_path(key)
+        if self.cfg is not None:
+            return [(spec, item.options) for spec, item in route(self.cfg, self.specs, rel, options,
+                                                                  self.retry_failed, summary)]
+        name = rel.rsplit("/", 1)[-1]
+        if any(s.is_companion(name) for s in self.specs):
+            summary.companions += 1
+            return []
+        head = b"" if size == 0 else self.s3_client.get_object(
+            Bucket=self.bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}")["Body"].read()
+        chosen = [s for s in self.specs if s.accepts(head)]
+        if not chosen:
+            summary.unrouted += 1
+        return [(spec, options_for(spec.name, options)) for spec in chosen]
 
     def run(self, prefix: str = "", progress: Progress | None = None) -> Summary:
         if self.jobs < 1:
@@ -112,17 +167,16 @@ class LambdaEngine:
         in_flight: set[Future[Outcome]] = set()
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="invoke") as pool:
             try:
-                for key, _size in list_keys(self.s3_client, self.bucket, self.key_prefix(prefix)):
+                for key, size in list_keys(self.s3_client, self.bucket, self.key_prefix(prefix)):
                     summary.files += 1
-                    for spec, item in route(self.cfg, self.specs, self.rel_path(key), options,
-                                            self.retry_failed, summary):
+                    for spec, item_options in self.route(key, size, options, summary):
                         if self.dry_run:
                             summary.would_process += 1
                             continue
                         while len(in_flight) >= self.jobs:
                             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                             self._collect(done, summary)
-                        in_flight.add(pool.submit(self.invoke, spec, key, item.options, summary))
+                        in_flight.add(pool.submit(self.invoke, spec, key, item_options, summary))
                     progress.update(summary)
                 while in_flight:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -141,7 +195,11 @@ class LambdaEngine:
             summary.add(future.result())
 
     def invoke(self, spec: WorkerSpec, key: str, options: Mapping[str, Any], summary: Summary) -> Outcome:
-        """One synchronous invoke, retried with jittered backoff while Lambda throttles."""
+        """One synchronous invoke, sent again (with jittered backoff) only when Lambda throttled it.
+
+        An Invoke that got no answer (read timeout, dropped connection) may be running: it
+        is reported retryable, never sent twice (the next backfill skips it once committed).
+        """
         function = self.functions[spec.name]
         payload = json.dumps({"Key": key, "options": dict(options)}).encode()
         started = time.monotonic()
@@ -153,6 +211,10 @@ class LambdaEngine:
             except Exception as exc:  # botocore's ClientError, told apart by its ``response``
                 error = getattr(exc, "response", None)
                 if not isinstance(error, dict):
+                    if type(exc).__name__ in UNANSWERED_ERRORS:
+                        return Outcome(Status.RETRYABLE, key, spec.name, code="invoke-unanswered",
+                                       message=f"{function}: no answer ({exc}); it may have run: "
+                                               "backfill again to pick it up", duration_ms=_ms(started))
                     raise
                 code = str(error.get("Error", {}).get("Code", ""))
                 if code in THROTTLE_CODES and attempt < self.max_attempts:
@@ -220,14 +282,19 @@ class StepFunctionsEngine:
     poll_seconds: float = 10.0
     timeout_seconds: float | None = None
 
-    def start(self, prefix: str) -> dict[str, str]:
-        """One execution per worker (the state machine maps a worker to its function)."""
+    def start(self, prefix: str, token: str | None = None) -> dict[str, str]:
+        """One execution per worker (the state machine maps a worker to its function).
+
+        Each execution is named ``<worker>-<token>``: StartExecution with the same name and
+        input returns the running execution, so a retried call never starts a second one.
+        """
+        token = token or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
         started = {}
         for spec in self.specs:
             payload = {"worker": spec.name, "prefix": prefix.strip("/") + "/" if prefix.strip("/") else "",
                        "options": options_for(spec.name, self.options or {})}
             response = self.client.start_execution(stateMachineArn=self.state_machine_arn,
-                                                   input=json.dumps(payload))
+                                                   name=f"{spec.name}-{token}"[:80], input=json.dumps(payload))
             started[spec.name] = str(response["executionArn"])
         return started
 

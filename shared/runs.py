@@ -4,6 +4,7 @@ Layout, for worker ``W`` and input ``ingest/<name>``::
 
     workspace/W/<name>/<run-id>/            one run (``<run-id>.<n>`` for retry attempt n)
         .claim.<g>.json                     claim generations; the highest is the holder
+                                            (removed once the commit is written)
         <outputs>                           written at their final paths
         manifest.json | error.json          written last, exclusively: the commit
     workspace/W/<name>/_seen/<fp>.json      stat fingerprint -> run-id, written after a commit
@@ -305,6 +306,19 @@ def clear_torn_commits(claim: Claim) -> None:
                 path.unlink()
 
 
+def remove_claims(run_dir: Path) -> None:
+    """Delete every claim generation of a committed run.
+
+    Once the commit exists no one reads a claim (every caller looks for the commit first),
+    and on S3 Files each claim is an exported S3 object: left behind, millions of runs
+    would leave millions of objects. A duplicate that claims after this finds the commit
+    and removes its own claim the same way.
+    """
+    for generation in _claim_generations(run_dir):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / f"{CLAIM_PREFIX}{generation}.json").unlink()
+
+
 def still_holds(claim: Claim) -> bool:
     """True while no other process has taken the run over (checked before committing)."""
     current = current_claim(claim.run_dir)
@@ -583,6 +597,7 @@ class Run:
             raise
         commit = read_commit(run_dir)
         if commit is not None:  # committed by a duplicate between our look and our claim
+            remove_claims(run_dir)  # ours is the only one left, and no one will read it
             return commit
         clear_torn_commits(claim)
         self.run_dir, self.claimed = run_dir, claim
@@ -644,6 +659,7 @@ class Run:
         data = (json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
         if not write_exclusive(run_dir / name, data):
             raise ClaimHeld(f"run {run_dir.name} was committed by another process")
+        remove_claims(run_dir)  # claim files do not outlive the commit
         if self.fingerprint is not None:
             self._remember(self.fingerprint, failed=failed)
         return Commit(run_dir, record, failed)

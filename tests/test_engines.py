@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3support import REGION, S3Mount
+from s3support import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, S3Mount
 
 import workers.registry
 from shared.backfill import Summary, WorkerTally, backfill
@@ -30,7 +31,7 @@ from shared.errors import RetryableError, UsageError
 from shared.outcomes import Outcome, Status
 from shared.report import html_report, table
 from shared.runtime import handle_event
-from workers.cli import LocalContext
+from workers.cli import LocalContext, main
 from workers.registry import get_worker
 
 TESTS = Path(__file__).resolve().parent
@@ -169,6 +170,123 @@ def test_lambda_engine_lists_skips_invokes_backs_off_and_reports(s3_mount: S3Mou
     assert again.to_json()["totals"]["skipped"] == 11 and len(endpoint.invoked) == 8  # no new invokes
 
 
+class ScriptedInvokeEndpoint:
+    """Lambda's Invoke API on 127.0.0.1 that answers ``body`` after ``delay`` seconds, or
+    drops the connection unanswered (``drop``): what a long or a lost synchronous invoke
+    looks like to the client. It records every Invoke it received."""
+
+    def __init__(self, delay: float = 0.0, drop: bool = False) -> None:
+        self.invoked: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                endpoint.invoked.append(json.loads(body)["Key"])
+                time.sleep(delay)
+                if drop:
+                    self.close_connection = True
+                    return
+                data = json.dumps({"results": [{"status": "done", "run_id": "r" * 16}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted(monkeypatch: pytest.MonkeyPatch, moto_s3: MotoS3) -> Iterator[Any]:
+    """A factory of scripted endpoints, with the AWS SDK's environment pointing at them and
+    at moto's S3 (as ``mountworks backfill --engine lambda`` on a machine without the mount)."""
+    opened: list[ScriptedInvokeEndpoint] = []
+    for name, value in {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                        "AWS_DEFAULT_REGION": REGION, "AWS_ENDPOINT_URL_S3": moto_s3.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    def make(**kwargs: Any) -> ScriptedInvokeEndpoint:
+        endpoint = ScriptedInvokeEndpoint(**kwargs)
+        opened.append(endpoint)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", endpoint.url)
+        return endpoint
+
+    yield make
+    for endpoint in opened:
+        endpoint.close()
+
+
+def _bucket_with(moto_s3: MotoS3, name: str, objects: dict[str, bytes]) -> str:
+    s3 = moto_s3.client()
+    s3.create_bucket(Bucket=name)
+    for key, data in objects.items():
+        s3.put_object(Bucket=name, Key=key, Body=data)
+    return name
+
+
+@pytest.mark.slow
+def test_an_invoke_that_takes_70_seconds_is_sent_once_and_the_backfill_exits_0(
+        scripted: Any, moto_s3: MotoS3, capsys: pytest.CaptureFixture[str]) -> None:
+    """botocore's defaults (60 s read timeout, three attempts) would invoke it three times."""
+    bucket = _bucket_with(moto_s3, "long-invoke", {"ingest/clips/long clip+1.echo": b"ECHO long"})
+    endpoint = scripted(delay=70)
+    code = main(["backfill", "--engine", "lambda", "--bucket", bucket, "--worker", "test-echo", "--jobs", "1",
+                 "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert endpoint.invoked == ["ingest/clips/long clip+1.echo"]
+    assert summary["totals"]["done"] == 1
+
+
+def test_without_a_mount_keys_are_routed_by_their_first_bytes(scripted: Any, moto_s3: MotoS3,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    bucket = _bucket_with(moto_s3, "no-mount-routing", {
+        "data/mw/ingest/a b+c.echo": b"ECHO a",          # routed by content under the bucket prefix
+        "data/mw/ingest/NAMED.TXT": b"ECHO misnamed",    # the extension is only a hint
+        "data/mw/ingest/not-echo.echo": b"PLAIN text",   # named like an input, is none
+        "data/mw/ingest/empty.echo": b"",
+        "data/mw/elsewhere/x.echo": b"ECHO outside",
+    })
+    endpoint = scripted()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MOUNTWORKS_BUCKET_PREFIX", "data/mw")
+        code = main(["backfill", "--engine", "lambda", "--bucket", bucket, "--worker", "test-echo", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert sorted(endpoint.invoked) == ["data/mw/ingest/NAMED.TXT", "data/mw/ingest/a b+c.echo"]
+    assert (summary["files"], summary["unrouted"]) == (4, 2)
+
+
+def test_an_unanswered_invoke_is_retryable_and_never_sent_again(scripted: Any, moto_s3: MotoS3) -> None:
+    """A dropped connection may mean the function runs: the engine must not invoke it again."""
+    import boto3
+
+    from shared.engines import client_config
+
+    bucket = _bucket_with(moto_s3, "dropped-invoke", {"ingest/x.echo": b"ECHO x"})
+    endpoint = scripted(drop=True)
+    spec = get_worker("test-echo")
+    engine = LambdaEngine(None, [spec], bucket, function_names([spec], [], None),
+                          boto3.client("lambda", config=client_config("lambda")), boto3.client("s3"), jobs=1)
+    summary = engine.run()
+    assert endpoint.invoked == ["ingest/x.echo"]
+    assert [(f["status"], f["error"]["code"]) for f in summary.failures] == [("retryable", "invoke-unanswered")]
+    assert summary.exit_code == 75
+
+
 def test_a_function_error_maps_to_retryable_or_internal() -> None:
     """What Lambda returns when the handler raises: RetryLater is retryable, anything else a bug."""
     spec = get_worker("test-echo")
@@ -226,6 +344,10 @@ def test_stepfunctions_engine_starts_one_execution_per_worker_and_follows_it() -
                   for e in executions]
         assert inputs == [{"worker": "test-echo", "prefix": "photos/2024/", "options": {"mode": "ok"}},
                           {"worker": "image-resize", "prefix": "photos/2024/", "options": {"mode": "ok"}}]
+        # named per worker and run: a StartExecution the SDK retries finds the same execution
+        names = [client.describe_execution(executionArn=e["execution_arn"])["name"] for e in executions]
+        assert [n.rsplit("-", 2)[0] for n in names] == ["test-echo", "image-resize"]
+        assert len({n.removeprefix("test-echo-").removeprefix("image-resize-") for n in names}) == 1
         client.stop_execution(executionArn=executions[0]["execution_arn"], error="Operator", cause="stopped")
         stopped = engine.progress_of(executions[0]["execution_arn"])
         assert stopped["status"] == "ABORTED"

@@ -192,3 +192,53 @@ def test_run_ids_are_sha256_whichever_implementation_computes_them() -> None:
     material = '["image-resize","1.0.0",{"q":85},"abc"]'
     assert short_digest(material) == hashlib.sha256(material.encode()).hexdigest()[:32]
     assert run_id_for("image-resize", "1.0.0", {"q": 85}, "abc") == short_digest(material)
+
+
+def _committed_run(mount: Path) -> tuple[Run, Path]:
+    cfg = MountConfig.load(mount)
+    source = mount / "ingest" / "a.bin"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"content")
+    run = Run(cfg, "w", "1", InputRef(PurePosixPath("ingest/a.bin"), PurePosixPath("a.bin")), {})
+    run.identify(source, source.stat())
+    assert run.claim(lease_seconds=60) is None
+    run.outputs.write_bytes("out.txt", b"out", "text/plain")
+    assert run.run_dir is not None
+    return run, run.run_dir
+
+
+def test_claim_files_do_not_outlive_the_commit(mount: Path) -> None:
+    """Each claim is an S3 object on S3 Files: a commit leaves only its outputs and record."""
+    run, run_dir = _committed_run(mount)
+    assert current_claim(run_dir) is not None
+    run.commit_manifest({})
+    assert sorted(p.name for p in run_dir.iterdir()) == ["manifest.json", "out.txt"]
+
+
+def test_a_failed_commit_leaves_no_claim_either(mount: Path) -> None:
+    run, run_dir = _committed_run(mount)
+    run.commit_error({"code": "corrupt-input", "message": "bad"})
+    assert sorted(p.name for p in run_dir.iterdir()) == ["error.json", "out.txt"]
+
+
+def test_a_duplicate_that_claims_after_the_commit_removes_its_claim(mount: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its first look saw no commit; by its claim the commit is there (and the claims gone):
+    it takes generation 0, finds the commit, and removes what it just created."""
+    import shared.runs
+
+    run, run_dir = _committed_run(mount)
+    duplicate = Run(run.cfg, "w", "1", run.ref, {})
+    duplicate.identify(mount / "ingest" / "a.bin", (mount / "ingest" / "a.bin").stat())
+    run.commit_manifest({})
+    looks: list[Path] = []
+    real_read_commit = shared.runs.read_commit
+
+    def first_look_before_the_commit(path: Path) -> shared.runs.Commit | None:
+        looks.append(path)
+        return None if len(looks) == 1 else real_read_commit(path)
+
+    monkeypatch.setattr(shared.runs, "read_commit", first_look_before_the_commit)
+    commit = duplicate.claim(lease_seconds=60)
+    assert commit is not None and not commit.failed and len(looks) == 2
+    assert sorted(p.name for p in run_dir.iterdir()) == ["manifest.json", "out.txt"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import observability as obs
-from shared.config import MountConfig, cli_log_level
+from shared.config import MountConfig, cli_log_level, key_layout, mount_configured
 from shared.errors import (
     EXIT_INTERNAL,
     EXIT_RETRYABLE,
@@ -88,7 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     from shared.backfill import Progress, Summary, backfill
 
-    cfg = _config(args) if args.engine != "stepfunctions" or args.root else None
+    # lambda without a mount on this machine routes by the objects' first bytes (S3 GetObject)
+    wants_mount = args.engine == "local" or args.root or (args.engine == "lambda" and mount_configured())
+    cfg = _config(args) if wants_mount else None
     specs = [get_worker(name) for name in args.worker] if args.worker else all_workers()
     options = parse_cli_options(args.option)
     progress = Progress(sys.stderr, enabled=not (args.no_progress or args.quiet))
@@ -101,12 +103,13 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     elif args.engine == "lambda":
         from shared.engines import LambdaEngine, aws_client, function_names
 
-        assert cfg is not None
         if not args.bucket:
             raise UsageError("--engine lambda needs --bucket (the bucket the mount shows)")
         functions = function_names(specs, args.function, args.function_pattern)
+        ingest, bucket_prefix = key_layout(args.ingest_prefix)
         engine = LambdaEngine(cfg, specs, args.bucket, functions, aws_client("lambda"), aws_client("s3"),
-                              jobs=args.jobs, options=options, retry_failed=args.retry_failed, dry_run=args.dry_run)
+                              jobs=args.jobs, options=options, retry_failed=args.retry_failed, dry_run=args.dry_run,
+                              ingest_prefix=ingest, bucket_prefix=bucket_prefix)
         summary = engine.run(args.prefix, progress)
         extra = {"bucket": args.bucket, "functions": functions}
     else:
@@ -226,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="local: process pool on the mount (default); lambda: invoke the deployed functions; "
                          "stepfunctions: start the Distributed Map backfill")
     bf.add_argument("--prefix", default="", help="only inputs below ingest/PREFIX (lambda, stepfunctions)")
-    bf.add_argument("--bucket", help="the bucket the mount shows (lambda)")
+    bf.add_argument("--bucket", help="the bucket the mount shows (lambda: with --root or MOUNTWORKS_MOUNT it "
+                                     "routes and skips through the mount, else by each object's first bytes "
+                                     "(one ranged S3 GetObject) and the functions skip committed inputs)")
     bf.add_argument("--function", action="append", default=[], metavar="WORKER=FUNCTION",
                     help="the Lambda function of a worker (lambda)")
     bf.add_argument("--function-pattern", metavar="PATTERN",

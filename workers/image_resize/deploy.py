@@ -9,6 +9,8 @@ DEPLOY = DeployParts(
     timeout_seconds=300,
     ephemeral_storage_mb=1024,
     batch_size=10,
+    max_concurrency=20,
+    backfill_batch_size=20,
     requirements=(
         "# Image renditions: Pillow (JPEG PNG WebP GIF TIFF BMP AVIF) and pillow-heif (HEIC/HEIF).",
         "pillow>=11.0",

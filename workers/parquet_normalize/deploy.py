@@ -9,6 +9,8 @@ DEPLOY = DeployParts(
     timeout_seconds=900,
     ephemeral_storage_mb=2048,
     batch_size=1,
+    max_concurrency=5,
+    backfill_batch_size=1,
     requirements=(
         "# CSV/TSV/JSON-Lines/Parquet (+gzip, zstd, bz2) through pyarrow; numpy for column statistics;",
         "# PyYAML for schema contracts written in YAML.",

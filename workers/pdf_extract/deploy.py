@@ -9,6 +9,8 @@ DEPLOY = DeployParts(
     timeout_seconds=600,
     ephemeral_storage_mb=1024,
     batch_size=5,
+    max_concurrency=10,
+    backfill_batch_size=5,
     requirements=(
         "# PDF text, metadata, outline and images; cryptography for AES-encrypted PDFs; Pillow to decode images.",
         "pypdf>=5.0",

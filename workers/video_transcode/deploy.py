@@ -14,6 +14,8 @@ DEPLOY = DeployParts(
     timeout_seconds=900,
     ephemeral_storage_mb=4096,
     batch_size=1,
+    max_concurrency=5,
+    backfill_batch_size=1,
     requirements=(
         "# ffmpeg-python builds the command lines; the ffmpeg and ffprobe binaries come from a static",
         "# build (see container/Dockerfile). Pillow measures poster-frame brightness.",

@@ -36,8 +36,9 @@ from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import parse
 
 ENV_SEGMENT_FUNCTION = config.ENV_VIDEO_SEGMENT_FUNCTION
+ENV_MAX_FANOUT = config.ENV_VIDEO_MAX_FANOUT
 DEFAULT_SEGMENT_FUNCTION = "mountworks-video-segment"
-MAX_FANOUT = 100  # segment invocations in flight per input
+MAX_FANOUT = 100  # segment invocations in flight per input, unless MOUNTWORKS_VIDEO_MAX_FANOUT says fewer
 COMMIT_ATTEMPTS = 5  # the commit step is retried (each time in a fresh invocation) this often
 
 
@@ -140,7 +141,7 @@ def orchestrate(event: dict[str, Any], context: DurableContext) -> dict[str, Any
 
     if planned["segments"]:
         context.map(planned["segments"], encode_remote, name="segments",
-                    config=MapConfig(max_concurrency=MAX_FANOUT))
+                    config=MapConfig(max_concurrency=config.video_max_fanout(MAX_FANOUT)))
 
     def commit(_: StepContext) -> dict[str, Any]:
         getter = getattr(context.lambda_context, "get_remaining_time_in_millis", None)

@@ -1,0 +1,126 @@
+"""The command line as a newcomer meets it: --version, help with examples, global flags
+after the subcommand, clear messages, and option mistakes refused before any work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import Cli, Put
+
+import workers.registry
+from workers.cli import EXAMPLES, build_parser
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+
+
+def test_version_prints_the_package_version(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    from workers.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"mountworks {version('mountworks')}"
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_every_subcommand_help_shows_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from workers.cli import main
+
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"mountworks {command} " in out
+    if command in ("run", "backfill"):
+        assert "WORKER:KEY=VALUE" in " ".join(out.split())
+
+
+def test_every_subcommand_has_examples() -> None:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(EXAMPLES)  # type: ignore[arg-type]
+
+
+def test_global_flags_are_accepted_after_the_subcommand(mount: Path, put: Put, cli: Cli) -> None:
+    from shared import observability
+
+    put("a.echo", b"ECHO a")
+    code, _ = cli("run", "test-echo", "ingest/a.echo", "--root", str(mount), "--log-level", "INFO",
+                  "--no-isolation")
+    assert code == 0 and '"input done"' in cli.err
+    observability.set_log_level("WARNING")
+    code, _ = cli("--log-level", "ERROR", "verify", "--root", str(mount))  # before it still works
+    assert code == 0 and observability.logger.log_level == 40
+
+
+def test_a_path_that_does_not_exist_says_so_and_stays_retryable(mount: Path, cli: Cli) -> None:
+    code, _ = cli("run", "test-echo", "ingest/photos/nope.jpg", "--root", str(mount))
+    assert code == 75
+    assert "ingest/photos/nope.jpg does not exist on the mount" in cli.err
+    assert "--wait SECONDS" in cli.err and "not visible ... try" not in cli.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "test-echo", "ingest/a.echo", "-o", "bogus:x=1"], "no worker named 'bogus'"),
+        (["run", "image-resize", "ingest/a.echo", "-o", "image_resize:sizes=77"], "did you mean image-resize?"),
+        (["run", "test-echo", "ingest/a.echo", "-o", "image-resize:sizes=77"], "not a selected worker"),
+        (["run", "test-echo", "ingest/a.echo", "-o", "mode=fail", "-o", "mode=ok"], "given twice"),
+        (["backfill", "--worker", "test-echo", "-o", "bogus:x=1"], "no worker named 'bogus'"),
+        (["backfill", "--worker", "test-echo", "-o", "colour=red"], "unknown test-echo option(s): colour"),
+        (["backfill", "-o", "no_such_key=1"], "no selected worker has them"),
+        (["backfill", "--worker", "test-echo", "--worker", "image-resize", "-o", "sizes=oops"], "sizes"),
+        (["backfill", "--worker", "test-echo", "-o", "test-echo:sizes=320"], "unknown test-echo option"),
+    ],
+    ids=["unknown-prefix", "misspelt-prefix", "unselected-prefix", "repeated-key", "backfill-unknown-prefix",
+         "backfill-unknown-key", "backfill-key-nobody-has", "backfill-bad-value", "scoped-key-not-its"],
+)
+def test_option_mistakes_are_usage_errors_before_any_work(mount: Path, put: Put, cli: Cli,
+                                                         argv: list[str], fragment: str) -> None:
+    put("a.echo", b"ECHO a")
+    code, out = cli(*argv, "--root", str(mount))
+    assert code == 2, cli.err
+    assert fragment in cli.err
+    assert out == {}  # no summary: nothing was walked
+    assert not (mount / "workspace").exists()
+
+
+def test_a_plain_option_goes_only_to_the_routed_workers_that_have_it(mount: Path, put: Put, cli: Cli) -> None:
+    put("a.echo", b"ECHO a")
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--worker", "image-resize",
+                        "--no-progress", "-o", "sizes=64", "-o", "mode=fail")
+    assert code == 0, cli.err
+    assert summary["totals"]["failed"] == 1 and summary["totals"]["refused"] == 0  # echo got mode, not sizes
+
+
+def test_verify_an_input_path_verifies_that_input_s_runs(mount: Path, put: Put, cli: Cli) -> None:
+    put("photos/x.echo", b"ECHO x")
+    put("photos/y.echo", b"ECHO y")
+    put("docs/z.echo", b"ECHO z")
+    assert cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")[0] == 0
+    code, report = cli("verify", "--root", str(mount), "ingest/photos/x.echo")
+    assert (code, report["manifests"]) == (0, 1)
+    code, report = cli("verify", "--root", str(mount), "ingest/photos")
+    assert (code, report["manifests"]) == (0, 2)
+    code, report = cli("verify", "--root", str(mount), "ingest/photos/x.echo/")
+    assert (code, report["manifests"]) == (0, 1)
+    out = next((mount / "workspace" / "test-echo" / "photos" / "x.echo").rglob("upper.txt"))
+    out.write_bytes(b"changed")
+    code, report = cli("verify", "--root", str(mount), "ingest/photos/x.echo")
+    assert code == 4 and "upper.txt" in cli.err
+
+
+@pytest.mark.parametrize("path", ["ingest/photos/nothing.echo", "ingest/nofolder", "workspace/test-echo/nope"])
+def test_verify_a_path_with_nothing_to_verify_is_a_usage_error(mount: Path, put: Put, cli: Cli,
+                                                               path: str) -> None:
+    put("photos/x.echo", b"ECHO x")
+    put("photos/nothing.echo", b"ECHO never processed")
+    assert cli("run", "test-echo", "ingest/photos/x.echo", "--root", str(mount))[0] == 0
+    code, report = cli("verify", "--root", str(mount), path)
+    assert code == 2 and report == {}
+    assert f"nothing to verify at {path}" in cli.err

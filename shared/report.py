@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.backfill import DURATION_BUCKETS_MS, Summary
+from shared.outcomes import TALLIES
 
-COLUMNS = ("worker", "done", "skipped", "failed", "retryable", "bytes in", "bytes out", "time")
+COUNTED = TALLIES  # the status table's tallies: the same columns as the JSON summary's totals
+COLUMNS = ("worker", *(t.replace("_", " ") for t in COUNTED), "bytes in", "bytes out", "time")
 
 
 def human_bytes(n: float) -> str:
@@ -34,17 +36,16 @@ def human_seconds(s: float) -> str:
 
 
 def rows(summary: Summary) -> list[list[str]]:
-    """One row per worker, then the total row: the figures both views show."""
+    """One row per worker, then the total row: the figures both views show, counted as the
+    JSON summary counts them (a refused input is ``refused`` in both)."""
     out = []
     for name in sorted(summary.workers):
         t = summary.workers[name]
-        out.append([name, str(t.done), str(t.skipped), str(t.failed + t.refused + t.internal_error),
-                    str(t.retryable), human_bytes(t.bytes_in), human_bytes(t.bytes_out), human_seconds(t.seconds)])
-    total = [sum(getattr(t, k) for t in summary.workers.values()) for k in ("done", "skipped")]
-    failed = sum(t.failed + t.refused + t.internal_error for t in summary.workers.values())
-    out.append(["total", str(total[0]), str(total[1]), str(failed), str(summary.total("retryable")),
-                human_bytes(summary.total("bytes_in")), human_bytes(summary.total("bytes_out")),
-                human_seconds(sum(t.seconds for t in summary.workers.values()))])
+        out.append([name, *(str(getattr(t, k)) for k in COUNTED), human_bytes(t.bytes_in), human_bytes(t.bytes_out),
+                    human_seconds(t.seconds)])
+    seconds = sum(t.seconds for t in summary.workers.values())
+    out.append(["total", *(str(summary.total(k)) for k in COUNTED), human_bytes(summary.total("bytes_in")),
+                human_bytes(summary.total("bytes_out")), human_seconds(seconds)])
     return out
 
 
@@ -63,6 +64,9 @@ def table(summary: Summary) -> str:
     if summary.slowest:
         out.append("slowest:")
         out += [f"  {s['duration_ms'] / 1000:8.2f}s  {s['worker']}  {s['input']}" for s in summary.slowest]
+    if summary.unrouted_files:
+        out.append(f"unrouted, no worker takes them ({len(summary.unrouted_files)} of {summary.unrouted} listed):")
+        out += [f"  {rel}" for rel in summary.unrouted_files]
     if summary.failures:
         out.append(f"failed ({len(summary.failures)} listed):")
         for f in summary.failures:
@@ -113,6 +117,11 @@ def duration_chart(summary: Summary) -> str:
     return "".join(parts)
 
 
+def _shown(value: Any) -> str:
+    """A fact as a person reads it (``no``, not Python's ``False``)."""
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+
 def html_report(summary: Summary, context: dict[str, Any] | None = None) -> str:
     """The one-page report: figures table, duration chart, slowest and failed inputs."""
     e = html.escape
@@ -126,10 +135,11 @@ def html_report(summary: Summary, context: dict[str, Any] | None = None) -> str:
         f"<td>{e(str(f.get('worker', '-')))}</td><td>{e(str(f['input']))}</td>"
         f"<td>{e(str((f.get('error') or {}).get('message', '')))}</td></tr>"
         for f in summary.failures) or '<tr><td colspan="4">none</td></tr>'
+    unrouted = "".join(f"<li>{e(rel)}</li>" for rel in summary.unrouted_files) or "<li>none</li>"
     facts = {"engine": summary.engine, "files": summary.files, "unrouted": summary.unrouted,
              "interrupted": summary.interrupted, "duration": human_seconds(data["duration_s"]),
              **(context or {})}
-    fact_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
+    fact_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(_shown(v))}</td></tr>" for k, v in facts.items())
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mountworks backfill report</title>
@@ -148,6 +158,8 @@ h1{{font-size:1.4em}}h2{{font-size:1.1em;margin-top:1.5em}}
 {duration_chart(summary)}
 <h2>Slowest inputs</h2>
 <table id="slowest"><thead><tr><th>time</th><th>worker</th><th>input</th></tr></thead><tbody>{slow}</tbody></table>
+<h2>Unrouted files</h2>
+<ul id="unrouted">{unrouted}</ul>
 <h2>Failed inputs</h2>
 <table id="failures"><thead><tr><th>code</th><th>worker</th><th>input</th><th>message</th></tr></thead>
 <tbody>{failed}</tbody></table>

@@ -124,3 +124,68 @@ def test_verify_a_path_with_nothing_to_verify_is_a_usage_error(mount: Path, put:
     code, report = cli("verify", "--root", str(mount), path)
     assert code == 2 and report == {}
     assert f"nothing to verify at {path}" in cli.err
+
+
+def test_the_terminal_table_and_the_json_totals_count_alike() -> None:
+    from shared.backfill import Summary
+    from shared.outcomes import TALLIES, Outcome, Status
+    from shared.report import table
+
+    summary = Summary()
+    for status in Status:
+        summary.add(Outcome(status, f"ingest/{status}.echo", "test-echo", code="x", message="m"))
+    lines = table(summary).splitlines()
+    header = lines[1].split()
+    total = next(line for line in lines if line.startswith("total")).split()
+    shown = {name: int(total[header.index(name.replace("_", " ").split()[0])]) for name in TALLIES}
+    assert shown == summary.to_json()["totals"]
+    assert shown["refused"] == 1 and shown["failed"] == 1  # a refused input is not counted as failed
+
+
+def test_unrouted_files_are_named_in_the_summary_and_the_table(mount: Path, put: Put, cli: Cli) -> None:
+    put("a.echo", b"ECHO a")
+    put("notes/readme.txt", b"no worker takes this")
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "test-echo", "--no-progress")
+    assert code == 0 and summary["unrouted"] == 1
+    assert summary["unrouted_files"] == ["ingest/notes/readme.txt"]
+    assert "  ingest/notes/readme.txt" in cli.err.splitlines()
+
+
+LAUNCH = (
+    f"import sys; sys.path.insert(0, {str(TESTS)!r}); import workers.registry as r; "
+    "r.WORKERS['test-echo'] = 'echo_worker'; from workers.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def test_backfill_on_a_terminal_shows_a_bar_with_a_total_and_logs_never_land_inside_it(mount: Path,
+                                                                                     put: Put) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    for i in range(40):
+        put(f"d{i % 4}/f{i}.echo", f"ECHO {i}".encode())
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "backfill", "--root", str(mount), "--worker",
+                             "test-echo", "--jobs", "2", "--log-level", "INFO", "-o", "sleep=0.05"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the pty closes when the child exits
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0
+    raw = b"".join(chunks).decode()
+    assert "/40 files" in raw and "ETA" in raw and "[" + "#" * 24 + "] 100%" in raw
+    # every log line starts on a cleared line: the bar's text is never in front of it
+    for segment in raw.split("\n"):
+        if '{"level"' in segment:
+            before = segment[:segment.index('{"level"')]
+            assert before.endswith("\r\x1b[2K") or before == "", repr(segment[:160])

@@ -108,8 +108,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     summary: Summary
     if args.engine == "local":
         assert cfg is not None
-        summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
-                           retry_failed=args.retry_failed, progress=progress)
+        with progress.guard():
+            summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
+                               retry_failed=args.retry_failed, progress=progress)
     elif args.engine == "lambda":
         from shared.engines import LambdaEngine, aws_client, function_names
 

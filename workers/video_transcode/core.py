@@ -32,6 +32,7 @@ from shared.errors import (
     DeadlineReached,
     EncryptedInput,
     LimitExceeded,
+    RetryableError,
     UnsupportedInput,
 )
 from shared.runs import OutputDir
@@ -158,7 +159,32 @@ def inspect(path: Path, options: Options) -> MediaInfo:
 
 
 def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
-    """Renditions, poster, optional sprite and HLS into ``out``; probe facts for the manifest."""
+    """Renditions, poster, optional sprite and HLS into ``out``; probe facts for the manifest.
+
+    A stop (the deadline) removes the outputs written so far on the way out: an unplayable
+    half-written MP4 must not sit in the run directory until a retry (outputs are written at
+    their final names, never renamed). Segments stay, under ``segments/``, for the retry.
+    """
+    try:
+        return _process(source, out, options, ctx)
+    except RetryableError:
+        discard_outputs(out)
+        raise
+
+
+UNDECLARED_WHILE_WRITTEN = ("poster.jpg", "hls")  # ffmpeg writes these before they are declared
+
+
+def discard_outputs(out: OutputDir) -> None:
+    for name in {*(o.name for o in out.outputs), *UNDECLARED_WHILE_WRITTEN}:
+        path = out.run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
     stop = Stopper(ctx)
     info = inspect(source.path, options)
     facts: dict[str, Any] = {"probe": info.facts()}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import json
 import os
@@ -112,6 +113,7 @@ class Summary:
     would_process: int = 0
     workers: dict[str, WorkerTally] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    unrouted_files: list[str] = field(default_factory=list)
     slowest: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
     engine: str = "local"
@@ -126,6 +128,12 @@ class Summary:
             self.slowest.append({"input": outcome.input, "worker": outcome.worker,
                                  "duration_ms": outcome.duration_ms})
             self.slowest = sorted(self.slowest, key=lambda s: -float(s["duration_ms"]))[:SLOWEST_LISTED]
+
+    def add_unrouted(self, rel: str) -> None:
+        """A file no worker accepts: counted, and named (the first few) so one can look."""
+        self.unrouted += 1
+        if len(self.unrouted_files) < MAX_LISTED_FAILURES:
+            self.unrouted_files.append(rel)
 
     def total(self, key: str) -> int:
         return sum(int(getattr(t, key)) for t in self.workers.values())
@@ -149,6 +157,7 @@ class Summary:
             "totals": {k: self.total(k) for k in TALLIES},
             "workers": {name: {**vars(t), "seconds": round(t.seconds, 3)} for name, t in self.workers.items()},
             "failures": self.failures,
+            "unrouted_files": self.unrouted_files,
             "slowest": self.slowest,
             **({"throttled": self.throttled} if self.throttled else {}),
             "interrupted": self.interrupted,
@@ -156,30 +165,121 @@ class Summary:
         }
 
 
+class TreeCounter:
+    """Counts the files below ``top`` a slice at a time, between the backfill's own steps,
+    so the progress bar gets a total and an ETA while processing has already started.
+    No thread: the backfill forks its workers, and forking a threaded process is unsafe."""
+
+    def __init__(self, top: Path, step: int = 500) -> None:
+        self._walk = walk_files(top)
+        self.step = step
+        self.count = 0
+        self.done = False
+
+    def advance(self) -> None:
+        for _ in range(0 if self.done else self.step):
+            if next(self._walk, None) is None:
+                self.done = True
+                return
+            self.count += 1
+
+    def finish(self, count: int) -> None:
+        """The backfill's own walk ended first: its count is the total."""
+        self.count, self.done = count, True
+
+    @property
+    def total(self) -> int | None:
+        return self.count if self.done else None
+
+
 class Progress:
-    """A one-line progress display on stderr (rewritten in place on a terminal)."""
+    """A progress bar on stderr: rewritten in place on a terminal, a line every 10 s elsewhere.
+
+    While it is shown (:meth:`guard`), every other write to stderr (log lines, from forked
+    workers too) first clears the bar's line, so a log line never lands inside the bar.
+    """
+
+    WIDTH = 24
 
     def __init__(self, stream: TextIO, enabled: bool) -> None:
         self.stream = stream
         self.enabled = enabled
         self.tty = stream.isatty()
         self.last = 0.0
+        self.drawn = False  # the bar is on the terminal's current line
+        self.counter: TreeCounter | None = None
+
+    def line(self, summary: Summary) -> str:
+        elapsed = max(time.monotonic() - summary.started, 1e-6)
+        rate = summary.files / elapsed
+        total = self.counter.total if self.counter else None
+        counts = (f"done {summary.total('done')} skipped {summary.total('skipped')} failed {summary.total('failed')} "
+                  f"retry {summary.total('retryable')} unrouted {summary.unrouted}")
+        if total is None:
+            counted = f" (counting: {self.counter.count}+)" if self.counter else ""
+            return f"backfill: {summary.files} files{counted} | {counts} | {rate:.1f} files/s"
+        share = min(1.0, summary.files / total) if total else 1.0
+        filled = round(share * self.WIDTH)
+        eta = (total - summary.files) / rate if rate > 0 and summary.files < total else 0.0
+        return (f"backfill [{'#' * filled}{'.' * (self.WIDTH - filled)}] {share:4.0%} {summary.files}/{total} files"
+                f" | {counts} | {rate:.1f}/s ETA {_clock(eta)}")
 
     def update(self, summary: Summary, *, final: bool = False) -> None:
+        if self.counter is not None:
+            self.counter.advance()
         now = time.monotonic()
         if not self.enabled or (not final and now - self.last < (0.2 if self.tty else 10.0)):
             return
         self.last = now
-        elapsed = max(now - summary.started, 1e-6)
-        handled = sum(summary.total(k) for k in TALLIES)
-        line = (f"backfill: {summary.files} files | done {summary.total('done')} skipped {summary.total('skipped')} "
-                f"failed {summary.total('failed')} retry {summary.total('retryable')} "
-                f"unrouted {summary.unrouted} | {handled / elapsed:.1f}/s")
         if self.tty:
-            self.stream.write("\r\x1b[2K" + line + ("\n" if final else ""))
+            self.stream.write("\r\x1b[2K" + self.line(summary) + ("\n" if final else ""))
+            self.drawn = not final
         else:
-            self.stream.write(line + "\n")
+            self.stream.write(self.line(summary) + "\n")
         self.stream.flush()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Route ``sys.stderr`` through :class:`_ClearsBar` while the bar is shown."""
+        if not (self.enabled and self.tty):
+            yield
+            return
+        saved, sys.stderr = sys.stderr, _ClearsBar(self.stream, self)
+        try:
+            yield
+        finally:
+            sys.stderr = saved
+
+
+class _ClearsBar:
+    """A stderr that clears the progress bar's line before any other text is written; the
+    next update draws the bar again below it. A forked worker cannot know whether the bar
+    is drawn (its state is a copy), so it always clears the line first."""
+
+    def __init__(self, stream: TextIO, progress: Progress) -> None:
+        self._stream = stream
+        self._progress = progress
+        self._owner = os.getpid()
+        self._midline = False  # the last text written did not end its line: do not clear it
+
+    def write(self, text: str) -> int:
+        if not text:
+            return 0
+        self._midline, midline = not text.endswith("\n"), self._midline
+        if not midline and (self._progress.drawn or os.getpid() != self._owner):
+            self._progress.drawn = False
+            self._stream.write("\r\x1b[2K" + text)  # one write: stderr writes through, unbuffered
+            return len(text)
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def backfill(
@@ -197,6 +297,8 @@ def backfill(
         raise UsageError("--jobs must be at least 1")
     summary = Summary()
     progress = progress or Progress(sys.stderr, enabled=False)
+    if progress.enabled:
+        progress.counter = TreeCounter(cfg.ingest_dir)
     pool = IsolatedPool(jobs, cfg, retry_failed, specs=specs)
     options = dict(options or {})
     try:
@@ -215,6 +317,8 @@ def backfill(
                         summary.add(outcome)
                 pool.submit(spec, item)
             progress.update(summary)
+        if progress.counter is not None:
+            progress.counter.finish(summary.files)
         while pool.running:
             for outcome in pool.collect(block=True):
                 summary.add(outcome)
@@ -264,7 +368,7 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
         head = b""
     chosen = [s for s in specs if s.accepts(head)]
     if not chosen:
-        summary.unrouted += 1
+        summary.add_unrouted(rel)
         return []
     work = []
     for spec in chosen:

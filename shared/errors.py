@@ -17,6 +17,8 @@
     ├── RefusedPath              exit 2  an untrusted key or path that we will not touch
     │                                    (escape attempt, NUL byte, too long); never retried
     └── UsageError               exit 2  a bad command line or option value
+        └── UnknownOption                an option key the worker does not have (routing
+                                         drops it for that worker; no worker at all: usage)
 
 Anything else that escapes a worker is a bug: exit 1, and Lambda sees the exception.
 Third-party errors are translated into this tree at one boundary per worker
@@ -158,6 +160,16 @@ class RefusedPath(MountworksError):
 class UsageError(MountworksError):
     code = USAGE
     exit_code = EXIT_USAGE
+
+
+class UnknownOption(UsageError):
+    """Keys a worker's options do not have: a backfill gives a plain ``-o KEY=VALUE`` only to
+    the workers that know it, so it must tell "not mine" from "a bad value"."""
+
+    def __init__(self, message: str, keys: list[str], known: list[str]) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.known = known
 
 
 def error_body(exc: MountworksError) -> dict[str, str]:

@@ -7,25 +7,87 @@ accepted values, never a crash deep inside a library.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import difflib
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
-from shared.errors import UsageError
+from shared.errors import UnknownOption, UsageError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 def parse_cli_options(pairs: Iterable[str]) -> dict[str, str]:
-    """``["sizes=320,1024", "fit=cover"]`` -> ``{"sizes": "320,1024", "fit": "cover"}``."""
+    """``["sizes=320,1024", "fit=cover"]`` -> ``{"sizes": "320,1024", "fit": "cover"}``.
+
+    A key given twice is a usage error: which of two values was meant is not ours to guess.
+    """
     options: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"option {pair!r} is not KEY=VALUE")
+            raise UsageError(f"option {pair!r} is not KEY=VALUE (or WORKER:KEY=VALUE)")
         scope, sep, name = key.strip().rpartition(":")
-        options[f"{scope}{sep}{name.replace('-', '_')}"] = value.strip()
+        key = f"{scope}{sep}{name.replace('-', '_')}"
+        if key in options:
+            raise UsageError(f"option {key} is given twice ({options[key]!r} and {value.strip()!r}): give it once")
+        options[key] = value.strip()
     return options
+
+
+def resolve_options(options: Mapping[str, Any], parsers: Mapping[str, Callable[[Mapping[str, Any]], object]],
+                    all_workers: Collection[str]) -> dict[str, Any]:
+    """Check a mixed option set against the selected workers (``parsers``: name -> its
+    ``parse_options``) before any input is touched; return it scoped (``worker:key``).
+
+    A plain ``key`` goes to the selected workers whose options have it, ``worker:key`` to
+    that worker only (it wins over a plain one). A usage error, before any work: a
+    ``WORKER:`` prefix that names no selected worker, a key that no selected worker has,
+    a value a worker refuses. (Otherwise every input would be refused one by one.)
+    """
+    plain = {k: v for k, v in options.items() if ":" not in k}
+    for key in options.keys() - plain.keys():
+        scope = key.rpartition(":")[0]
+        if scope in parsers:
+            continue
+        if scope in all_workers:
+            raise UsageError(f"option {key}: {scope} is not a selected worker (selected: {', '.join(parsers)})")
+        close = difflib.get_close_matches(scope.replace("_", "-"), list(all_workers), n=1, cutoff=0.6)
+        raise UsageError(f"option {key}: there is no worker named {scope!r}"
+                         + (f"; did you mean {close[0]}?" if close else f" (workers: {', '.join(all_workers)})"))
+    resolved: dict[str, Any] = {}
+    claimed: set[str] = set()
+    unknown: dict[str, UnknownOption] = {}
+    for worker, parse in parsers.items():
+        mine = options_for(worker, options)
+        scoped = {k.partition(":")[2] for k in options if k.startswith(worker + ":")}
+        try:
+            _parse_as(worker, parse, mine)
+        except UnknownOption as exc:
+            if scoped & set(exc.keys):
+                raise  # a worker:key this worker does not have
+            unknown[worker] = exc
+            mine = {k: v for k, v in mine.items() if k not in exc.keys}
+            _parse_as(worker, parse, mine)  # the keys it has must still hold valid values
+        claimed.update(plain.keys() & mine.keys())
+        resolved.update({f"{worker}:{k}": v for k, v in mine.items()})
+    unclaimed = sorted(plain.keys() - claimed)
+    if unclaimed:
+        if len(unknown) == 1:
+            raise next(iter(unknown.values()))
+        known = "".join(f"\n  {worker}: {', '.join(exc.known)}" for worker, exc in unknown.items())
+        raise UsageError(f"option(s) {', '.join(unclaimed)}: no selected worker has them; known options:{known}")
+    return resolved
+
+
+def _parse_as(worker: str, parse: Callable[[Mapping[str, Any]], object], options: Mapping[str, Any]) -> None:
+    """Parse one worker's options; a bad value's message names the worker it was for."""
+    try:
+        parse(options)
+    except UnknownOption:
+        raise
+    except UsageError as exc:
+        raise UsageError(exc.message if exc.message.startswith(worker) else f"{worker}: {exc.message}") from exc
 
 
 def options_for(worker: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,8 +121,10 @@ class OptionReader:
         """Refuse keys that no option claimed (a typo must not silently use a default)."""
         unknown = sorted(set(self.raw) - self.used)
         if unknown:
-            raise UsageError(
-                f"unknown {self.worker} option(s): {', '.join(unknown)}; known: {', '.join(sorted(self.used))}"
+            raise UnknownOption(
+                f"unknown {self.worker} option(s): {', '.join(unknown)}; known: {', '.join(sorted(self.used))}",
+                unknown,
+                sorted(self.used),
             )
 
     def integer(self, key: str, default: int, *, lo: int, hi: int) -> int:

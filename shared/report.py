@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.backfill import DURATION_BUCKETS_MS, Summary
+from shared.outcomes import TALLIES
 
-COLUMNS = ("worker", "done", "skipped", "failed", "retryable", "bytes in", "bytes out", "time")
+COUNTED = TALLIES  # the status table's tallies: the same columns as the JSON summary's totals
+COLUMNS = ("worker", *(t.replace("_", " ") for t in COUNTED), "bytes in", "bytes out", "time")
 
 
 def human_bytes(n: float) -> str:
@@ -34,17 +36,16 @@ def human_seconds(s: float) -> str:
 
 
 def rows(summary: Summary) -> list[list[str]]:
-    """One row per worker, then the total row: the figures both views show."""
+    """One row per worker, then the total row: the figures both views show, counted as the
+    JSON summary counts them (a refused input is ``refused`` in both)."""
     out = []
     for name in sorted(summary.workers):
         t = summary.workers[name]
-        out.append([name, str(t.done), str(t.skipped), str(t.failed + t.refused + t.internal_error),
-                    str(t.retryable), human_bytes(t.bytes_in), human_bytes(t.bytes_out), human_seconds(t.seconds)])
-    total = [sum(getattr(t, k) for t in summary.workers.values()) for k in ("done", "skipped")]
-    failed = sum(t.failed + t.refused + t.internal_error for t in summary.workers.values())
-    out.append(["total", str(total[0]), str(total[1]), str(failed), str(summary.total("retryable")),
-                human_bytes(summary.total("bytes_in")), human_bytes(summary.total("bytes_out")),
-                human_seconds(sum(t.seconds for t in summary.workers.values()))])
+        out.append([name, *(str(getattr(t, k)) for k in COUNTED), human_bytes(t.bytes_in), human_bytes(t.bytes_out),
+                    human_seconds(t.seconds)])
+    seconds = sum(t.seconds for t in summary.workers.values())
+    out.append(["total", *(str(summary.total(k)) for k in COUNTED), human_bytes(summary.total("bytes_in")),
+                human_bytes(summary.total("bytes_out")), human_seconds(seconds)])
     return out
 
 
@@ -63,6 +64,9 @@ def table(summary: Summary) -> str:
     if summary.slowest:
         out.append("slowest:")
         out += [f"  {s['duration_ms'] / 1000:8.2f}s  {s['worker']}  {s['input']}" for s in summary.slowest]
+    if summary.unrouted_files:
+        out.append(f"unrouted, no worker takes them ({len(summary.unrouted_files)} of {summary.unrouted} listed):")
+        out += [f"  {rel}" for rel in summary.unrouted_files]
     if summary.failures:
         out.append(f"failed ({len(summary.failures)} listed):")
         for f in summary.failures:
@@ -73,44 +77,69 @@ def table(summary: Summary) -> str:
 
 
 def _bucket_labels() -> list[str]:
-    def ms(v: int) -> str:
-        return f"{v // 1000}s" if v >= 1000 else f"{v}ms"
+    labels = [f"<{_ms(DURATION_BUCKETS_MS[0])}"]
+    labels += [f"{_ms(a)}–{_ms(b)}" for a, b in itertools.pairwise(DURATION_BUCKETS_MS)]
+    return [*labels, f"≥{_ms(DURATION_BUCKETS_MS[-1])}"]
 
-    labels = [f"<{ms(DURATION_BUCKETS_MS[0])}"]
-    labels += [f"{ms(a)}–{ms(b)}" for a, b in itertools.pairwise(DURATION_BUCKETS_MS)]
-    return [*labels, f"≥{ms(DURATION_BUCKETS_MS[-1])}"]
+
+def _ms(v: int) -> str:
+    return f"{v // 1000}s" if v >= 1000 else f"{v}ms"
+
+
+LEGEND_ITEM = 150  # px per worker in the legend
+MIN_CHART_WIDTH = 600  # narrower, its labels would be too small to read: the chart scrolls instead
 
 
 def duration_chart(summary: Summary) -> str:
-    """Inline SVG: per duration bucket, one bar per worker (counts of done/failed runs)."""
+    """Inline SVG: per duration bucket, one bar per worker (counts of done/failed runs).
+
+    The axis is labelled at the bucket bounds (``10ms`` ... ``300s``), one short label per
+    tick, so labels never overlap; the SVG scales to the page (``viewBox``) down to a legible
+    width (then it scrolls sideways), and the legend
+    wraps onto as many rows as the workers need.
+    """
     labels = _bucket_labels()
     workers = sorted(summary.workers)
     palette = ("#2f6db5", "#d9822b", "#3a9d5d", "#b5403a", "#7a5cb5", "#5c8a8a")
     peak = max([1, *(c for w in workers for c in summary.workers[w].histogram)])
     width, height, left, bottom = 760, 260, 48, 40
+    per_row = max(1, (width - left) // LEGEND_ITEM)
+    legend_rows = max(1, -(-len(workers) // per_row))
+    total_height = height + 12 + 18 * legend_rows
     slot = (width - left - 10) / len(labels)
     bar = max(2.0, (slot - 6) / max(1, len(workers)))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img" '
-             f'aria-label="durations per worker">',
-             f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#888"/>',
-             f'<text x="4" y="14" font-size="11">runs (max {peak})</text>']
+    axis = height - bottom
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {total_height}" width="100%" '
+             f'style="min-width:{MIN_CHART_WIDTH}px;max-width:{width}px" role="img" aria-label="durations per worker">',
+             f'<line x1="{left}" y1="{axis}" x2="{width - 10}" y2="{axis}" stroke="#888"/>',
+             f'<text x="4" y="14" font-size="11">runs (max {peak})</text>',
+             f'<text x="{(left + width - 10) / 2:.1f}" y="{axis + 32}" font-size="11" text-anchor="middle">'
+             f'run duration</text>']
+    for i, bound in enumerate(DURATION_BUCKETS_MS, start=1):
+        x = left + i * slot
+        parts.append(f'<line x1="{x:.1f}" y1="{axis}" x2="{x:.1f}" y2="{axis + 4}" stroke="#888"/>'
+                     f'<text class="tick" x="{x:.1f}" y="{axis + 15}" font-size="10" text-anchor="middle">'
+                     f'{_ms(bound)}</text>')
     for i, label in enumerate(labels):
         x0 = left + i * slot
-        parts.append(f'<text x="{x0 + slot / 2:.1f}" y="{height - bottom + 14}" font-size="10" '
-                     f'text-anchor="middle">{html.escape(label)}</text>')
         for j, worker in enumerate(workers):
             count = summary.workers[worker].histogram[i]
-            h = (height - bottom - 24) * count / peak
+            h = (axis - 24) * count / peak
             parts.append(f'<rect class="bar" data-worker="{html.escape(worker)}" data-bucket="{html.escape(label)}" '
-                         f'data-count="{count}" x="{x0 + 3 + j * bar:.1f}" y="{height - bottom - h:.1f}" '
+                         f'data-count="{count}" x="{x0 + 3 + j * bar:.1f}" y="{axis - h:.1f}" '
                          f'width="{bar - 1:.1f}" height="{h:.1f}" fill="{palette[j % len(palette)]}">'
                          f'<title>{html.escape(worker)} {html.escape(label)}: {count}</title></rect>')
     for j, worker in enumerate(workers):
-        parts.append(f'<rect x="{left + j * 150}" y="{height + 8}" width="10" height="10" '
-                     f'fill="{palette[j % len(palette)]}"/><text x="{left + 14 + j * 150}" y="{height + 17}" '
-                     f'font-size="11">{html.escape(worker)}</text>')
+        x, y = left + (j % per_row) * LEGEND_ITEM, height + 8 + 18 * (j // per_row)
+        parts.append(f'<rect x="{x}" y="{y}" width="10" height="10" fill="{palette[j % len(palette)]}"/>'
+                     f'<text x="{x + 14}" y="{y + 9}" font-size="11">{html.escape(worker)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _shown(value: Any) -> str:
+    """A fact as a person reads it (``no``, not Python's ``False``)."""
+    return ("yes" if value else "no") if isinstance(value, bool) else str(value)
 
 
 def html_report(summary: Summary, context: dict[str, Any] | None = None) -> str:
@@ -126,10 +155,11 @@ def html_report(summary: Summary, context: dict[str, Any] | None = None) -> str:
         f"<td>{e(str(f.get('worker', '-')))}</td><td>{e(str(f['input']))}</td>"
         f"<td>{e(str((f.get('error') or {}).get('message', '')))}</td></tr>"
         for f in summary.failures) or '<tr><td colspan="4">none</td></tr>'
+    unrouted = "".join(f"<li>{e(rel)}</li>" for rel in summary.unrouted_files) or "<li>none</li>"
     facts = {"engine": summary.engine, "files": summary.files, "unrouted": summary.unrouted,
              "interrupted": summary.interrupted, "duration": human_seconds(data["duration_s"]),
              **(context or {})}
-    fact_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>" for k, v in facts.items())
+    fact_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(_shown(v))}</td></tr>" for k, v in facts.items())
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>mountworks backfill report</title>
@@ -138,18 +168,21 @@ body{{font:14px/1.4 system-ui,sans-serif;margin:2em auto;max-width:900px;color:#
 table{{border-collapse:collapse;margin:0.5em 0 1.5em}}th,td{{border:1px solid #ccc;padding:3px 8px}}
 #workers td:not(:first-child){{text-align:right}}#workers tr:last-child{{font-weight:bold}}
 h1{{font-size:1.4em}}h2{{font-size:1.1em;margin-top:1.5em}}
+.scroll{{overflow-x:auto}}body{{padding:0 1em}}
 </style></head><body>
 <h1>mountworks backfill report</h1>
 <p>Generated {e(generated)}.</p>
 <table id="facts">{fact_rows}</table>
 <h2>Per worker</h2>
-<table id="workers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<div class="scroll"><table id="workers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>
 <h2>Durations</h2>
-{duration_chart(summary)}
+<div class="scroll">{duration_chart(summary)}</div>
 <h2>Slowest inputs</h2>
 <table id="slowest"><thead><tr><th>time</th><th>worker</th><th>input</th></tr></thead><tbody>{slow}</tbody></table>
+<h2>Unrouted files</h2>
+<ul id="unrouted">{unrouted}</ul>
 <h2>Failed inputs</h2>
-<table id="failures"><thead><tr><th>code</th><th>worker</th><th>input</th><th>message</th></tr></thead>
-<tbody>{failed}</tbody></table>
+<div class="scroll"><table id="failures"><thead><tr><th>code</th><th>worker</th><th>input</th><th>message</th></tr>
+</thead><tbody>{failed}</tbody></table></div>
 </body></html>
 """

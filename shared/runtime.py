@@ -43,11 +43,14 @@ DEADLINE_MARGIN_SECONDS = 5.0  # stop waiting/working this long before Lambda wo
 CLAIM_GRACE_SECONDS = 30.0  # a claim outlives its invocation's deadline by this much
 
 
-def wait_until_visible(path: Path, deadline: Deadline, wait_seconds: float | None) -> os.stat_result:
+def wait_until_visible(path: Path, deadline: Deadline, wait_seconds: float | None,
+                       shown: str | None = None) -> os.stat_result:
     """Stat the input, waiting with backoff while it is not visible yet.
 
     Bounded by ``wait_seconds`` (CLI ``--wait``) or by the invocation's remaining time less
     a margin, whichever is shorter; then the input is retryable, never a permanent error.
+    The message says first that the path does not exist (``shown``: as the caller named
+    it), so a typo does not read as "try again later".
     """
     started = time.monotonic()
     pause = VISIBILITY_FIRST_WAIT
@@ -62,7 +65,8 @@ def wait_until_visible(path: Path, deadline: Deadline, wait_seconds: float | Non
         if remaining is not None:
             budget = min(budget, remaining - DEADLINE_MARGIN_SECONDS)
         if budget <= 0 or budget == float("inf"):
-            raise InputNotVisible(f"input is not visible on the mount (waited {waited:.1f}s); try again later")
+            raise InputNotVisible(f"{shown or path} does not exist on the mount (waited {waited:.1f}s); "
+                                  "a file uploaded just now may not be visible yet: try again later")
         time.sleep(min(pause, budget))
         pause = min(pause * 2, VISIBILITY_MAX_WAIT)
 
@@ -100,7 +104,7 @@ def execute(
     parsed_options = spec.parse_options(raw_options)
     run = Run(cfg, spec.name, spec.version, ref, parsed_options.to_manifest(), invocation=invocation)
     path = resolve_input(cfg, ref)
-    st = wait_until_visible(path, deadline, wait_seconds)
+    st = wait_until_visible(path, deadline, wait_seconds, shown=str(ref))
     if not path.is_file():
         raise RefusedPath(f"{ref} is not a regular file")
     commit = run.look_up(st, retry_failed=retry_failed)

@@ -8,6 +8,7 @@ have the recorded size and sha256.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from shared.config import MountConfig
@@ -67,18 +68,33 @@ def verify_manifest(cfg: MountConfig, found: FoundManifest) -> tuple[int, list[s
     return len(outputs), problems
 
 
+def _tops(cfg: MountConfig, below: str) -> list[Path]:
+    """Where the runs of ``below`` are: a path under ``ingest/`` (an input or a folder) is
+    its relative path below every worker's folder; any other path is itself."""
+    key = check_key(below.strip("/"), what="verify path")
+    ingest = PurePosixPath(cfg.ingest_prefix)
+    if key != ingest and ingest not in key.parents:
+        top = cfg.root.joinpath(*key.parts)
+        return [top] if top.exists() else []
+    rel = key.relative_to(ingest).parts
+    workers = sorted(cfg.workspace_dir.iterdir()) if cfg.workspace_dir.is_dir() else []
+    return [w.joinpath(*rel) for w in workers if w.joinpath(*rel).is_dir()]
+
+
 def verify_tree(cfg: MountConfig, below: str | None = None) -> VerifyReport:
-    top = cfg.workspace_dir
-    if below:
-        top = cfg.root.joinpath(*check_key(below.strip("/"), what="verify path").parts)
-        if not top.exists():
-            raise UsageError(f"nothing to verify at {below}")
+    """Verify every manifest, or those of ``below``; a ``below`` with none is a usage error
+    (a typo in the path must not pass as "everything holds")."""
+    tops = [cfg.workspace_dir] if not below else _tops(cfg, below)
     report = VerifyReport()
-    for found in manifests_under(top):
-        report.manifests += 1
-        listed, problems = verify_manifest(cfg, found)
-        report.outputs += listed
-        if problems:
-            report.bad_manifests.add(found.path.relative_to(cfg.root).as_posix())
-            report.problems.extend(problems)
+    for top in tops:
+        for found in manifests_under(top):
+            report.manifests += 1
+            listed, problems = verify_manifest(cfg, found)
+            report.outputs += listed
+            if problems:
+                report.bad_manifests.add(found.path.relative_to(cfg.root).as_posix())
+                report.problems.extend(problems)
+    if below and not report.manifests:
+        raise UsageError(f"nothing to verify at {below}: no manifest there (give an input or a folder "
+                         f"under {cfg.ingest_prefix}/, or a path under {cfg.workspace_prefix}/)")
     return report

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +32,17 @@ pytest_plugins = ("s3support",)
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("MOUNTWORKS_CORPUS", REPO.parent / "shared" / "corpus"))
 SAMPLE_EVENTS = REPO / "samples" / "events"
+
+
+def venv_tool(name: str) -> str | None:
+    """A command-line tool installed with the test extras (hadolint, ...): found in the
+    environment the tests run in, even when that environment is not on ``PATH``
+    (``.venv/bin/python -m pytest``), and only then on ``PATH``."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    for folder in (scripts, Path(sys.executable).parent):
+        if (folder / name).is_file() and os.access(folder / name, os.X_OK):
+            return str(folder / name)
+    return shutil.which(name)
 
 
 def corpus_files(kind: str, *suffixes: str) -> list[Path]:

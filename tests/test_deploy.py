@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import venv_tool
 
 from shared import config
 from workers.registry import WORKERS
@@ -632,7 +633,7 @@ def test_a_fifth_worker_renders_complete_deploy_parts_that_lint_clean(
         run = subprocess.run([sys.executable, "-c", entry, str(root / "template.yaml")], capture_output=True,
                              text=True, cwd=ROOT, timeout=300)
         assert run.returncode == 0, f"cfn-lint on the five-worker template:\n{run.stdout}{run.stderr}"
-    hadolint = shutil.which("hadolint")
+    hadolint = venv_tool("hadolint")
     if hadolint:
         run = subprocess.run([hadolint, str(root / "container" / "Dockerfile")], capture_output=True, text=True,
                              timeout=120)
@@ -659,7 +660,7 @@ def test_handlers_never_import_deploy_data() -> None:
 
 def _tool(name: str, env_var: str | None = None) -> str:
     found = os.environ.get(env_var, "") if env_var else ""
-    found = found or shutil.which(name) or ""
+    found = found or venv_tool(name) or ""
     if not found:
         pytest.skip(f"{name} is not installed (pip install -e '.[deploy]')")
     return found

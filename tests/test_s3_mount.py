@@ -219,7 +219,7 @@ def test_an_object_that_never_shows_is_retryable_within_the_deadline(s3_mount: S
     timeout = 6.0
     event = s3_notification(s3_mount.bucket, "ingest/never/there.echo", {"ETag": '"0"'}, 10)
     started = time.monotonic()
-    with pytest.raises(RetryLater, match="not visible"):
+    with pytest.raises(RetryLater, match="does not exist on the mount"):
         run_handler(s3_mount, "test-echo", event, timeout=timeout)
     elapsed = time.monotonic() - started
     assert timeout - DEADLINE_MARGIN_SECONDS - 0.5 <= elapsed < timeout

@@ -445,6 +445,9 @@ def test_deadline_stops_ffmpeg_retryable_and_commits_nothing(mount: Path, clips:
     assert ffmpeg_children() == []
     run_dirs = list((mount / "workspace" / "video-transcode" / f"long-{segment_seconds}.mp4").glob("*/"))
     assert run_dirs and not any((d / "manifest.json").exists() or (d / "error.json").exists() for d in run_dirs)
+    # no unplayable partial rendition is left where a reader would take it for an output (segments/,
+    # kept for the retry to reuse, is not an output name)
+    assert [p.name for d in run_dirs for p in d.iterdir() if p.is_file() and not p.name.startswith(".claim")] == []
 
 
 # ----------------------------------------------------------------------- segment-parallel
@@ -632,3 +635,51 @@ def test_compliant_aac_is_copied_and_other_audio_is_encoded(mount: Path, clips: 
     assert encoded.record["facts"]["audio"] == "encoded"  # type: ignore[index]
     out_audio, = streams(outputs(mount, encoded)["240p.mp4"], "audio")
     assert out_audio["codec_name"] == "aac"
+
+
+def _gray_frame(path: Path, at: float, size: tuple[int, int]) -> bytes:
+    """One decoded frame of ``path`` at ``at`` seconds (accurate seek), as 8-bit gray pixels."""
+    return subprocess.run([str(FFMPEG), "-v", "error", "-ss", f"{at:.3f}", "-i", str(path), "-frames:v", "1",
+                           "-vf", f"scale={size[0]}:{size[1]}", "-f", "rawvideo", "-pix_fmt", "gray", "pipe:1"],
+                          check=True, capture_output=True).stdout
+
+
+def test_poster_time_is_the_time_of_the_frame_it_shows(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:
+    from PIL import Image
+
+    clip = make_clip(clips / "ten-seconds.mp4", seconds=10, rate=25, audio=False)
+    outcome = run(put_clip(clip))
+    assert outcome.status == "done", outcome.message
+    poster = output_record(outcome, "poster.jpg")
+    with Image.open(outputs(mount, outcome)["poster.jpg"]) as image:
+        shown = image.convert("L").tobytes()
+        size = image.size
+
+    def distance(at: float) -> float:
+        frame = _gray_frame(clip, at, size)
+        return sum(abs(a - b) for a, b in zip(shown, frame, strict=True)) / len(shown)
+
+    search_start = 10 * 0.1
+    assert poster["time"] != search_start  # the thumbnail filter picked a later frame of its window
+    assert distance(poster["time"]) < 3 < distance(search_start)  # the recorded time shows the poster's frame
+
+
+def test_variable_frame_rate_becomes_the_nearest_standard_rate(mount: Path, clips: Path, put_clip: PutClip,
+                                                               run: Run) -> None:
+    vfr = clips / "vfr-20fps.mp4"  # an average of 20 fps: 2% or more from every standard rate
+    ff("-f", "lavfi", "-i", "testsrc2=s=320x240:r=20:d=3", "-vf", r"settb=1/90000,setpts=N/20/TB+0.015*mod(N\,2)/TB",
+       "-fps_mode", "passthrough", "-enc_time_base:v", "1/90000", "-c:v", "libx264", "-preset", "ultrafast",
+       "-pix_fmt", "yuv420p", "-video_track_timescale", "90000", str(vfr))
+    outcome = run(put_clip(vfr), poster=False)
+    assert outcome.status == "done", outcome.message
+    facts = outcome.record["facts"]  # type: ignore[index]
+    assert facts["probe"]["video"]["variable_frame_rate"] is True
+    assert facts["output_frame_rate"] == "24000/1001"
+    out = outputs(mount, outcome)["240p.mp4"]
+    times = subprocess.run([str(FFPROBE), "-v", "error", "-select_streams", "v", "-show_entries",
+                            "packet=pts_time", "-of", "csv=p=0", str(out)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    pts = sorted(float(t) for t in times)
+    deltas = {round(b - a, 3) for a, b in itertools.pairwise(pts)}
+    assert deltas <= {round(1001 / 24000, 3), round(1001 / 24000, 3) + 0.001}  # constant, 23.976 fps
+    assert abs(len(pts) - 3 * 24000 / 1001) <= 2  # frames duplicated by timestamp: the length is kept

@@ -5,6 +5,9 @@
                         [--engine local|lambda|stepfunctions] [--report FILE.html] [--quiet]
     mountworks verify [--root DIR] [PATH]
     mountworks invoke WORKER EVENT.json [--root DIR] [--timeout S]
+    mountworks --version
+
+Global flags (``--log-level``) go before or after the subcommand.
 
 stdout carries only JSON (a manifest, an error record, a summary, a response); logs and
 the progress bar go to stderr. Exit codes are the contract's: 0 done, 3 permanent input
@@ -28,15 +31,17 @@ from shared.errors import (
     EXIT_INTERNAL,
     EXIT_RETRYABLE,
     EXIT_USAGE,
+    INPUT_NOT_VISIBLE,
     MountworksError,
     RefusedPath,
     RetryableError,
     UsageError,
     exit_code_for,
 )
-from shared.options import options_for, parse_cli_options
+from shared.options import options_for, parse_cli_options, resolve_options
 from shared.outcomes import Status
 from shared.paths import input_from_path
+from shared.worker import WorkerSpec
 from workers.registry import all_workers, get_worker, worker_names
 
 
@@ -50,6 +55,11 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _checked_options(pairs: list[str], specs: Sequence[WorkerSpec]) -> dict[str, Any]:
+    """``-o`` pairs, checked against the selected workers and scoped to them (``worker:key``)."""
+    return resolve_options(parse_cli_options(pairs), {s.name: s.parse_options for s in specs}, worker_names())
+
+
 def _config(args: argparse.Namespace) -> MountConfig:
     return MountConfig.load(args.root, ingest_prefix=args.ingest_prefix, workspace_prefix=args.workspace_prefix)
 
@@ -60,8 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = get_worker(args.worker)
     cfg = _config(args)
-    options = options_for(spec.name, parse_cli_options(args.option))
-    spec.parse_options(options)  # a bad option is a usage error before anything runs
+    options = options_for(spec.name, _checked_options(args.option, [spec]))  # usage errors before any work
     ref = input_from_path(cfg, args.input)
     if ref is None:
         raise UsageError(f"INPUT must be a path under {cfg.ingest_prefix}/ relative to the mount root, "
@@ -81,7 +90,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif outcome.status not in (Status.REFUSED, Status.INTERNAL_ERROR):  # those say why on stderr
         _print_json(outcome.summary())
     if outcome.message and not outcome.committed:
-        sys.stderr.write(f"mountworks: {outcome.input}: {outcome.message}\n")
+        if outcome.code == INPUT_NOT_VISIBLE:  # the message names the path; say how to wait for it
+            sys.stderr.write(f"mountworks: {outcome.message}, or wait for it with --wait SECONDS\n")
+        else:
+            sys.stderr.write(f"mountworks: {outcome.input}: {outcome.message}\n")
     return outcome.exit_code
 
 
@@ -92,14 +104,15 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     wants_mount = args.engine == "local" or args.root or (args.engine == "lambda" and mount_configured())
     cfg = _config(args) if wants_mount else None
     specs = [get_worker(name) for name in args.worker] if args.worker else all_workers()
-    options = parse_cli_options(args.option)
+    options = _checked_options(args.option, specs)
     progress = Progress(sys.stderr, enabled=not (args.no_progress or args.quiet))
     extra: dict[str, Any] = {}
     summary: Summary
     if args.engine == "local":
         assert cfg is not None
-        summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
-                           retry_failed=args.retry_failed, progress=progress)
+        with progress.guard():
+            summary = backfill(cfg, specs, jobs=args.jobs, options=options, dry_run=args.dry_run,
+                               retry_failed=args.retry_failed, progress=progress)
     elif args.engine == "lambda":
         from shared.engines import LambdaEngine, aws_client, function_names
 
@@ -184,45 +197,87 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+EXAMPLES = {
+    "run": ['mountworks run image-resize "ingest/photos/sample photo.jpg" --root demo-mount -o sizes=320,800',
+            "mountworks run pdf-extract ingest/docs/sample.pdf --root demo-mount -o pages=1"],
+    "backfill": ["mountworks backfill --root demo-mount --jobs 2 --report report.html > summary.json",
+                 "mountworks backfill --root demo-mount -o quality=70 -o pdf-extract:parallel=1 --retry-failed"],
+    "verify": ["mountworks verify --root demo-mount",
+               "mountworks verify --root demo-mount ingest/photos"],
+    "invoke": ["mountworks invoke image-resize samples/events/s3-put.json --root demo-mount"],
+}
+OPTION_HELP = ("a worker option; repeat -o for more. KEY=VALUE goes to every selected worker that has KEY, "
+               "WORKER:KEY=VALUE to that worker only (it wins over KEY=VALUE). A key no selected worker has, "
+               "or one given twice, is a usage error")
+
+
+def _epilog(command: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
+def _global_flags(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """Flags accepted before and after the subcommand. On a subcommand they default to
+    SUPPRESS, so an absent one leaves the value given before it (or the default) alone."""
+    p.add_argument("--log-level", default=cli_log_level("WARNING") if top else argparse.SUPPRESS,
+                   help="log level for the JSON logs on stderr (default WARNING)")
+
+
+def _mount_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="the mount root (default: $MOUNTWORKS_MOUNT)")
+    p.add_argument("--ingest-prefix", help="input prefix below the root (default: ingest)")
+    p.add_argument("--workspace-prefix", help="output prefix below the root (default: workspace)")
+
+
+def _subcommand(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand with the global and mount flags and its examples."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=description, epilog=_epilog(name),
+                                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    _global_flags(p, top=False)
+    _mount_flags(p)
+    return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mountworks")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mountworks",
         description="Process media and documents in place on an S3 Files mount (or any local folder).",
         epilog="Exit codes: 0 done, 3 permanent input error, 75 retryable, 2 usage error, 1 internal error, "
-        "4 verify found a mismatch.",
+        "4 verify found a mismatch. `mountworks COMMAND --help` shows a command's flags and examples.",
     )
-    parser.add_argument("--log-level", default=cli_log_level("WARNING"),
-                        help="log level for the JSON logs on stderr (default WARNING)")
+    parser.add_argument("--version", action="version", version=f"mountworks {_version()}")
+    _global_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--root", help="the mount root (default: $MOUNTWORKS_MOUNT)")
-        p.add_argument("--ingest-prefix", help="input prefix below the root (default: ingest)")
-        p.add_argument("--workspace-prefix", help="output prefix below the root (default: workspace)")
-
     names = ", ".join(worker_names())
-    run = sub.add_parser("run", help="process one input file", description="Process one input file.")
+    run = _subcommand(sub, "run", "process one input file", "Process one input file and print its manifest "
+                      "(or error record) as JSON.")
     run.add_argument("worker", help=f"worker name ({names})")
     run.add_argument("input", help="input path relative to the mount root, under ingest/")
-    common(run)
-    run.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help="a worker option")
+    run.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
     run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="wait this long for an input that is not visible yet (default 0)")
     run.add_argument("--retry-failed", action="store_true", help="process again an input that failed for good")
     run.add_argument("--no-isolation", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
-    bf = sub.add_parser("backfill", help="process everything under ingest/",
-                        description="Walk ingest/, route each file to the workers that accept it, "
-                        "skip committed runs, and print a JSON summary.")
-    common(bf)
+    bf = _subcommand(sub, "backfill", "process everything under ingest/",
+                     "Walk ingest/, route each file to the workers that accept it, skip committed runs, "
+                     "show progress and a table on stderr, and print a JSON summary on stdout.")
     bf.add_argument("--worker", action="append", default=[], metavar="NAME", help=f"only these workers ({names})")
     bf.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="parallel inputs (default: CPUs)")
-    bf.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
-                    help="an option for every routed worker")
+    bf.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
     bf.add_argument("--dry-run", action="store_true", help="route and count, process nothing")
     bf.add_argument("--retry-failed", action="store_true", help="process again inputs that failed for good")
-    bf.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    bf.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     bf.add_argument("--quiet", "-q", action="store_true", help="no progress and no summary table on stderr")
     bf.add_argument("--report", metavar="FILE.html", help="also write a one-page HTML report")
     bf.add_argument("--engine", choices=("local", "lambda", "stepfunctions"), default="local",
@@ -243,15 +298,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop watching after this long; the executions keep running (stepfunctions)")
     bf.set_defaults(func=cmd_backfill)
 
-    vf = sub.add_parser("verify", help="re-hash committed outputs against their manifests")
-    common(vf)
-    vf.add_argument("path", nargs="?", help="only manifests below this path (relative to the root)")
+    vf = _subcommand(sub, "verify", "re-hash committed outputs against their manifests",
+                     "Re-hash every committed output against its manifest (exit 4 names each mismatch).")
+    vf.add_argument("path", nargs="?", help="only these runs: an input or folder under ingest/, or a path "
+                    "under workspace/ (relative to the root)")
     vf.set_defaults(func=cmd_verify)
 
-    inv = sub.add_parser("invoke", help="run a worker's Lambda handler on an event file")
+    inv = _subcommand(sub, "invoke", "run a worker's Lambda handler on an event file",
+                      "Run a worker's Lambda handler locally on an event file and print its response.")
     inv.add_argument("worker", help=f"worker name ({names})")
     inv.add_argument("event", help="a JSON event file")
-    common(inv)
     inv.add_argument("--timeout", type=float, default=900.0, help="the invocation's time budget in seconds")
     inv.set_defaults(func=cmd_invoke)
     return parser

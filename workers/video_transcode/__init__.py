@@ -33,7 +33,7 @@ def is_media(head: bytes) -> bool:
 
 SPEC = WorkerSpec(
     name="video-transcode",
-    version="1.1.0",  # 1.1: compliant AAC audio copied, even segment cuts
+    version="1.2.0",  # 1.2: variable frame rate -> the nearest standard rate; poster time = its frame's
     extensions=frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts", ".3gp",
                           ".flv", ".wmv", ".mpg", ".mpeg", ".mp3", ".m4a", ".aac", ".wav", ".flac",
                           ".ogg", ".opus"}),

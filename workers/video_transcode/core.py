@@ -13,6 +13,7 @@ an ffmpeg refusal of *our* arguments is a bug and is raised as such.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import threading
 import time
@@ -31,6 +32,7 @@ from shared.errors import (
     DeadlineReached,
     EncryptedInput,
     LimitExceeded,
+    RetryableError,
     UnsupportedInput,
 )
 from shared.runs import OutputDir
@@ -44,6 +46,7 @@ STOP_MARGIN_SECONDS = 10.0  # ffmpeg is killed this long before the invocation's
 POSTER_POSITIONS = (0.1, 0.4, 0.7)  # fractions of the duration where a poster is looked for
 POSTER_WINDOW_FRAMES = 50  # frames the thumbnail filter compares at each position
 DARK_LUMA = 28.0  # mean luma (0-255) under which a poster candidate counts as black
+POSTER_TAG = "mountworks.poster"  # frame metadata the poster graph prints for the frame it picked
 SPRITE_WIDTH = 160
 SPRITE_COLUMNS = 10
 MAX_SPRITE_THUMBS = 100
@@ -156,7 +159,32 @@ def inspect(path: Path, options: Options) -> MediaInfo:
 
 
 def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
-    """Renditions, poster, optional sprite and HLS into ``out``; probe facts for the manifest."""
+    """Renditions, poster, optional sprite and HLS into ``out``; probe facts for the manifest.
+
+    A stop (the deadline) removes the outputs written so far on the way out: an unplayable
+    half-written MP4 must not sit in the run directory until a retry (outputs are written at
+    their final names, never renamed). Segments stay, under ``segments/``, for the retry.
+    """
+    try:
+        return _process(source, out, options, ctx)
+    except RetryableError:
+        discard_outputs(out)
+        raise
+
+
+UNDECLARED_WHILE_WRITTEN = ("poster.jpg", "hls")  # ffmpeg writes these before they are declared
+
+
+def discard_outputs(out: OutputDir) -> None:
+    for name in {*(o.name for o in out.outputs), *UNDECLARED_WHILE_WRITTEN}:
+        path = out.run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
     stop = Stopper(ctx)
     info = inspect(source.path, options)
     facts: dict[str, Any] = {"probe": info.facts()}
@@ -354,6 +382,14 @@ def _mean_luma(jpeg: bytes) -> float:
         return float(ImageStat.Stat(image.convert("L")).mean[0])
 
 
+def picked_offset(result: runner.Result) -> float:
+    """Seconds from the search start to the frame the thumbnail filter picked (the poster's
+    ``time`` is that frame's, not where the search began); 0 when ffmpeg did not say."""
+    found = [float(m.group(1)) for line in result.stderr_lines
+             if (m := re.search(r"pts_time:(-?[0-9.]+(?:e-?[0-9]+)?)", line))]
+    return max(0.0, found[-1]) if found else 0.0
+
+
 def make_poster(plan: VideoPlan, info: MediaInfo, rung: Rung, out: OutputDir, stop: Stopper) -> None:
     """A JPEG of a representative frame: the thumbnail filter's pick near 10% of the
     duration, moving on to 40% and 70% while the pick is nearly black (fades, intros)."""
@@ -363,16 +399,18 @@ def make_poster(plan: VideoPlan, info: MediaInfo, rung: Rung, out: OutputDir, st
         at = info.duration * position
         inp = ffmpeg.input(plan.source, ss=f"{at:.3f}")
         graph = (inp[str(plan.stream)].filter("thumbnail", POSTER_WINDOW_FRAMES)
+                 .filter("metadata", mode="add", key=POSTER_TAG, value=1)
+                 .filter("metadata", mode="print", key=POSTER_TAG, file="pipe:2")  # its pts_time, on stderr
                  .filter("scale", rung.width, rung.height).filter("setsar", 1))
         argv = encode._global(ffmpeg.output(graph, runner.media_url(Path("poster.jpg")), **{
             "frames:v": 1, "q:v": 3, "update": 1, "map_metadata": -1}), 0)
-        run_checked(argv, "poster", stop, cwd=out.run_dir, expect_frames=False)
+        result = run_checked(argv, "poster", stop, cwd=out.run_dir, expect_frames=False)
         if not target.is_file() or target.stat().st_size == 0:
             continue
         data = target.read_bytes()
         luma = _mean_luma(data)
         if best is None or luma > best[0]:
-            best = (luma, data, at)
+            best = (luma, data, at + picked_offset(result))
         if luma >= DARK_LUMA:
             break
     if best is None:

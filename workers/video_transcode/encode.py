@@ -68,11 +68,13 @@ def ladder_for(video: VideoStream, ladder: Sequence[int]) -> list[Rung]:
 
 
 def output_rate(video: VideoStream, max_fps: float) -> Fraction:
-    """The constant output frame rate: the source's, snapped to a standard rate, capped."""
+    """The constant output frame rate, capped at ``max_fps``: a constant-rate source keeps
+    its own; a variable-rate one gets the standard rate nearest its average (a 20.69 fps
+    phone clip plays at 23.976), which every player and editor handles; the ``fps`` filter
+    duplicates or drops frames by timestamp, so the audio stays in sync."""
     rate = Fraction(video.frame_rate_exact)
     if video.variable_frame_rate:
-        nearest = min(STANDARD_RATES, key=lambda s: abs(rate - s))
-        rate = nearest if abs(rate - nearest) <= nearest * Fraction(2, 100) else rate.limit_denominator(100)
+        rate = min(STANDARD_RATES, key=lambda s: abs(rate - s))
     else:
         rate = rate.limit_denominator(1001)
     cap = Fraction(max_fps).limit_denominator(1001)

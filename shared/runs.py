@@ -712,6 +712,13 @@ class Run:
 COMMIT_RECORDS = ((MANIFEST, False), (ERROR_RECORD, True))  # (file name, failed): a manifest wins
 
 
+def record_path(cfg: MountConfig, record: Mapping[str, Any], *, failed: bool) -> str:
+    """Where a commit record lies, relative to the mount root (a commit event names it)."""
+    name = str(record["input"]["path"]).removeprefix(cfg.ingest_prefix + "/")
+    return "/".join((cfg.workspace_prefix, str(record["worker"]), name, str(record["run_id"]),
+                     ERROR_RECORD if failed else MANIFEST))
+
+
 def parse_record(raw: bytes) -> dict[str, Any] | None:
     """A commit record's bytes as read by any transport (a file, an S3 GET); None when torn."""
     try:

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from conftest import Cli, Put
 from jsonschema import Draft202012Validator
+from s3support import S3Mount, s3_notification
 from test_runtime import echo_cli, handler_response
 from worker_samples import SMALL_OPTIONS, sample_for
 
 import workers.registry
-from shared.errors import NotCommitted, OutputMismatch
-from shared.reader import MountReader
+from shared.errors import NotCommitted, OutputMismatch, RetryLater
+from shared.reader import MountReader, S3Reader
 from workers.registry import get_worker, worker_names
 
 TESTS = Path(__file__).resolve().parent
@@ -298,3 +299,74 @@ def test_a_pdf_page_record_that_breaks_its_schema_is_named(put: Put, cli: Cli, m
     assert problems(mount) == [f"workspace/pdf-extract/{name}/{ran['run_id']}/pages.jsonl:1: page: "
                                "0 is less than the minimum of 1 [pdf-extract.pages.schema.json]"]
     pages.write_text('{"page": 1, "text": "", "chars": 0, "flags": [], "error": null}\n')
+
+
+# ----------------------------------------------------------------- on the S3 mount
+
+
+def _s3_run(s3_mount: S3Mount, worker: str, key: str, data: bytes) -> dict[str, Any]:
+    from test_s3_mount import run_handler
+
+    put = s3_mount.put(key, data)
+    [result] = run_handler(s3_mount, worker, s3_notification(s3_mount.bucket, key, put, len(data)))["results"]
+    assert result["status"] in ("done", "failed"), result
+    name = "manifest.json" if result["status"] == "done" else "error.json"
+    record: dict[str, Any] = json.loads(s3_mount.get(
+        f"workspace/{worker}/{key.removeprefix('ingest/')}/{result['run_id']}/{name}"))
+    return record
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+@pytest.mark.parametrize("worker", [w for w in worker_names() if w != "test-echo"])
+def test_show_and_both_readers_agree_with_the_handler_on_an_s3_mount(s3_mount: S3Mount, cli: Cli,
+                                                                     worker: str) -> None:
+    name, data = sample_for(worker)
+    key = f"ingest/{worker}/up load+1 {name}"
+    manifest = _s3_run(s3_mount, worker, key, data)
+    spec = get_worker(worker)
+    assert cli("show", worker, key, "--root", str(s3_mount.root)) == (0, manifest)
+    on_mount = MountReader(s3_mount.root).result(spec, key)
+    over_s3 = S3Reader(s3_mount.bucket, client=s3_mount.s3)
+    found = over_s3.result(spec, key)
+    assert (found.status, found.hashed, found.record) == ("done", False, manifest)  # matched by its ETag
+    assert on_mount.record == manifest and on_mount.commit is not None and found.commit is not None
+    for output in manifest["outputs"]:
+        inside = str(output["path"]).split(f"/{manifest['run_id']}/", 1)[1]
+        assert over_s3.read_output(found.commit, inside) == MountReader(s3_mount.root).read_output(
+            on_mount.commit, inside)
+    assert [c.record for c in over_s3.runs(worker, key)] == [manifest]
+
+
+@pytest.mark.s3
+def test_the_s3_reader_trusts_only_what_the_manifest_lists(s3_mount: S3Mount, echo_registered: None) -> None:
+    key = "ingest/notes/a.echo"
+    manifest = _s3_run(s3_mount, "test-echo", key, b"ECHO over s3")
+    reader = S3Reader(s3_mount.bucket, client=s3_mount.s3)
+    spec = get_worker("test-echo")
+    found = reader.result(spec, key)
+    assert found.commit is not None and found.record == manifest and not found.hashed
+    assert reader.read_output(found.commit, "upper.txt") == b"ECHO OVER S3"
+    run_key = f"workspace/test-echo/notes/a.echo/{manifest['run_id']}"
+    s3_mount.put(f"{run_key}/extra.txt", b"not committed")
+    with pytest.raises(NotCommitted, match="not listed"):
+        reader.read_output(found.commit, "extra.txt")
+    # export lag: a listed output that S3 does not show yet is retryable, not missing for good
+    s3_mount.s3.delete_object(Bucket=s3_mount.bucket, Key=f"{run_key}/copy.bin")
+    with pytest.raises(RetryLater, match="not exported"):
+        reader.read_output(found.commit, "copy.bin")
+    s3_mount.put(f"{run_key}/upper.txt", b"ECHO OVER S4")
+    with pytest.raises(OutputMismatch):
+        reader.read_output(found.commit, "upper.txt")
+    s3_mount.put(f"{run_key}/upper.txt", b"ECHO OVER S3")
+    s3_mount.put(f"{run_key}/copy.bin", b"ECHO over s3")
+
+    # the same bytes uploaded again keep their ETag: still matched without reading them
+    s3_mount.put(key, b"ECHO over s3")
+    assert reader.result(spec, key).hashed is False
+    # other bytes: no recorded identity matches, the object is hashed, and nothing is committed for it
+    s3_mount.put(key, b"ECHO changed")
+    changed = reader.result(spec, key)
+    assert (changed.status, changed.hashed, changed.commit) == ("not-committed", True, None)
+    with pytest.raises(NotCommitted):
+        reader.result(spec, "ingest/notes/missing.echo")

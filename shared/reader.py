@@ -21,6 +21,7 @@ retryable (:class:`~shared.errors.RetryLater`), one that is there with other byt
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from shared.config import MountConfig
 from shared.errors import NotCommitted, OutputMismatch, RetryLater, UsageError
 from shared.outcomes import Status
 from shared.paths import InputRef, input_from_path, resolve_input
-from shared.runs import COMMIT_RECORDS, Commit, Run, is_run_dir_name, parse_record, run_id_for
+from shared.runs import COMMIT_RECORDS, Commit, Run, canonical_json, is_run_dir_name, parse_record, run_id_for
 from shared.worker import WorkerSpec
 
 READ_CHUNK = 1 << 20
@@ -248,13 +249,15 @@ class S3Reader:
     def result(self, spec: WorkerSpec, input_path: str, options: dict[str, Any] | None = None) -> Result:
         """The committed record for the object's current version with these options."""
         normalized = spec.parse_options(options or {}).to_manifest()
+        as_recorded = json.loads(canonical_json(normalized))  # as a manifest holds them (lists, not tuples)
         try:
             head = self.s3.head_object(Bucket=self.bucket, Key=self._key(input_path))
         except self.s3.exceptions.ClientError as exc:
             raise NotCommitted(f"{input_path} is not in s3://{self.bucket}/{self.prefix}") from exc
         etag, version = str(head.get("ETag", "")).strip('"'), head.get("VersionId")
-        ours = [c for c in self.runs(spec.name, input_path)
-                if c.record.get("worker_version") == spec.version and c.record.get("options") == normalized]
+        runs = self.runs(spec.name, input_path)
+        ours = [c for c in runs if c.record.get("worker_version") == spec.version
+                and c.record.get("options") == as_recorded]
         for commit in ours:  # identity recorded from the trigger: no content read
             recorded = commit.record.get("input") or {}
             if version and version != "null" and recorded.get("version_id") == version:
@@ -268,7 +271,7 @@ class S3Reader:
         for chunk in iter(lambda: body.read(READ_CHUNK), b""):
             digest.update(chunk)
         run_id = run_id_for(spec.name, spec.version, normalized, digest.hexdigest())
-        matching = [c for c in ours if c.run_id.split(".")[0] == run_id]
+        matching = [c for c in runs if c.run_id.partition(".")[0] == run_id]
         latest = max(matching, key=lambda c: int(c.run_id.partition(".")[2] or 1), default=None)  # its last attempt
         return Result(_status(latest), latest, hashed=True)
 

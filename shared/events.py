@@ -38,17 +38,24 @@ class WorkItem(NamedTuple):
     refused: str | None = None
     # the S3 object the trigger named: version_id, etag, sequencer (as far as the trigger says);
     # recorded in the manifest's ``input`` so a consumer can match a result to an object version
-    source_object: Mapping[str, str] | None = None  # a plain dict: items cross to isolated children by pickle
+    source_object: Mapping[str, Any] | None = None  # a plain dict: items cross to isolated children by pickle
 
 
-def _object_identity(**fields: Any) -> dict[str, str] | None:
-    """The trigger's object identity, blank and non-string fields dropped, ETag quotes removed."""
-    found = {name: value.strip('"') for name, value in fields.items() if isinstance(value, str) and value.strip('"')}
+def _object_identity(size: Any = None, **fields: Any) -> dict[str, Any] | None:
+    """The trigger's object identity, blank and non-string fields dropped, ETag quotes removed.
+
+    ``size`` (the object's, as the trigger says) is kept to check that the file read is
+    that object version: the runtime records the identity only when the sizes agree.
+    """
+    found: dict[str, Any] = {name: value.strip('"') for name, value in fields.items()
+                             if isinstance(value, str) and value.strip('"')}
+    if found and isinstance(size, int) and not isinstance(size, bool):
+        found["size"] = size
     return found or None
 
 
 def _item(source: str, key: str, cfg: MountConfig, options: Mapping[str, Any], *, bucket_key: bool,
-          source_object: Mapping[str, str] | None = None) -> WorkItem:
+          source_object: Mapping[str, Any] | None = None) -> WorkItem:
     try:
         ref = input_from_bucket_key(cfg, key) if bucket_key else input_from_path(cfg, key)
     except RefusedPath as exc:
@@ -85,7 +92,7 @@ def _s3_notification(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkIte
             obj = record.s3.get_object.raw_event
             raw_key = obj.get("key", "")
             event_name = str(record.event_name)
-            identity = _object_identity(version_id=obj.get("versionId"), etag=obj.get("eTag"),
+            identity = _object_identity(obj.get("size"), version_id=obj.get("versionId"), etag=obj.get("eTag"),
                                         sequencer=obj.get("sequencer"))
         except MALFORMED:
             items.append(WorkItem("s3", repr(record.raw_event)[:200], refused="a malformed S3 notification record"))
@@ -108,7 +115,7 @@ def _eventbridge(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
         obj = S3EventBridgeNotificationEvent(dict(event)).detail.object.raw_event
         raw_key = obj["key"]
         key = decode_s3_notification_key(raw_key) if isinstance(raw_key, str) else raw_key
-        identity = _object_identity(version_id=obj.get("version-id"), etag=obj.get("etag"),
+        identity = _object_identity(obj.get("size"), version_id=obj.get("version-id"), etag=obj.get("etag"),
                                     sequencer=obj.get("sequencer"))
     except MALFORMED:
         return [WorkItem("eventbridge", repr(event.get("detail"))[:200], refused="a malformed EventBridge S3 event")]
@@ -131,7 +138,8 @@ def _map_items(items: list[Any], batch_input: Mapping[str, Any], cfg: MountConfi
             result.append(WorkItem("map", repr(entry)[:200], refused="a Map item has no string 'Key'"))
             continue
         item_options = {**options, **_options(entry.get("options"))}
-        identity = _object_identity(version_id=entry.get("VersionId"), etag=entry.get("Etag", entry.get("ETag")))
+        identity = _object_identity(entry.get("Size"), version_id=entry.get("VersionId"),
+                                    etag=entry.get("Etag", entry.get("ETag")))
         result.append(_item("map", key, cfg, item_options, bucket_key=True, source_object=identity))
     return result
 

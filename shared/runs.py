@@ -426,7 +426,7 @@ class Run:
     )
 
     def __init__(self, cfg: MountConfig, worker: str, version: str, ref: InputRef, options: Mapping[str, Any],
-                 *, invocation: str = "local", source_object: Mapping[str, str] | None = None) -> None:
+                 *, invocation: str = "local", source_object: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
         # the S3 object the trigger named (version_id, etag, sequencer): recorded, never hashed into the run-id
         self.source_object = dict(source_object or {})
@@ -649,10 +649,22 @@ class Run:
             "worker_version": self.version,
             "run_id": self.run_id,
             "input": {"path": self.ref.rel.as_posix(), "size": self.size, "sha256": self.sha256,
-                      **self.source_object},
+                      **self._object_identity()},
             "options": self.options,
             "invocation": self.invocation,
         }
+
+    def _object_identity(self) -> dict[str, Any]:
+        """The trigger's ``version_id``, ``etag``, ``sequencer``, when they describe the bytes read.
+
+        An object overwritten between its event and the read is another version: when the
+        trigger's size is not the size hashed, its identity would mislead a consumer, so none
+        is recorded (the sha256 still says what was processed).
+        """
+        expected = self.source_object.get("size")
+        if expected is not None and expected != self.size:
+            return {}
+        return {k: v for k, v in self.source_object.items() if k != "size"}
 
     def _timing(self) -> dict[str, Any]:
         return {"started_at": self.started_at, "finished_at": _now_iso(),

@@ -90,7 +90,7 @@ def execute(
     invocation: str = "local",
     wait_seconds: float | None = None,
     retry_failed: bool = False,
-    source_object: Mapping[str, str] | None = None,
+    source_object: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Process one input with one worker, exactly once across any number of callers.
 
@@ -144,7 +144,7 @@ def announce(cfg: MountConfig, outcome: Outcome) -> None:
 
 
 def commit_crash(spec: WorkerSpec, ref: InputRef, raw_options: Mapping[str, Any] | None, cfg: MountConfig,
-                 message: str, *, source_object: Mapping[str, str] | None = None) -> Outcome:
+                 message: str, *, source_object: Mapping[str, Any] | None = None) -> Outcome:
     """Commit an ``error.json`` for an input whose worker process died in native code.
 
     Called by the parent of an isolated child (:mod:`shared.isolation`). The dead child's

@@ -207,6 +207,11 @@ def test_show_and_the_reader_agree_with_run_for_every_worker(put: Put, cli: Cli,
 # -------------------------------------------------------------------- object identity
 
 
+def notification(key: str, **obj: Any) -> dict[str, Any]:
+    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                         "s3": {"bucket": {"name": "b"}, "object": {"key": key, **obj}}}]}
+
+
 def test_the_manifest_records_the_object_identity_the_trigger_carried(mount: Path) -> None:
     (mount / "ingest" / "obj.echo").write_bytes(b"ECHO obj")
     event = {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
@@ -370,3 +375,15 @@ def test_the_s3_reader_trusts_only_what_the_manifest_lists(s3_mount: S3Mount, ec
     assert (changed.status, changed.hashed, changed.commit) == ("not-committed", True, None)
     with pytest.raises(NotCommitted):
         reader.result(spec, "ingest/notes/missing.echo")
+
+
+def test_an_identity_whose_size_is_not_the_file_s_is_not_recorded(mount: Path) -> None:
+    """The object was overwritten between its event and the read: the event names another version."""
+    (mount / "ingest" / "newer.echo").write_bytes(b"ECHO the newer, longer version")
+    handler_response(mount, notification("ingest/newer.echo", size=8, eTag="0ld", versionId="v-old"))
+    record = MountReader(mount).runs("test-echo", "ingest/newer.echo")[0].record
+    assert set(record["input"]) == {"path", "size", "sha256"}
+    (mount / "ingest" / "same.echo").write_bytes(b"ECHO same size")
+    handler_response(mount, notification("ingest/same.echo", size=14, eTag="e", versionId="v"))
+    record = MountReader(mount).runs("test-echo", "ingest/same.echo")[0].record
+    assert (record["input"]["version_id"], record["input"]["etag"], record["input"]["size"]) == ("v", "e", 14)

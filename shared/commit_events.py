@@ -27,9 +27,9 @@ from shared import observability as obs
 from shared.config import MountConfig
 from shared.outcomes import Outcome
 from shared.runs import record_path
+from shared.schemas import EVENT_SCHEMA
 
 SOURCE = "mountworks"
-EVENT_SCHEMA = "mountworks.event/1"
 CONNECT_TIMEOUT_SECONDS = 2.0
 READ_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 3

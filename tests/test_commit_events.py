@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from recordcheck import validator
 from s3support import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, free_port
 from test_runtime import LAUNCH
 
@@ -96,6 +97,7 @@ def test_a_commit_puts_run_committed_with_the_keys_of_its_record_and_outputs(mou
         "output_keys": [o["path"] for o in manifest["outputs"]],
     }
     assert detail["input"]["version_id"] == "v1" and detail["input"]["etag"] == "abc123"
+    assert list(validator("commit-event.schema.json").iter_errors(detail)) == []
 
     # a duplicate delivery commits nothing, so it announces nothing
     [again] = invoke(mount, notification("ingest/a+b.echo"), bus.name)["results"]
@@ -116,6 +118,8 @@ def test_a_permanent_error_puts_run_failed_with_its_code(mount: Path, bus: Bus, 
     assert event["detail"]["error"] == {"code": "corrupt-input", "message": "this echo input is marked bad"}
     assert event["detail"]["record_key"] == f"tenant/a/workspace/test-echo/bad.echo/{result['run_id']}/error.json"
     assert event["detail"]["output_keys"] == []
+    assert list(validator("commit-event.schema.json").iter_errors(event["detail"])) == []
+    assert list(validator("commit-event.schema.json").iter_errors({**event["detail"], "output_keys": ["x"]}))
 
 
 def test_no_bus_means_no_event_and_no_boto3_in_the_process(mount: Path) -> None:

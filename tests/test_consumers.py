@@ -259,7 +259,7 @@ def test_the_published_schemas_are_shipped_and_documented_alike() -> None:
         assert (docs / name).read_bytes() == (schemas.SCHEMA_DIR / name).read_bytes(), name
         Draft202012Validator.check_schema(schemas.load(name))
     assert {name for name, _ in schemas.STRUCTURED_OUTPUTS.values()} | set(schemas.RECORD_SCHEMAS.values()) \
-        == set(schemas.names())
+        | set(schemas.EVENT_SCHEMAS.values()) == set(schemas.names())
 
 
 def test_the_record_check_names_what_breaks_a_schema(put: Put, cli: Cli, mount: Path) -> None:

@@ -1,7 +1,8 @@
 """The published JSON Schemas of what consumers read, shipped as package data.
 
-Commit records (``manifest.schema.json``, ``error.schema.json``) and each worker's
-structured outputs (``<worker>.<output>.schema.json``). ``docs/schemas/`` holds the same
+Commit records (``manifest.schema.json``, ``error.schema.json``), each worker's
+structured outputs (``<worker>.<output>.schema.json``) and the commit event's detail
+(``commit-event.schema.json``). ``docs/schemas/`` holds the same
 files for readers without the package; a test keeps the two identical and validates
 every record the test suite writes against them. The versioning rule is in
 docs/consumers.md: additions within ``mountworks.manifest/1``, anything a ``/1`` reader
@@ -20,6 +21,10 @@ SCHEMA_DIR = Path(__file__).resolve().parent
 
 # a commit record's "schema" value -> the file describing it
 RECORD_SCHEMAS = {MANIFEST_SCHEMA: "manifest.schema.json", ERROR_SCHEMA: "error.schema.json"}
+
+# a commit event's detail "schema" (shared/commit_events.py) -> its file
+EVENT_SCHEMA = "mountworks.event/1"
+EVENT_SCHEMAS = {EVENT_SCHEMA: "commit-event.schema.json"}
 
 # (worker, output name in its run directory) -> (schema file, one JSON record per line?)
 STRUCTURED_OUTPUTS: dict[tuple[str, str], tuple[str, bool]] = {

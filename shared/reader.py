@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -30,7 +32,7 @@ from typing import IO, Any, NamedTuple
 from shared.config import MountConfig
 from shared.errors import NotCommitted, OutputMismatch, RetryLater, UsageError
 from shared.outcomes import Status
-from shared.paths import InputRef, input_from_path, resolve_input
+from shared.paths import InputRef, check_key, input_from_path, resolve_input
 from shared.runs import COMMIT_RECORDS, Commit, Run, canonical_json, is_run_dir_name, parse_record, run_id_for
 from shared.worker import WorkerSpec
 
@@ -55,6 +57,13 @@ class Result(NamedTuple):
 
 
 DONE, FAILED, IN_PROGRESS, NOT_COMMITTED = str(Status.DONE), str(Status.FAILED), "in-progress", "not-committed"
+
+
+def _worker_name(worker: str) -> str:
+    """A worker name is one lowercase path component (it names ``workspace/<worker>/``)."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", worker):
+        raise UsageError(f"{worker!r} is not a worker name (lowercase words joined by '-')")
+    return worker
 
 
 def _status(commit: Commit | None) -> str:
@@ -162,13 +171,15 @@ class MountReader:
             st = path.stat()
         except FileNotFoundError as exc:
             raise NotCommitted(f"{input_path} does not exist on the mount") from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{input_path} is not a regular file")
         found = run.find(path, st)
         status = IN_PROGRESS if found.commit is None and found.claim is not None else _status(found.commit)
         return Result(status, found.commit, found.hashed)
 
     def runs(self, worker: str, input_path: str) -> list[Commit]:
         """Every committed run of the input (any content, options or version), newest first."""
-        return Run(self.cfg, worker, "", self._ref(input_path), {}).committed_runs()
+        return Run(self.cfg, _worker_name(worker), "", self._ref(input_path), {}).committed_runs()
 
     def open_output(self, commit: Commit, name: str) -> VerifiedStream:
         entry = listed(commit, name)
@@ -214,9 +225,10 @@ class S3Reader:
 
     def _input_dir(self, worker: str, input_path: str) -> str:
         ingest = self.ingest_prefix + "/"
-        if not input_path.startswith(ingest) or ".." in input_path.split("/"):
+        check_key(input_path, what="input path")  # RefusedPath: '..', NUL, absolute, too long
+        if not input_path.startswith(ingest):
             raise UsageError(f"{input_path!r} is not a path under {ingest}")
-        return self._key(f"{self.workspace_prefix}/{worker}/{input_path[len(ingest):]}") + "/"
+        return self._key(f"{self.workspace_prefix}/{_worker_name(worker)}/{input_path[len(ingest):]}") + "/"
 
     def _get(self, key: str) -> bytes | None:
         try:

@@ -21,7 +21,7 @@ from test_runtime import echo_cli, handler_response
 from worker_samples import SMALL_OPTIONS, sample_for
 
 import workers.registry
-from shared.errors import NotCommitted, OutputMismatch, RetryLater
+from shared.errors import NotCommitted, OutputMismatch, RetryLater, UsageError
 from shared.reader import MountReader, S3Reader
 from workers.registry import get_worker, worker_names
 
@@ -387,3 +387,15 @@ def test_an_identity_whose_size_is_not_the_file_s_is_not_recorded(mount: Path) -
     handler_response(mount, notification("ingest/same.echo", size=14, eTag="e", versionId="v"))
     record = MountReader(mount).runs("test-echo", "ingest/same.echo")[0].record
     assert (record["input"]["version_id"], record["input"]["etag"], record["input"]["size"]) == ("v", "e", 14)
+
+
+def test_show_says_what_is_wrong_with_an_input_it_cannot_look_up(put: Put, cli: Cli, mount: Path) -> None:
+    assert show(cli, "ingest/missing.echo") == (5, {})
+    assert "does not exist" in cli.err
+    (mount / "ingest" / "folder.echo").mkdir()
+    assert show(cli, "ingest/folder.echo") == (2, {})
+    assert "not a regular file" in cli.err
+    assert show(cli, "ingest/../outside.echo")[0] == 2
+    assert show(cli, "photos/a.echo")[0] == 2  # not under ingest/
+    with pytest.raises(UsageError):
+        MountReader(mount).runs("../test-echo", put("r.echo", b"ECHO"))

@@ -19,6 +19,7 @@ ENV_WORKSPACE_PREFIX = "MOUNTWORKS_WORKSPACE_PREFIX"
 ENV_BUCKET_PREFIX = "MOUNTWORKS_BUCKET_PREFIX"
 ENV_CLAIM_LEASE = "MOUNTWORKS_CLAIM_LEASE_SECONDS"
 ENV_LOG_LEVEL = "MOUNTWORKS_LOG_LEVEL"
+ENV_EVENT_BUS = "MOUNTWORKS_EVENT_BUS"  # an EventBridge bus for commit events (name or ARN; unset or empty: off)
 ENV_LAMBDA_FUNCTION = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
 ENV_WORKER = "MOUNTWORKS_WORKER"  # the worker of the generic handler (workers.handler)
 ENV_POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
@@ -147,6 +148,7 @@ class MountConfig(NamedTuple):
     workspace_prefix: str = DEFAULT_WORKSPACE_PREFIX
     bucket_prefix: str = ""
     claim_lease_seconds: float = DEFAULT_CLAIM_LEASE_SECONDS
+    event_bus: str = ""  # where commit events go ("" = no events); see shared/commit_events.py
 
     @property
     def ingest_dir(self) -> Path:
@@ -168,6 +170,7 @@ class MountConfig(NamedTuple):
         workspace_prefix: str | None = None,
         bucket_prefix: str | None = None,
         claim_lease_seconds: float | None = None,
+        event_bus: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> MountConfig:
         """Build the configuration: explicit arguments, then ``MOUNTWORKS_*``, then defaults."""
@@ -202,4 +205,5 @@ class MountConfig(NamedTuple):
             workspace_prefix=workspace,
             bucket_prefix=raw_bucket.strip("/"),
             claim_lease_seconds=lease,
+            event_bus=(event_bus if event_bus is not None else env.get(ENV_EVENT_BUS, "")).strip(),
         )

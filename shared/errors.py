@@ -14,6 +14,9 @@
     │   ├── ClaimHeld                    a live holder is processing the same run
     │   ├── DeadlineReached              the invocation would be killed before finishing
     │   └── RetryLater                   raised out of a Lambda handler so that Lambda retries
+    ├── NotCommitted             exit 5  a reader asked for a result nothing committed lists
+    │                                    (never processed, the input changed, an unlisted output)
+    ├── OutputMismatch           exit 4  a listed output does not hold its manifest's size and sha256
     ├── RefusedPath              exit 2  an untrusted key or path that we will not touch
     │                                    (escape attempt, NUL byte, too long); never retried
     └── UsageError               exit 2  a bad command line or option value
@@ -36,6 +39,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_PERMANENT = 3
 EXIT_VERIFY_FAILED = 4
+EXIT_NOT_COMMITTED = 5  # show: nothing is committed for this content (yet)
 EXIT_RETRYABLE = 75
 
 # ------------------------------------------------------------------ error codes
@@ -66,6 +70,9 @@ IN_PROGRESS = "in-progress"
 DEADLINE = "deadline"
 RANGES_PENDING = "ranges-pending"
 WORKER_KILLED = "worker-killed"  # killed from outside (OOM killer, operator): not the input's fault
+# readers (show, shared.reader)
+NOT_COMMITTED = "not-committed"
+OUTPUT_MISMATCH = "output-mismatch"
 # refused, usage, bugs
 REFUSED_PATH = "refused-path"
 USAGE = "usage"
@@ -148,6 +155,20 @@ class DeadlineReached(RetryableError):
 
 class RetryLater(RetryableError):
     """Raised out of a handler so that Lambda (or the caller) retries the event."""
+
+
+class NotCommitted(MountworksError):
+    """A reader found no commit for what it asked: never processed, changed since, or not listed."""
+
+    code = NOT_COMMITTED
+    exit_code = EXIT_NOT_COMMITTED
+
+
+class OutputMismatch(MountworksError):
+    """A listed output's bytes are not what its manifest recorded (changed, or not exported whole yet)."""
+
+    code = OUTPUT_MISMATCH
+    exit_code = EXIT_VERIFY_FAILED
 
 
 class RefusedPath(MountworksError):

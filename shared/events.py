@@ -36,16 +36,33 @@ class WorkItem(NamedTuple):
     options: Mapping[str, Any] = MappingProxyType({})  # read-only: one shared empty default
     skipped: str | None = None
     refused: str | None = None
+    # the S3 object the trigger named: version_id, etag, sequencer (as far as the trigger says);
+    # recorded in the manifest's ``input`` so a consumer can match a result to an object version
+    source_object: Mapping[str, Any] | None = None  # a plain dict: items cross to isolated children by pickle
 
 
-def _item(source: str, key: str, cfg: MountConfig, options: Mapping[str, Any], *, bucket_key: bool) -> WorkItem:
+def _object_identity(size: Any = None, **fields: Any) -> dict[str, Any] | None:
+    """The trigger's object identity, blank and non-string fields dropped, ETag quotes removed.
+
+    ``size`` (the object's, as the trigger says) is kept to check that the file read is
+    that object version: the runtime records the identity only when the sizes agree.
+    """
+    found: dict[str, Any] = {name: value.strip('"') for name, value in fields.items()
+                             if isinstance(value, str) and value.strip('"')}
+    if found and isinstance(size, int) and not isinstance(size, bool):
+        found["size"] = size
+    return found or None
+
+
+def _item(source: str, key: str, cfg: MountConfig, options: Mapping[str, Any], *, bucket_key: bool,
+          source_object: Mapping[str, Any] | None = None) -> WorkItem:
     try:
         ref = input_from_bucket_key(cfg, key) if bucket_key else input_from_path(cfg, key)
     except RefusedPath as exc:
         return WorkItem(source, key, refused=exc.message)
     if ref is None:
         return WorkItem(source, key, skipped=f"outside the ingest prefix {cfg.ingest_prefix}/")
-    return WorkItem(source, key, input=ref, options=options)
+    return WorkItem(source, key, input=ref, options=options, source_object=source_object)
 
 
 def _options(value: Any) -> Mapping[str, Any]:
@@ -72,8 +89,11 @@ def _s3_notification(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkIte
     items = []
     for record in S3Event(dict(event)).records:
         try:
-            raw_key = record.s3.get_object.raw_event.get("key", "")
+            obj = record.s3.get_object.raw_event
+            raw_key = obj.get("key", "")
             event_name = str(record.event_name)
+            identity = _object_identity(obj.get("size"), version_id=obj.get("versionId"), etag=obj.get("eTag"),
+                                        sequencer=obj.get("sequencer"))
         except MALFORMED:
             items.append(WorkItem("s3", repr(record.raw_event)[:200], refused="a malformed S3 notification record"))
             continue
@@ -84,7 +104,7 @@ def _s3_notification(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkIte
         if not event_name.startswith("ObjectCreated:"):
             items.append(WorkItem("s3", key, skipped=f"{event_name} is not an object creation"))
             continue
-        items.append(_item("s3", key, cfg, {}, bucket_key=True))
+        items.append(_item("s3", key, cfg, {}, bucket_key=True, source_object=identity))
     return items
 
 
@@ -92,15 +112,18 @@ def _eventbridge(event: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
     from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventBridgeNotificationEvent
 
     try:
-        raw_key = S3EventBridgeNotificationEvent(dict(event)).detail.object.raw_event["key"]
+        obj = S3EventBridgeNotificationEvent(dict(event)).detail.object.raw_event
+        raw_key = obj["key"]
         key = decode_s3_notification_key(raw_key) if isinstance(raw_key, str) else raw_key
+        identity = _object_identity(obj.get("size"), version_id=obj.get("version-id"), etag=obj.get("etag"),
+                                    sequencer=obj.get("sequencer"))
     except MALFORMED:
         return [WorkItem("eventbridge", repr(event.get("detail"))[:200], refused="a malformed EventBridge S3 event")]
     if event.get("detail-type") != "Object Created":
         return [WorkItem("eventbridge", str(key), skipped=f"{event.get('detail-type')!r} is not Object Created")]
     if not isinstance(key, str):
         return [WorkItem("eventbridge", repr(key), refused="detail.object.key is not a string")]
-    return [_item("eventbridge", key, cfg, {}, bucket_key=True)]
+    return [_item("eventbridge", key, cfg, {}, bucket_key=True, source_object=identity)]
 
 
 def _map_items(items: list[Any], batch_input: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
@@ -115,7 +138,9 @@ def _map_items(items: list[Any], batch_input: Mapping[str, Any], cfg: MountConfi
             result.append(WorkItem("map", repr(entry)[:200], refused="a Map item has no string 'Key'"))
             continue
         item_options = {**options, **_options(entry.get("options"))}
-        result.append(_item("map", key, cfg, item_options, bucket_key=True))
+        identity = _object_identity(entry.get("Size"), version_id=entry.get("VersionId"),
+                                    etag=entry.get("Etag", entry.get("ETag")))
+        result.append(_item("map", key, cfg, item_options, bucket_key=True, source_object=identity))
     return result
 
 

@@ -183,7 +183,8 @@ def _crashed(run: _Child, cfg: MountConfig, retry_failed: bool) -> Outcome:
     message = f"the process handling this input {how} inside the {run.spec.name} library"
     if sig in CRASH_SIGNALS and run.item.input is not None:
         try:
-            return commit_crash(run.spec, run.item.input, run.item.options, cfg, message)
+            return commit_crash(run.spec, run.item.input, run.item.options, cfg, message,
+                                source_object=run.item.source_object)
         except MountworksError as exc:
             message += f" (and its error record could not be written: {exc.message})"
     return Outcome(Status.RETRYABLE, run.item.key, run.spec.name, code=WORKER_KILLED, message=message)

@@ -1,8 +1,9 @@
 """How one input ended, and the one table that gives each ending all its faces.
 
-A status is reported five ways: the command's exit code, the CloudWatch metric, the
-backfill's tally, what the Lambda handler does with it, and whether a record was
-committed. They all read :data:`STATUS_TABLE`; nothing else maps a status.
+A status is reported six ways: the command's exit code, the CloudWatch metric, the
+backfill's tally, what the Lambda handler does with it, whether a record was
+committed, and the commit event put for it (when commit events are on).
+They all read :data:`STATUS_TABLE`; nothing else maps a status.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Faces(NamedTuple):
     lambda_action: LambdaAction
     committed: bool  # a record (manifest or error.json) stands for this input
     log_level: str
+    commit_event: str | None  # the EventBridge detail-type put when this status commits now
 
 
 _REPORT, _RETRY, _RAISE = LambdaAction.REPORT, LambdaAction.RETRY, LambdaAction.RAISE
@@ -56,7 +58,10 @@ _ROWS: dict[str, tuple[int, str, str, int, LambdaAction, bool, str]] = {
     "refused":        (EXIT_USAGE,     "Refused",        "refused",        EXIT_DONE,      _REPORT, False, "warning"),
     "internal-error": (EXIT_INTERNAL,  "InternalErrors", "internal_error", EXIT_INTERNAL,  _RAISE,  False, "warning"),
 }  # fmt: skip
-STATUS_TABLE: Mapping[Status, Faces] = MappingProxyType({Status(k): Faces(*v) for k, v in _ROWS.items()})
+# the last column: only a commit made now is announced (a duplicate's "already" is not news)
+_COMMIT_EVENTS = {"done": "Run Committed", "failed": "Run Failed"}
+STATUS_TABLE: Mapping[Status, Faces] = MappingProxyType(
+    {Status(k): Faces(*v, _COMMIT_EVENTS.get(k)) for k, v in _ROWS.items()})
 
 STATUS_VALUES = frozenset(str(s) for s in Status)
 TALLIES: tuple[str, ...] = tuple(dict.fromkeys(faces.tally for faces in STATUS_TABLE.values()))

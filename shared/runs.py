@@ -199,6 +199,14 @@ def _process_start(pid: int) -> str | None:
     return None if fields[0] in ("Z", "X") else fields[19]
 
 
+class Lookup(NamedTuple):
+    """What :meth:`Run.find` found: a commit, else a live claim (in progress), else nothing."""
+
+    commit: Commit | None
+    claim: Claim | None
+    hashed: bool  # the ``_seen`` pointer did not match, so the input's content was read
+
+
 class Claim(NamedTuple):
     """Who holds a run: generation ``g`` is the file ``.claim.<g>.json``."""
 
@@ -424,6 +432,7 @@ class Run:
         "run_dir",
         "sha256",
         "size",
+        "source_object",
         "started",
         "started_wall",
         "version",
@@ -431,8 +440,10 @@ class Run:
     )
 
     def __init__(self, cfg: MountConfig, worker: str, version: str, ref: InputRef, options: Mapping[str, Any],
-                 *, invocation: str = "local") -> None:
+                 *, invocation: str = "local", source_object: Mapping[str, Any] | None = None) -> None:
         self.cfg = cfg
+        # the S3 object the trigger named (version_id, etag, sequencer): recorded, never hashed into the run-id
+        self.source_object = dict(source_object or {})
         self.worker = worker
         self.version = version
         self.ref = ref
@@ -514,6 +525,35 @@ class Run:
             return None
         commit = self._latest_commit(run_id)
         return None if commit is None or (retry_failed and commit.failed) else commit
+
+    def find(self, path: Path, st: os.stat_result) -> Lookup:
+        """What a reader asks: the commit for the input's *current* content, read-only.
+
+        The ``_seen`` pointer answers first (no content read, as a backfill's skip); only
+        when it does not match (a new upload, a touched file, a run committed elsewhere)
+        is the content hashed. Nothing is written, not even the pointer.
+        """
+        commit = self.look_up(st)
+        if commit is not None:
+            return Lookup(commit, None, hashed=False)
+        self.identify(path, st)
+        commit = self.committed()
+        if commit is not None:
+            return Lookup(commit, None, hashed=True)
+        claim = current_claim(self.attempt_dir())
+        live = claim if claim is not None and not holder_is_gone(claim) else None
+        return Lookup(None, live, hashed=True)
+
+    def committed_runs(self) -> list[Commit]:
+        """Every committed run of this input by this worker (any content, options, version), newest first."""
+        found = []
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError), os.scandir(self.input_dir) as entries:
+            for entry in entries:
+                if is_run_dir_name(entry.name) and entry.is_dir():
+                    commit = read_commit(Path(entry.path))
+                    if commit is not None:
+                        found.append(commit)
+        return sorted(found, key=lambda c: (str(c.record.get("finished_at", "")), c.run_dir.name), reverse=True)
 
     # ------------------------------------------------------------------- identity
     def identify(self, path: Path, st: os.stat_result) -> str:
@@ -623,10 +663,23 @@ class Run:
             "worker": self.worker,
             "worker_version": self.version,
             "run_id": self.run_id,
-            "input": {"path": self.ref.rel.as_posix(), "size": self.size, "sha256": self.sha256},
+            "input": {"path": self.ref.rel.as_posix(), "size": self.size, "sha256": self.sha256,
+                      **self._object_identity()},
             "options": self.options,
             "invocation": self.invocation,
         }
+
+    def _object_identity(self) -> dict[str, Any]:
+        """The trigger's ``version_id``, ``etag``, ``sequencer``, when they describe the bytes read.
+
+        An object overwritten between its event and the read is another version: when the
+        trigger's size is not the size hashed, its identity would mislead a consumer, so none
+        is recorded (the sha256 still says what was processed).
+        """
+        expected = self.source_object.get("size")
+        if expected is not None and expected != self.size:
+            return {}
+        return {k: v for k, v in self.source_object.items() if k != "size"}
 
     def _timing(self) -> dict[str, Any]:
         return {"started_at": _iso(self.started_wall), "finished_at": _iso(time.time()),
@@ -684,6 +737,25 @@ class Run:
 # ---------------------------------------------------------------------- reading trees
 
 
+COMMIT_RECORDS = ((MANIFEST, False), (ERROR_RECORD, True))  # (file name, failed): a manifest wins
+
+
+def record_path(cfg: MountConfig, record: Mapping[str, Any], *, failed: bool) -> str:
+    """Where a commit record lies, relative to the mount root (a commit event names it)."""
+    name = str(record["input"]["path"]).removeprefix(cfg.ingest_prefix + "/")
+    return "/".join((cfg.workspace_prefix, str(record["worker"]), name, str(record["run_id"]),
+                     ERROR_RECORD if failed else MANIFEST))
+
+
+def parse_record(raw: bytes) -> dict[str, Any] | None:
+    """A commit record's bytes as read by any transport (a file, an S3 GET); None when torn."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and value.get("run_id") else None
+
+
 class FoundManifest(NamedTuple):
     """A manifest met by :func:`manifests_under`: its record, or why it cannot be read."""
 
@@ -692,7 +764,8 @@ class FoundManifest(NamedTuple):
     problem: str | None
 
 
-def _is_run_dir_name(name: str) -> bool:
+def is_run_dir_name(name: str) -> bool:
+    """``<run-id>`` or ``<run-id>.<n>``: a run directory (not ``_seen``, not an output)."""
     base, _, attempt = name.partition(".")
     return len(base) == RUN_ID_HEX and all(c in "0123456789abcdef" for c in base) and (not attempt or attempt.isdigit())
 
@@ -703,14 +776,14 @@ def manifests_under(top: Path) -> Iterator[FoundManifest]:
     Only a file in a directory named like a run (``<run-id>`` or ``<run-id>.<n>``) is a
     manifest: an output or input that happens to be called ``manifest.json`` is not.
     """
-    if top.is_dir() and _is_run_dir_name(top.name) and (top / MANIFEST).is_file():
+    if top.is_dir() and is_run_dir_name(top.name) and (top / MANIFEST).is_file():
         candidates: Iterator[Path] = iter([top / MANIFEST])
     elif top.name == MANIFEST and top.is_file():
         candidates = iter([top])
     else:
         candidates = iter(sorted(top.rglob(MANIFEST)))
     for path in candidates:
-        if not _is_run_dir_name(path.parent.name) or not path.is_file():
+        if not is_run_dir_name(path.parent.name) or not path.is_file():
             continue
         try:
             record = json.loads(path.read_text())

@@ -94,6 +94,7 @@ def execute(
     invocation: str = "local",
     wait_seconds: float | None = None,
     retry_failed: bool = False,
+    source_object: Mapping[str, Any] | None = None,
 ) -> Outcome:
     """Process one input with one worker, exactly once across any number of callers.
 
@@ -102,7 +103,8 @@ def execute(
     """
     deadline = deadline or Deadline(None)
     parsed_options = spec.parse_options(raw_options)
-    run = Run(cfg, spec.name, spec.version, ref, parsed_options.to_manifest(), invocation=invocation)
+    run = Run(cfg, spec.name, spec.version, ref, parsed_options.to_manifest(), invocation=invocation,
+              source_object=source_object)
     path = resolve_input(cfg, ref)
     st = wait_until_visible(path, deadline, wait_seconds, shown=str(ref))
     if not path.is_file():
@@ -137,22 +139,33 @@ def execute(
                    extra={"bytes_in": run.size, "bytes_out": sum(o["size"] for o in record["outputs"])})
 
 
+def announce(cfg: MountConfig, outcome: Outcome) -> None:
+    """Put the commit event of a commit made now; off (and boto3 never imported) without a bus."""
+    if cfg.event_bus and outcome.faces.commit_event and outcome.record is not None:
+        from shared.commit_events import publish
+
+        publish(cfg, outcome)
+
+
 def commit_crash(spec: WorkerSpec, ref: InputRef, raw_options: Mapping[str, Any] | None, cfg: MountConfig,
-                 message: str) -> Outcome:
+                 message: str, *, source_object: Mapping[str, Any] | None = None) -> Outcome:
     """Commit an ``error.json`` for an input whose worker process died in native code.
 
     Called by the parent of an isolated child (:mod:`shared.isolation`). The dead child's
     claim is taken over at once (same host, process gone), so the record lands in its run.
     """
-    run = Run(cfg, spec.name, spec.version, ref, spec.parse_options(raw_options).to_manifest())
+    run = Run(cfg, spec.name, spec.version, ref, spec.parse_options(raw_options).to_manifest(),
+              source_object=source_object)
     path = resolve_input(cfg, ref)
     run.identify(path, path.stat())
     commit = run.claim(lease_seconds=cfg.claim_lease_seconds, check_local=True)
     if commit is not None:
         return _committed_outcome(spec, ref, commit)
     commit = run.commit_error({"code": DECODER_CRASH, "message": message})
-    return Outcome(Status.FAILED, str(ref), spec.name, run.run_id, commit.record, code=DECODER_CRASH,
-                   message=message)
+    outcome = Outcome(Status.FAILED, str(ref), spec.name, run.run_id, commit.record, code=DECODER_CRASH,
+                      message=message)
+    announce(cfg, outcome)
+    return outcome
 
 
 def run_item(
@@ -179,6 +192,7 @@ def run_item(
                "error_message": outcome.message, "duration_ms": outcome.duration_ms},
     )
     obs.record_outcome(outcome)
+    announce(cfg, outcome)
     return outcome
 
 
@@ -190,7 +204,7 @@ def _run_item(spec: WorkerSpec, item: WorkItem, cfg: MountConfig, **how: Any) ->
         obs.logger.info("skipped input", extra={"reason": item.skipped, "source": item.source})
         return Outcome(Status.SKIPPED, item.key, spec.name, message=item.skipped)
     try:
-        return execute(spec, item.input, item.options, cfg, **how)
+        return execute(spec, item.input, item.options, cfg, source_object=item.source_object, **how)
     except RetryableError as exc:
         return Outcome(Status.RETRYABLE, item.key, spec.name, code=exc.code, message=exc.message)
     except PermanentInputError as exc:  # raised before a run directory existed (e.g. a directory)

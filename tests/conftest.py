@@ -152,6 +152,21 @@ def _log_level_per_test() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _records_match_the_published_schemas(request: pytest.FixtureRequest) -> Iterator[None]:
+    """At teardown, every commit record and structured output under the test's temporary
+    folder must validate against shared/schemas (tests/recordcheck.py). A test that forges
+    records on purpose says so with ``@pytest.mark.forged_records``."""
+    yield
+    tmp_path = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if tmp_path is None or request.node.get_closest_marker("forged_records"):
+        return
+    from recordcheck import problems
+
+    found = problems(tmp_path)
+    assert found == [], "records that break the published schemas:\n" + "\n".join(found[:20])
+
+
+@pytest.fixture(autouse=True)
 def _no_lambda_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests run as local runs unless they set the Lambda variables themselves."""
     for name in ("AWS_LAMBDA_FUNCTION_NAME", "MOUNTWORKS_MOUNT", "MOUNTWORKS_INGEST_PREFIX",

@@ -214,8 +214,12 @@ def mount_factory(moto_s3: MotoS3, tmp_path: Path) -> Iterator[MountFactory]:
     try:
         yield make
     finally:
+        from recordcheck import problems  # what the test committed, read before the mount goes
+
+        found = [p for root in mounted for p in problems(root)]
         for root in reversed(mounted):
             _unmount(root)
+        assert found == [], "records on the S3 mount that break the published schemas:\n" + "\n".join(found[:20])
 
 
 @pytest.fixture

@@ -616,10 +616,12 @@ def test_a_fifth_worker_renders_complete_deploy_parts_that_lint_clean(
         machine["Definition"]["States"]["Route"]["Assign"]["route"])
     assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "AudioTagFunction"}}} in machine["Policies"]
     assert {"AudioTagFunctionName", "AudioTagQueueUrl", "AudioTagDeadLetterQueueUrl"} <= set(loaded["Outputs"])
+    assert {"Ref": "AudioTagFunctionRole"} in res["CommitEventsPolicy"]["Properties"]["Roles"]
     # The four workers' resources are untouched.
-    assert {k: v for k, v in res.items() if not k.startswith("AudioTag") and k != "BackfillStateMachine"} == {
+    listing = ("BackfillStateMachine", "CommitEventsPolicy")  # the resources that list every worker
+    assert {k: v for k, v in res.items() if not k.startswith("AudioTag") and k not in listing} == {
         k: v for k, v in yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)["Resources"].items()
-        if k != "BackfillStateMachine"}
+        if k not in listing}
 
     dockerfile = (root / "container" / "Dockerfile").read_text()
     assert "AS audio-tag-deps\nCOPY container/requirements/audio-tag.txt requirements.txt\n" in dockerfile

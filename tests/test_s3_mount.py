@@ -91,7 +91,10 @@ def test_every_worker_end_to_end_on_an_s3_mount(s3_mount: S3Mount, worker: str) 
     manifests = committed_manifests(s3_mount, worker)
     assert len(manifests) == 1, manifests
     manifest = json.loads(s3_mount.get(manifests[0]))
-    assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    notified = event["Records"][0]["s3"]["object"]
+    assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                 "etag": put["ETag"].strip('"'), "sequencer": notified["sequencer"],
+                                 **({"version_id": put["VersionId"]} if put.get("VersionId") else {})}
     assert manifests[0] == f"workspace/{worker}/{key.removeprefix('ingest/')}/{manifest['run_id']}/manifest.json"
     assert manifest["outputs"], "a worker that commits must list its outputs"
     for output in manifest["outputs"]:  # each output path is an S3 key, since the mount root is the bucket root
@@ -256,7 +259,8 @@ def test_hostile_keys_map_to_the_right_file(s3_mount: S3Mount, key: str, echo_re
     response = run_handler(s3_mount, "test-echo", s3_notification(s3_mount.bucket, key, put, len(data)))
     assert [r["status"] for r in response["results"]] == ["done"], response
     manifest = json.loads(s3_mount.get(committed_manifests(s3_mount, "test-echo")[0]))
-    assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                 "etag": put["ETag"].strip('"'), "sequencer": manifest["input"]["sequencer"]}
 
 
 def test_a_long_key_maps_to_its_file_and_its_outputs_stay_within_s3_limits(s3_mount: S3Mount,
@@ -269,7 +273,8 @@ def test_a_long_key_maps_to_its_file_and_its_outputs_stay_within_s3_limits(s3_mo
     result = response["results"][0]
     assert (result["input"], result["status"]) == (key, "done"), result
     manifest = json.loads(s3_mount.get(committed_manifests(s3_mount, "test-echo")[0]))
-    assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert manifest["input"] == {"path": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                 "etag": put["ETag"].strip('"'), "sequencer": manifest["input"]["sequencer"]}
     assert max(len(k.encode()) for k in s3_mount.keys("workspace/")) <= 1024
 
 

@@ -5,13 +5,15 @@
                         [--engine local|lambda|stepfunctions] [--report FILE.html] [--quiet]
     mountworks verify [--root DIR] [PATH]
     mountworks invoke WORKER EVENT.json [--root DIR] [--timeout S]
+    mountworks show WORKER INPUT [--root DIR] [--option KEY=VALUE ...] [--all]
     mountworks --version
 
 Global flags (``--log-level``) go before or after the subcommand.
 
 stdout carries only JSON (a manifest, an error record, a summary, a response); logs and
 the progress bar go to stderr. Exit codes are the contract's: 0 done, 3 permanent input
-error, 75 retryable, 2 usage, 1 internal error, 4 verify found a mismatch.
+error, 75 retryable, 2 usage, 1 internal error, 4 verify found a mismatch, 5 show found
+nothing committed for the input's current content.
 """
 
 from __future__ import annotations
@@ -158,6 +160,34 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    """The committed record for the input's current content (shared.reader does the look-up)."""
+    from shared.errors import EXIT_NOT_COMMITTED
+    from shared.outcomes import STATUS_TABLE
+    from shared.reader import IN_PROGRESS, NOT_COMMITTED, MountReader
+
+    spec = get_worker(args.worker)
+    reader = MountReader(_config(args))
+    if args.all:
+        runs = reader.runs(spec.name, args.input)
+        _print_json({"worker": spec.name, "input": args.input,
+                     "runs": [{"run_id": c.run_id, "status": "failed" if c.failed else "done", "record": c.record}
+                              for c in runs]})
+        return 0 if runs else _fail(f"{args.input}: no run of {spec.name} is committed", EXIT_NOT_COMMITTED)
+    result = reader.result(spec, args.input, options_for(spec.name, parse_cli_options(args.option)))
+    if result.hashed:
+        sys.stderr.write(f"mountworks show: {args.input}: its size and mtime match no commit's pointer "
+                         "(a new upload, a touched file, or a run committed elsewhere): its content was hashed\n")
+    if result.status == IN_PROGRESS:
+        return _fail(f"{args.input}: a live claim holds its run; nothing is committed yet, try again later",
+                     EXIT_RETRYABLE)
+    if result.status == NOT_COMMITTED or result.commit is None:
+        return _fail(f"{args.input}: nothing of {spec.name} is committed for its current content "
+                     "(never processed with these options, or the file changed since)", EXIT_NOT_COMMITTED)
+    _print_json(result.commit.record)
+    return STATUS_TABLE[Status.ALREADY_FAILED if result.commit.failed else Status.ALREADY_DONE].exit_code
+
+
 class LocalContext:
     """Enough of Lambda's context object for the handler to run locally."""
 
@@ -205,6 +235,8 @@ EXAMPLES = {
     "verify": ["mountworks verify --root demo-mount",
                "mountworks verify --root demo-mount ingest/photos"],
     "invoke": ["mountworks invoke image-resize samples/events/s3-put.json --root demo-mount"],
+    "show": ['mountworks show image-resize "ingest/photos/sample photo.jpg" --root demo-mount',
+             "mountworks show pdf-extract ingest/docs/sample.pdf --root demo-mount --all"],
 }
 OPTION_HELP = ("a worker option; repeat -o for more. KEY=VALUE goes to every selected worker that has KEY, "
                "WORKER:KEY=VALUE to that worker only (it wins over KEY=VALUE). A key no selected worker has, "
@@ -251,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mountworks",
         description="Process media and documents in place on an S3 Files mount (or any local folder).",
         epilog="Exit codes: 0 done, 3 permanent input error, 75 retryable, 2 usage error, 1 internal error, "
-        "4 verify found a mismatch. `mountworks COMMAND --help` shows a command's flags and examples.",
+        "4 verify found a mismatch, 5 show found nothing committed. `mountworks COMMAND --help` shows a command's "
+        "flags and examples.",
     )
     parser.add_argument("--version", action="version", version=f"mountworks {_version()}")
     _global_flags(parser, top=True)
@@ -310,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("event", help="a JSON event file")
     inv.add_argument("--timeout", type=float, default=900.0, help="the invocation's time budget in seconds")
     inv.set_defaults(func=cmd_invoke)
+
+    show = _subcommand(sub, "show", "print the committed record for an input's current content",
+                       "Print the committed manifest (exit 0) or error record (exit 3) for the input's current "
+                       "content; 75 while a live claim holds it, 5 when nothing is committed.")
+    show.add_argument("worker", help=f"worker name ({names})")
+    show.add_argument("input", help="input path relative to the mount root, under ingest/")
+    show.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+                      help="the options the run was made with (they decide the run-id)")
+    show.add_argument("--all", action="store_true", help="list every committed run of the input, newest first")
+    show.set_defaults(func=cmd_show)
     return parser
 
 

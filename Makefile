@@ -47,11 +47,11 @@ demo: install
 	PYTHON=$(PYTHON) bash samples/demo.sh demo-mount
 
 test: install-dev
-	@echo "== the whole test suite (about 7 minutes on 2 cores)"
+	@echo "== the whole test suite (about 5 minutes on 2 cores)"
 	$(PYTEST)
 
 test-fast: install-dev
-	@echo "== the tests without the slow and S3-backed ones (under 3 minutes on 2 cores)"
+	@echo "== the tests without the slow and S3-backed ones (under 2 minutes on 2 cores)"
 	$(PYTEST) -m "not slow and not s3"
 
 # with PYTHON= given, lint and typecheck use that environment as it is (no install)

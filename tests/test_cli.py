@@ -254,3 +254,54 @@ def test_readme_examples_run_verbatim_on_the_demo_folder(tmp_path: Path, monkeyp
         code = main(argv)
         err = capsys.readouterr().err
         assert code == 0, f"{command}: exit {code}\n{err}"
+
+
+def _make_dry_run(folder: Path, *args: str) -> str:
+    import subprocess
+
+    run = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=folder, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def test_make_demo_and_test_install_into_the_project_venv_never_the_system_python(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(TESTS.parent / name, tmp_path / name)
+    for target in ("demo", "test"):
+        plan = _make_dry_run(tmp_path, target)
+        assert "python3 -m venv .venv" in plan
+        pips = [line for line in plan.splitlines() if "-m pip install" in line]
+        assert pips and all(line.startswith(".venv/bin/python -m pip install") for line in pips), pips
+    # an existing, installed .venv is reused: no new environment, no install
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").write_text("")
+    for stamp in (".installed", ".installed-dev"):
+        (tmp_path / ".venv" / stamp).write_text("")
+        os.utime(tmp_path / ".venv" / stamp, (2**31, 2**31))  # newer than pyproject.toml
+    plan = _make_dry_run(tmp_path, "test")
+    assert "venv" not in plan.replace(".venv/bin/python -m pytest", "") and "pip install" not in plan
+    # PYTHON= is still honoured
+    plan = _make_dry_run(tmp_path, "demo", "PYTHON=/opt/mine/bin/python")
+    assert "/opt/mine/bin/python -m pip install" in plan and "-m venv" not in plan
+
+
+@pytest.mark.slow
+def test_the_demo_writes_its_report_and_summary_to_files_not_the_terminal(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run = subprocess.run(["bash", str(TESTS.parent / "samples" / "demo.sh"), str(tmp_path / "demo")],
+                         env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout == ""  # no JSON dumped onto the terminal
+    report, summary = tmp_path / "demo" / "report.html", tmp_path / "demo" / "backfill-summary.json"
+    assert "<svg" in report.read_text() and json.loads(summary.read_text())["totals"]["done"] >= 4
+    assert str(report) in run.stderr and str(summary) in run.stderr

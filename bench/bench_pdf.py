@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -74,6 +75,25 @@ def worker_argv(root: Path, name: str, *options: str) -> list[str]:
     return argv
 
 
+class Process:
+    """A whole-process contender that also records its CPU seconds (itself and every
+    descendant it reaped): on a shared machine wall time partly measures the neighbours."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.cpu: list[float] = []
+
+    def __call__(self) -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run(self.argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu[1:] or self.cpu)  # the first call is the warm-up
+
+
 def peak_rss_mb(argv: list[str]) -> float:
     """Peak resident set of the process and the children it waited for (``wait4``)."""
     process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -99,7 +119,7 @@ def texts(path: Path, root: Path) -> dict[str, str]:
 
     found: dict[str, str] = {}
     document = pymupdf.open(path)
-    found["PyMuPDF"] = "\f".join(page.get_text() for page in document)
+    found["PyMuPDF"] = "\f".join(document[i].get_text() for i in range(document.page_count))
     document.close()
     pdf = pypdfium2.PdfDocument(path)
     found["pypdfium2"] = "\f".join(pdf[i].get_textpage().get_text_range() for i in range(len(pdf)))
@@ -196,39 +216,43 @@ def main() -> int:
                "/ PyMuPDF / pypdfium2 |",
                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     sections = []
+    cpu_summary = ["| document | pages | worker CPU s | PyMuPDF CPU s | pypdfium2 CPU s | worker vs PyMuPDF | "
+                   "worker vs pypdfium2 |", "|---|---:|---:|---:|---:|---:|---:|"]
 
     def fresh() -> None:  # a committed run would be skipped: every repeat starts with no workspace
         shutil.rmtree(root / "workspace", ignore_errors=True)
 
     for label, path, pages in docs:
-        contenders = [
-            Contender("PyMuPDF", [PY, "-c", PYMUPDF, str(path)], note="anchor"),
-            Contender("pypdfium2", [PY, "-c", PDFIUM, str(path)]),
-            Contender("worker", worker_argv(root, path.name, "parallel=1"), setup=fresh, note="1 process"),
-        ]
+        procs = {"PyMuPDF": Process([PY, "-c", PYMUPDF, str(path)]),
+                 "pypdfium2": Process([PY, "-c", PDFIUM, str(path)]),
+                 "worker": Process(worker_argv(root, path.name, "parallel=1"))}
         if pages >= 64:
-            contenders.append(Contender("worker parallel=2", worker_argv(root, path.name, "parallel=2"),
-                                        setup=fresh, note="page ranges"))
+            procs["worker parallel=2"] = Process(worker_argv(root, path.name, "parallel=2"))
         if pages >= 10 and not args.no_pypdf:
-            contenders.append(Contender("worker engine=pypdf", worker_argv(root, path.name, "parallel=1",
-                                                                           "engine=pypdf"), setup=fresh))
+            procs["worker engine=pypdf"] = Process(worker_argv(root, path.name, "parallel=1", "engine=pypdf"))
+        notes = {"PyMuPDF": "anchor", "worker": "1 process", "worker parallel=2": "page ranges"}
+        contenders = [Contender(name, proc, setup=fresh, note=notes.get(name, "")) for name, proc in procs.items()]
         print(f"{label} ({pages} pages)", file=sys.stderr)
         results = compare(contenders, anchor="PyMuPDF", repeats=args.repeats, units=pages, unit_name="pages")
         rss = []
         for name in ("worker", "PyMuPDF", "pypdfium2"):
             fresh()
-            run = next(c.run for c in contenders if c.name == name)
-            assert not callable(run)
-            rss.append(peak_rss_mb(list(run)))
+            rss.append(peak_rss_mb(procs[name].argv))
+        cpu = {name: proc.median_cpu for name, proc in procs.items()}
         speedup = (f"{results['worker'].median / results['worker parallel=2'].median:.2f}x"
                    if pages >= 64 else "")
-        old = f"{results.ratio('worker engine=pypdf', 'worker'):.2f}x" if any(
-            c.name == "worker engine=pypdf" for c in contenders) else ""
+        old = f"{results.ratio('worker engine=pypdf', 'worker'):.2f}x" if "worker engine=pypdf" in procs else ""
         summary.append(f"| {label} | {pages} | {results['worker'].median:.3f} | {results['PyMuPDF'].median:.3f} | "
                        f"{results['pypdfium2'].median:.3f} | {results.paired('worker'):.2f}x | "
                        f"{results.paired('worker', 'pypdfium2'):.2f}x | {speedup} | {old} | "
                        f"{rss[0]:.0f} / {rss[1]:.0f} / {rss[2]:.0f} |")
-        sections.append(f"**{label}, {pages} pages**\n\n{results.markdown()}")
+        cpu_rows = "\n".join(f"| {name} | {value:.3f} | {value / cpu['PyMuPDF']:.2f}x | "
+                             f"{value / cpu['pypdfium2']:.2f}x |" for name, value in cpu.items())
+        sections.append(f"**{label}, {pages} pages**\n\n{results.markdown()}\n\n| contender | median CPU s | "
+                        f"CPU vs PyMuPDF | CPU vs pypdfium2 |\n|---|---:|---:|---:|\n{cpu_rows}")
+        cpu_summary.append(f"| {label} | {pages} | {cpu['worker']:.3f} | {cpu['PyMuPDF']:.3f} | "
+                           f"{cpu['pypdfium2']:.3f} | {cpu['worker'] / cpu['PyMuPDF']:.2f}x | "
+                           f"{cpu['worker'] / cpu['pypdfium2']:.2f}x |")
     fresh()
     quality = quality_table(docs, root)
     load_mid = os.getloadavg()
@@ -240,6 +264,8 @@ def main() -> int:
           f"{load_after[0]:.2f} at the end; {args.repeats} interleaved repeats after a warm-up, medians\n")
     print("Wall time, whole process each (seconds, medians; ratios: paired, per round):\n")
     print("\n".join(summary))
+    print("\nCPU time, whole process tree (seconds, medians):\n")
+    print("\n".join(cpu_summary))
     print("\nText quality (characters without page breaks, whitespace-separated words, share of control "
           "characters other than \\n \\t \\r \\f):\n")
     print(quality)

@@ -179,3 +179,40 @@ def test_pdfium_crash_in_lambda_fails_that_input_only(mount: Path, put: Put, mon
     assert results[1]["status"] == "done", results
     error_files = list(mount.rglob("error.json"))
     assert len(error_files) == 1 and json.loads(error_files[0].read_text())["error"]["code"] == "decoder-crash"
+
+
+# ------------------------------------------------------------------------- native hang
+
+
+@pytest.fixture
+def pdfium_hangs_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PDFium stuck inside one native call on a page whose text holds HANG-ME: a libc sleep
+    with SIGALRM blocked, so the page timer's Python handler cannot end it (as in a real
+    native loop); only the page process's watchdog can."""
+    import signal
+
+    real = pdfium_text.PdfiumText.text
+
+    def hanging(self: pdfium_text.PdfiumText, index: int) -> str:
+        text = real(self, index)
+        if "HANG-ME" in text:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            ctypes.CDLL(None).sleep(60)
+        return text
+
+    monkeypatch.setattr(pdfium_text.PdfiumText, "text", hanging)
+
+
+@pytest.mark.usefixtures("pdfium_hangs_on_marker")
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_a_page_stuck_in_pdfium_is_flagged_timeout_and_the_rest_comes_out(mount: Path, cli: Cli, put: Put,
+                                                                          parallel: str) -> None:
+    pages = [text_page(f"page {i}") for i in range(1, 7)]
+    pages[2] = text_page("HANG-ME")
+    code, record = _run(cli, put, "hang.pdf", build_pdf(pages), "max_page_seconds=0.3", f"parallel={parallel}")
+    assert code == 0, record
+    got = _pages(mount, record)
+    assert [p["text"] for p in got] == ["page 1", "page 2", "", "page 4", "page 5", "page 6"]
+    assert got[2]["flags"] == ["timeout"] and got[2]["error"]["limit"] == "MAX_PAGE_SECONDS"
+    assert record["facts"]["page_timeouts"] == 1
+    assert record["facts"]["text_engines"] == {"pdfium": [[1, 2], [4, 6]]}

@@ -9,6 +9,7 @@ cleanly (DeadlineReached, nothing committed). The deadline is also checked betwe
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 import time
@@ -77,3 +78,43 @@ class Budget:
             return max(left - DEADLINE_MARGIN_SECONDS, 0.001), True
         return limit, False
 
+
+
+HUNG_EXIT = 72  # exit status of a page process whose native call overran its time
+NATIVE_GRACE_SECONDS = 1.0  # beyond the page's time, before a native call is given up
+
+
+class NativeWatchdog:
+    """Ends this (forked page) process with HUNG_EXIT when a native call overruns its time.
+
+    The page timer's SIGALRM handler cannot run while the main thread is inside PDFium,
+    but this thread can (ctypes releases the GIL during the call). The parent then flags
+    that page ``timeout`` and carries on with the next one in a new process.
+    """
+
+    def __init__(self) -> None:
+        self._until: float | None = None
+        self._cond = threading.Condition()
+        threading.Thread(target=self._watch, name="native-watchdog", daemon=True).start()
+
+    @contextlib.contextmanager
+    def guard(self, seconds: float) -> Iterator[None]:
+        with self._cond:
+            self._until = time.monotonic() + seconds + NATIVE_GRACE_SECONDS
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._until = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._until is None:
+                    self._cond.wait()
+                    continue
+                left = self._until - time.monotonic()
+                if left <= 0:
+                    os._exit(HUNG_EXIT)
+                self._cond.wait(left)

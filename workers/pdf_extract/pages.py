@@ -18,7 +18,7 @@ from typing import IO, Any
 from pypdf.errors import LimitReachedError
 
 from shared.errors import LIMIT_EXCEEDED, PAGE_ERROR, DeadlineReached, MountworksError
-from workers.pdf_extract.budget import Budget, PageTimeout, page_timer
+from workers.pdf_extract.budget import Budget, NativeWatchdog, PageTimeout, page_timer
 from workers.pdf_extract.opening import OpenDocument, is_cycle, limit_name, short
 from workers.pdf_extract.options import FORM_FEED, MAX_LINKS, Options, add_engine_page
 from workers.pdf_extract.structure import content_problem, draws_images, page_box, page_links
@@ -30,8 +30,8 @@ class Engines:
     """The text engines of one process. PDFium is opened on first use, in the process that
     uses it (a forked page process: :mod:`workers.pdf_extract.pool`), never before a fork."""
 
-    def __init__(self, doc: OpenDocument, options: Options) -> None:
-        self.doc, self.options = doc, options
+    def __init__(self, doc: OpenDocument, options: Options, watchdog: NativeWatchdog | None = None) -> None:
+        self.doc, self.options, self.watchdog = doc, options, watchdog
         self._pdfium: Any = None
         self.pdfium_problem: str | None = None
 
@@ -48,15 +48,18 @@ class Engines:
                 self.pdfium_problem = exc.message
         return self._pdfium
 
-    def text(self, index: int, page: Any) -> tuple[str, str]:
-        """The page's text and the engine that produced it."""
+    def text(self, index: int, page: Any, seconds: float) -> tuple[str, str]:
+        """The page's text and the engine that produced it (PDFium under the watchdog, if any)."""
         if self.options.engine == "pdfium" or page is None:
             from workers.pdf_extract.pdfium_text import ENGINE, PdfiumPageError
 
             pdfium = self.pdfium()
             if pdfium is not None:
                 try:
-                    return pdfium.text(index), ENGINE
+                    if self.watchdog is None:
+                        return pdfium.text(index), ENGINE
+                    with self.watchdog.guard(seconds):
+                        return pdfium.text(index), ENGINE
                 except PdfiumPageError:
                     if page is None:
                         raise
@@ -99,7 +102,7 @@ def extract_page(engines: Engines, index: int, options: Options, budget: Budget)
                 flags.append("error")
                 error = {"code": PAGE_ERROR, "message": f"page {number}: {problem[1]}"}
             else:
-                text, engine = engines.text(index, page)
+                text, engine = engines.text(index, page, seconds)
                 if not text.strip():
                     has_images = draws_images(page.get("/Resources"), 0, set()) if page is not None \
                         else engines.pdfium().draws_images(index)
@@ -130,6 +133,26 @@ def extract_page(engines: Engines, index: int, options: Options, budget: Budget)
         flags.append("needs_ocr")
     return {"page": number, "text": text, "chars": len(text), "flags": flags, "error": error,
             "box": box, "links": links, "engine": engine if error is None else None}
+
+
+def timeout_record(engines: Engines, index: int, options: Options) -> dict[str, Any]:
+    """The record of a page whose process was stopped inside a native call (NativeWatchdog):
+    the same as a page the page timer stopped; its box and links read again with pypdf here."""
+    flags: list[str] = []
+    box: dict[str, Any] = {"width": None, "height": None, "rotation": 0}
+    links: list[str] = []
+    reader = engines.doc.reader
+    if reader is not None:
+        try:
+            page = reader.pages[index]
+            box, links = page_box(page, flags), page_links(page)
+        except Exception:  # the box is a fact worth having, not worth failing for
+            pass
+    return {"page": index + 1, "text": "", "chars": 0, "flags": [*flags, "timeout"],
+            "error": {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
+                      "message": f"page {index + 1} took longer than MAX_PAGE_SECONDS="
+                                 f"{options.max_page_seconds:g}s (inside PDFium: its process was stopped)"},
+            "box": box, "links": links, "engine": None}
 
 
 # ------------------------------------------------------------------------- writing

@@ -24,6 +24,7 @@ import shutil
 import signal
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,10 @@ from shared.errors import (
     UnsupportedInput,
 )
 from shared.worker import Deadline
-from workers.pdf_extract.budget import Budget
+from workers.pdf_extract.budget import HUNG_EXIT, Budget, NativeWatchdog
 from workers.pdf_extract.opening import OpenDocument, pypdf_limits, short
 from workers.pdf_extract.options import Options
-from workers.pdf_extract.pages import Engines, extract_page
+from workers.pdf_extract.pages import Engines, extract_page, timeout_record
 
 PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
 CHUNK_PAGES = 16  # pages per unit of work handed to a process
@@ -60,10 +61,13 @@ def _chunks(indexes: range, workers: int) -> list[range]:
 
 def _write_chunks(engines: Engines, options: Options, chunks: list[tuple[int, range]], folder: Path,
                   budget: Budget) -> None:
+    """Append each page's record to its chunk's file, one whole line at a time: after a page
+    process is stopped, the lines tell the parent which page it was on."""
     for number, pages in chunks:
-        with (folder / f"{number:08d}.jsonl").open("w", encoding="utf-8") as f:
+        with (folder / f"{number:08d}.jsonl").open("a", encoding="utf-8") as f:
             for index in pages:
                 f.write(json.dumps(extract_page(engines, index, options, budget), ensure_ascii=False) + "\n")
+                f.flush()
 
 
 def _error_report(exc: BaseException) -> dict[str, Any]:
@@ -90,7 +94,8 @@ def _child(doc: OpenDocument, options: Options, chunks: list[tuple[int, range]],
     try:
         budget = Budget(Deadline(remaining), options.max_page_seconds, max_seconds_left)
         _own_stream(doc)
-        engines = Engines(doc, options)
+        engines = Engines(doc, options, NativeWatchdog() if options.engine == "pdfium" or doc.reader is None
+                          else None)
         with apply_configuration(**pypdf_limits(options)):
             _write_chunks(engines, options, chunks, folder, budget)
         engines.close()
@@ -150,6 +155,8 @@ def _collect(pid: int, fd: int, what: str) -> dict[str, Any] | None:
         if report.get("kind") == "ok":
             return report
         _raise_from_child(report)
+    if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == HUNG_EXIT:
+        return {"kind": "hung"}
     from shared.isolation import CRASH_SIGNALS
 
     if os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS:
@@ -158,39 +165,68 @@ def _collect(pid: int, fd: int, what: str) -> dict[str, Any] | None:
     raise RuntimeError(f"{what} died ({_exit_text(status)})")
 
 
-def _wait(pending: dict[int, tuple[int, str]], budget: Budget) -> list[dict[str, Any]]:
-    """Collect every child (read fd -> (pid, what)), holding the deadline and MAX_SECONDS meanwhile."""
+@dataclass
+class _Running:
+    pid: int
+    what: str
+    share: list[tuple[int, range]] = field(default_factory=list)
+
+
+def _wait(pending: dict[int, _Running], budget: Budget) -> list[tuple[_Running, dict[str, Any]]]:
+    """Collect every child (by read fd), holding the deadline and MAX_SECONDS meanwhile;
+    the reports of those that reported something (a result, or that they hung)."""
     reports = []
     while pending:
         budget.check_total("while pages were extracted")
         ready, _, _ = select.select(list(pending), [], [], POLL_SECONDS)
         for fd in ready:
-            pid, what = pending.pop(fd)
+            running = pending.pop(fd)
             try:
-                report = _collect(pid, fd, what)
+                report = _collect(running.pid, fd, running.what)
             finally:
                 os.close(fd)
             if report is not None:
-                reports.append(report)
+                reports.append((running, report))
     return reports
 
 
-def _stop(pending: dict[int, tuple[int, str]]) -> None:
-    for fd, (pid, _what) in pending.items():
+def _stop(pending: dict[int, _Running]) -> None:
+    for fd, running in pending.items():
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+            os.kill(running.pid, signal.SIGKILL)
+        os.waitpid(running.pid, 0)
         os.close(fd)
     pending.clear()
 
 
+def _resume_after_hang(share: list[tuple[int, range]], folder: Path, engines: Engines,
+                       options: Options) -> list[tuple[int, range]]:
+    """A page process stopped by its watchdog: flag the page it was on ``timeout`` (in its
+    chunk file) and return the rest of its share, for a new process."""
+    for n, (number, pages) in enumerate(share):
+        path = folder / f"{number:08d}.jsonl"
+        done = 0
+        if path.exists():
+            with path.open(encoding="utf-8") as f:
+                done = sum(1 for _ in f)
+        if done < len(pages):
+            stuck = pages.start + done
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(timeout_record(engines, stuck, options), ensure_ascii=False) + "\n")
+            rest = range(stuck + 1, pages.stop)
+            return ([(number, rest)] if rest else []) + share[n + 1:]
+    return []
+
+
 def pdfium_page_count(doc: OpenDocument, options: Options, budget: Budget) -> int:
     """Open the document with PDFium in a child (pypdf could not open it): its page count."""
-    pending: dict[int, tuple[int, str]] = {}
+    pending: dict[int, _Running] = {}
     try:
         pid, fd = _fork(functools.partial(_pdfium_count, doc, options))
-        pending[fd] = (pid, "the process opening the document with PDFium")
-        [report] = _wait(pending, budget)
+        pending[fd] = _Running(pid, "the process opening the document with PDFium")
+        [(_running, report)] = _wait(pending, budget)
+        if report["kind"] != "ok":
+            raise LimitExceeded("PDFium did not open the document in time", limit="MAX_PAGE_SECONDS")
         return int(report["page_count"])
     finally:
         _stop(pending)
@@ -207,18 +243,25 @@ def extract_pages(doc: OpenDocument, indexes: range, options: Options, budget: B
     chunks = list(enumerate(_chunks(indexes, workers)))
     shares = [chunks[w::workers] for w in range(workers)]
     folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
-    pending: dict[int, tuple[int, str]] = {}
+    pending: dict[int, _Running] = {}
+
+    def start(share: list[tuple[int, range]]) -> None:
+        pid, fd = _fork(functools.partial(_child, doc, options, share, folder, budget.deadline.remaining(),
+                                          budget.left()))
+        first, last = share[0][1].start + 1, share[-1][1].stop
+        pending[fd] = _Running(pid, f"the process extracting pages {first}-{last}", share)
+
     try:
         for share in shares[1:] if in_process else shares:
-            if not share:
-                continue
-            pid, fd = _fork(functools.partial(_child, doc, options, share, folder, budget.deadline.remaining(),
-                                              budget.left()))
-            first, last = share[0][1].start + 1, share[-1][1].stop
-            pending[fd] = (pid, f"the process extracting pages {first}-{last}")
+            if share:
+                start(share)
         if in_process:
             _write_chunks(Engines(doc, options), options, shares[0], folder, budget)
-        _wait(pending, budget)
+        while pending:
+            for running, _report in _wait(pending, budget):  # only hung processes report here
+                rest = _resume_after_hang(running.share, folder, Engines(doc, options), options)
+                if rest:
+                    start(rest)
         for number, _pages in chunks:
             with (folder / f"{number:08d}.jsonl").open(encoding="utf-8") as f:
                 for line in f:

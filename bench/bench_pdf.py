@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,6 +149,54 @@ def quality_table(docs: list[tuple[str, Path, int]], root: Path) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------- page loops only
+
+
+def page_loops(docs: list[tuple[str, Path, int]], repeats: int) -> str:
+    """The page loops alone, in this process (imports and start-up excluded): what each
+    page costs. The worker's loop is its own page function (pypdf structure, content-size
+    check, PDFium text, record), run here without the page process around it."""
+    import io
+
+    import pymupdf
+    import pypdfium2
+
+    from shared.worker import Deadline
+    from workers.pdf_extract.budget import Budget
+    from workers.pdf_extract.opening import open_document
+    from workers.pdf_extract.options import parse
+    from workers.pdf_extract.pages import Engines, extract_page
+
+    def mupdf(path: Path) -> int:
+        document = pymupdf.open(path)
+        return sum(len(document[i].get_text()) for i in range(document.page_count))
+
+    def pdfium(path: Path) -> int:
+        document = pypdfium2.PdfDocument(path)
+        return sum(len(document[i].get_textpage().get_text_range()) for i in range(len(document)))
+
+    def worker(path: Path) -> int:
+        options, data = parse({}), path.read_bytes()
+        engines = Engines(open_document(io.BytesIO(data), options, path, data), options)
+        budget = Budget(Deadline(None), options.max_page_seconds, options.max_seconds)
+        total = sum(extract_page(engines, i, options, budget)["chars"] for i in range(engines.doc.page_count))
+        engines.close()
+        return total
+
+    rows = ["| document | pages | worker page loop s | PyMuPDF s | pypdfium2 s | worker vs PyMuPDF (paired) | "
+            "worker vs pypdfium2 (paired) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, path, pages in docs:
+        if pages < 10:
+            continue
+        results = compare([Contender("PyMuPDF", partial(mupdf, path)), Contender("pypdfium2", partial(pdfium, path)),
+                           Contender("worker", partial(worker, path))], anchor="PyMuPDF", repeats=repeats,
+                          progress=False)
+        rows.append(f"| {label} | {pages} | {results['worker'].median:.3f} | {results['PyMuPDF'].median:.3f} | "
+                    f"{results['pypdfium2'].median:.3f} | {results.paired('worker'):.2f}x | "
+                    f"{results.paired('worker', 'pypdfium2'):.2f}x |")
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------- cold start
 
 
@@ -255,6 +304,7 @@ def main() -> int:
                            f"{cpu['worker'] / cpu['pypdfium2']:.2f}x |")
     fresh()
     quality = quality_table(docs, root)
+    loops = page_loops(docs, args.repeats)
     load_mid = os.getloadavg()
     cold = cold_start(args.cold_repeats)
     load_after = os.getloadavg()
@@ -266,6 +316,8 @@ def main() -> int:
     print("\n".join(summary))
     print("\nCPU time, whole process tree (seconds, medians):\n")
     print("\n".join(cpu_summary))
+    print("\nThe page loops alone, in one process (no start-up, no imports; medians):\n")
+    print(loops)
     print("\nText quality (characters without page breaks, whitespace-separated words, share of control "
           "characters other than \\n \\t \\r \\f):\n")
     print(quality)

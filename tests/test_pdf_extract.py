@@ -460,7 +460,8 @@ def _result_bytes(root: Path, record: dict[str, Any]) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_parallel_page_ranges_equal_serial(tmp_path: Path, run: Any) -> None:
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])  # PDFium: every share a child's; pypdf: this process takes one
+def test_parallel_page_ranges_equal_serial(tmp_path: Path, run: Any, engine: str) -> None:
     pages = [text_page(f"page {i} text", f"second line {i}") for i in range(90)]
     pages[10] = Page(raw_content=b"xx", content_filter="/NoSuchDecode")  # a failing page, with either engine
     pages[40] = Page(image=True)
@@ -469,7 +470,7 @@ def test_parallel_page_ranges_equal_serial(tmp_path: Path, run: Any) -> None:
     for mode in ("1", "2", "0"):
         root = tmp_path / mode
         (root / "ingest").mkdir(parents=True)
-        code, record = run("big.pdf", pdf, f"parallel={mode}", root=root)
+        code, record = run("big.pdf", pdf, f"parallel={mode}", f"engine={engine}", root=root)
         assert code == 0, record
         results[mode] = (_result_bytes(root, record), record)
     serial, parallel, auto = results["1"], results["2"], results["0"]

@@ -23,6 +23,7 @@ from shared.worker import Deadline
 from workers import cli
 from workers.pdf_extract import SPEC, sniff
 from workers.pdf_extract import core as pdf_core
+from workers.pdf_extract import pages as pdf_pages
 from workers.pdf_extract.options import parse, parse_pages
 
 SECRET = "Tr0ub4dor-&-3-horse"
@@ -170,17 +171,22 @@ def test_image_limit_skips_but_lists(mount: Path, run: Any) -> None:
 # --------------------------------------------------------------------- broken inputs
 
 
-def test_failing_page_is_recorded_and_others_come_out(mount: Path, run: Any) -> None:
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])
+def test_failing_page_is_recorded_and_others_come_out(mount: Path, run: Any, engine: str) -> None:
+    """An undecodable content stream is a page error with either engine; a syntax error is
+    one for pypdf, while PDFium recovers what it can (here: nothing) without one."""
     broken = Page(raw_content=b"BT /F1 12 Tf 1 0 0 Tm (abc) Tj ] ET")
     unsupported = Page(raw_content=b"xx", content_filter="/NoSuchDecode")
-    code, record = run("bad.pdf", build_pdf([text_page("first"), broken, unsupported, text_page("last")]))
+    code, record = run("bad.pdf", build_pdf([text_page("first"), broken, unsupported, text_page("last")]),
+                       f"engine={engine}")
     assert code == 0, record
     pages = pages_of(mount, record)
     assert [p["text"] for p in pages] == ["first", "", "", "last"]
-    for bad in pages[1:3]:
+    bad_pages = pages[1:3] if engine == "pypdf" else pages[2:3]
+    for bad in bad_pages:
         assert bad["flags"] == ["error"] and bad["error"]["code"] == "page-error"
         assert bad["error"]["message"].startswith(f"page {bad['page']}:")
-    assert record["facts"]["page_errors"] == 2
+    assert record["facts"]["page_errors"] == len(bad_pages)
 
 
 @pytest.mark.parametrize(("data", "code", "words"), [
@@ -202,10 +208,23 @@ def test_truncated_is_corrupt_input(run: Any, fraction: float) -> None:
     assert record["error"]["code"] == "corrupt-input" and "truncated" in record["error"]["message"]
 
 
-def test_cyclic_page_tree_is_corrupt_input(run: Any) -> None:
-    exit_code, record = run("cycle.pdf", build_pdf([text_page("x")], cyclic=True))
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])
+def test_cyclic_page_tree_falls_back_to_pdfium(mount: Path, run: Any, engine: str) -> None:
+    """pypdf refuses a cyclic page tree; PDFium reads the pages it can, with either engine
+    asked for: the structure is empty and ``problems`` says why, the facts name the engine."""
+    exit_code, record = run("cycle.pdf", build_pdf([text_page("x")], cyclic=True), f"engine={engine}")
+    assert exit_code == 0, record
+    pages = pages_of(mount, record)
+    assert pages[0]["text"] == "x"
+    assert record["facts"]["text_engines"] == {"pdfium": [[1, 1]]}
+    [problem] = document_of(mount, record)["problems"]
+    assert problem.startswith("structure: pypdf cannot open the document") and "cyclic" in problem
+
+
+def test_a_document_neither_engine_opens_is_corrupt_input(run: Any) -> None:
+    exit_code, record = run("junk.pdf", b"%PDF-1.4\n" + bytes(range(256)) * 8)
     assert exit_code == 3
-    assert record["error"]["code"] == "corrupt-input" and "cyclic" in record["error"]["message"]
+    assert record["error"]["code"] == "corrupt-input" and "PDFium cannot open it either" in record["error"]["message"]
 
 
 def test_absurd_mediabox_is_flagged(mount: Path, run: Any) -> None:
@@ -348,8 +367,11 @@ def test_page_time_limit_flags_the_slow_page(mount: Path, run: Any) -> None:
     assert record["facts"]["page_timeouts"] == 1
 
 
-def test_total_time_limit_is_permanent(run: Any) -> None:
-    code, record = run("long.pdf", text_heavy(40), "max_seconds=0.1", "parallel=1")
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])
+def test_total_time_limit_is_permanent(run: Any, engine: str) -> None:
+    """With PDFium the pages are a child's: the waiting parent holds MAX_SECONDS."""
+    code, record = run("long.pdf", text_heavy(40 if engine == "pypdf" else 600), "max_seconds=0.1",
+                       "parallel=1", f"engine={engine}")
     assert code == 3
     assert record["error"]["limit"] == "MAX_SECONDS"
 
@@ -438,16 +460,17 @@ def _result_bytes(root: Path, record: dict[str, Any]) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_parallel_page_ranges_equal_serial(tmp_path: Path, run: Any) -> None:
+@pytest.mark.parametrize("engine", ["pdfium", "pypdf"])  # PDFium: every share a child's; pypdf: this process takes one
+def test_parallel_page_ranges_equal_serial(tmp_path: Path, run: Any, engine: str) -> None:
     pages = [text_page(f"page {i} text", f"second line {i}") for i in range(90)]
-    pages[10] = Page(raw_content=b"BT /F1 12 Tf 1 0 0 Tm (abc) Tj ] ET")  # a failing page
+    pages[10] = Page(raw_content=b"xx", content_filter="/NoSuchDecode")  # a failing page, with either engine
     pages[40] = Page(image=True)
     pdf = build_pdf(pages)
     results = {}
     for mode in ("1", "2", "0"):
         root = tmp_path / mode
         (root / "ingest").mkdir(parents=True)
-        code, record = run("big.pdf", pdf, f"parallel={mode}", root=root)
+        code, record = run("big.pdf", pdf, f"parallel={mode}", f"engine={engine}", root=root)
         assert code == 0, record
         results[mode] = (_result_bytes(root, record), record)
     serial, parallel, auto = results["1"], results["2"], results["0"]
@@ -549,7 +572,7 @@ def test_pages_jsonl_survives_unicode_line_splitting() -> None:
     import io
 
     pages, text = io.BytesIO(), io.BytesIO()
-    writer = pdf_core.PageWriter(pages, text)
+    writer = pdf_pages.PageWriter(pages, text)
     tricky = "a\u2028b\u2029c\x85d"
     writer.add({"page": 1, "text": tricky, "chars": 7, "flags": [], "error": None,
                 "box": {"width": 1.0, "height": 1.0, "rotation": 0}, "links": []})

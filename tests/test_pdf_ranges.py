@@ -62,7 +62,7 @@ def commits(root: Path) -> list[Path]:
 
 def sample_pdf(pages: int = 10) -> bytes:
     built = [text_page(f"page {i} text", f"second line {i}") for i in range(1, pages + 1)]
-    built[2] = Page(raw_content=b"BT /F1 12 Tf 1 0 0 Tm (abc) Tj ] ET")  # a page that fails on its own
+    built[2] = Page(raw_content=b"xx", content_filter="/NoSuchDecode")  # a page that fails on its own
     built[4] = Page(image=True)  # needs_ocr, and an image for option images
     built[-2] = text_page("linked", links=["https://example.org/p"], rotate=90)
     return decorate(build_pdf(built), metadata={"/Title": "Big one"},

@@ -1,6 +1,6 @@
 """pdf-extract: per-page text, document structure, attachments (and optionally images) from PDFs.
 
-This module is what the registry imports: it must stay cheap (no pypdf here), so that a
+This module is what the registry imports: it must stay cheap (no pypdf or PDFium here), so that a
 cold start only pays for pypdf when the first PDF is processed.
 """
 
@@ -21,7 +21,7 @@ def sniff(head: bytes) -> bool:
 
 SPEC = WorkerSpec(
     name="pdf-extract",
-    version="1.0.0",
+    version="1.1.0",  # 1.1: text from PDFium by default (option engine)
     extensions=frozenset({".pdf"}),
     sniff=sniff,
     parse_options=parse,

@@ -12,8 +12,10 @@ DEPLOY = DeployParts(
     max_concurrency=10,
     backfill_batch_size=5,
     requirements=(
-        "# PDF text, metadata, outline and images; cryptography for AES-encrypted PDFs; Pillow to decode images.",
-        "pypdf>=5.0",
+        "# PDF text from PDFium (pypdfium2: wheels for x86_64 and aarch64); pypdf for the structure (metadata,",
+        "# outline, forms, attachments, images); cryptography for AES-encrypted PDFs; Pillow to decode images.",
+        "pypdfium2>=4.30",
+        "pypdf>=7.1",
         "cryptography>=42",
         "pillow>=11.0",
     ),

@@ -42,7 +42,14 @@ from shared.errors import (
 )
 from shared.runs import Commit, OutputDir, Run
 from shared.worker import InputFile, RunContext
-from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, FORM_FEED, MAX_LINKS, Options, PageRange
+from workers.pdf_extract.options import (
+    DEADLINE_MARGIN_SECONDS,
+    FORM_FEED,
+    MAX_LINKS,
+    Options,
+    PageRange,
+    add_engine_page,
+)
 
 MAX_DOCUMENT_JSON_BYTES = 256 << 20  # one range's document.json is read whole (page sizes, outline, ...)
 COPY_CHUNK = 1 << 20
@@ -224,6 +231,11 @@ def merge(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) 
                                           f"not {want_last}")
     out.update_facts("pages.jsonl", pages=count)
     out.update_facts("text.txt", chars=chars)
+    text_engines: dict[str, list[list[int]]] = {}
+    for run in runs:  # which engine produced each page: the ranges' facts, joined in page order
+        for engine, spans in (run.commit.record.get("facts", {}).get("text_engines") or {}).items():
+            for first_page, last_page in spans:
+                add_engine_page(text_engines, engine, int(first_page), int(last_page))
 
     first = documents[0]
     # Document-level parts (metadata, outline, form fields, attachments) are the same in
@@ -271,6 +283,7 @@ def merge(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) 
         "encrypted": bool(first.get("encrypted")),
         "attachments": sum(1 for a in attachments if "path" in a),
         **({"images": sum(1 for i in images if "path" in i)} if images is not None else {}),
+        "text_engines": text_engines,
         "merged_ranges": len(runs),
     }
 

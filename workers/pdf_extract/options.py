@@ -8,8 +8,9 @@ The ``password`` option is a secret: it is kept out of ``repr``, out of the mani
 out of the run-id (``to_manifest`` records only *that* one was supplied). A wrong
 password therefore commits an ``error.json`` under the same run-id as the right one
 would use: process the input again with ``--retry-failed`` (a new attempt directory).
-``parallel`` only changes how fast the same result is produced, so it is not part of
-the run-id either.
+``engine`` picks the text engine: ``pdfium`` (default) or ``pypdf`` (the structure is always
+pypdf's); it changes the text, so it is part of the run-id. ``parallel`` only changes how
+fast the same result is produced, so it is not part of the run-id either.
 
 ``ranges`` (``1-500,501-1000,1001-``) asks for the merge of page-range runs that separate
 invocations committed with ``pages=1-500`` and so on (the same other options): see
@@ -42,8 +43,22 @@ MAX_RANGES = 1_000  # page ranges one merge may name
 MAX_LINKS = 10_000  # links listed in document.json
 DEADLINE_MARGIN_SECONDS = 5.0  # stop this long before the invocation's end: hash, commit, report
 FORM_FEED = "\f"  # separates the pages of text.txt
+ENGINES = ("pdfium", "pypdf")  # text engines; the first is the default
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
+
+
+def add_engine_page(ranges: dict[str, list[list[int]]], engine: str | None, first: int,
+                    last: int | None = None) -> None:
+    """Record that ``engine`` produced the text of pages ``first..last`` (ranges kept coalesced)."""
+    if engine is None:
+        return
+    last = first if last is None else last
+    spans = ranges.setdefault(engine, [])
+    if spans and spans[-1][1] + 1 == first:
+        spans[-1][1] = last
+    else:
+        spans.append([first, last])
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,7 @@ class Options:
     pages: PageRange = PageRange()
     ranges: tuple[PageRange, ...] = ()  # merge these committed page-range runs (see merge.py)
     images: bool = False
+    engine: str = ENGINES[0]
     parallel: int = 0  # 0: automatic (a process per core above PARALLEL_MIN_PAGES pages); 1: serial
     max_pages: int = MAX_PAGES
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
@@ -134,6 +150,7 @@ class Options:
             **({"ranges": self.ranges_text()} if self.ranges else {}),
             "pages": self.pages.text(),
             "images": self.images,
+            "engine": self.engine,
             "password_supplied": self.password is not None,
             "max_pages": self.max_pages,
             "max_decompressed_bytes": self.max_decompressed_bytes,
@@ -161,6 +178,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         pages=pages,
         ranges=ranges,
         images=r.boolean("images", False),
+        engine=r.choice("engine", ENGINES[0], ENGINES),
         parallel=r.integer("parallel", 0, lo=0, hi=MAX_PARALLEL),
         max_pages=r.integer("max_pages", MAX_PAGES, lo=1, hi=1_000_000),
         max_decompressed_bytes=r.integer("max_decompressed_bytes", MAX_DECOMPRESSED_BYTES,

@@ -1,0 +1,218 @@
+"""pdf-extract's two text engines: PDFium by default, pypdf on request; the fallback from
+one to the other; limits that hold with either; a native crash in PDFium that ends one
+input as decoder-crash, in the CLI without isolation and in a Lambda handler."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pypdfium2
+import pytest
+from conftest import Cli, Put
+from pdfgen import Page, build_pdf, decorate, text_page
+from pypdf import PdfReader
+
+from shared import observability as obs
+from workers import cli as cli_module
+from workers.pdf_extract import pdfium_text
+
+ENGINES = ["pdfium", "pypdf"]
+SAMPLE_TEXTS = [("Hello Helvetica", "second line (with parens)"), ("Times Roman text", "more words here"),
+                ("A third page", "of plain English")]
+
+
+def _pages(root: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    [path] = [root / o["path"] for o in record["outputs"] if o["path"].endswith("/pages.jsonl")]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _run(cli: Cli, put: Put, name: str, data: bytes, *options: str) -> tuple[int, dict[str, Any]]:
+    return cli.run("pdf-extract", put(name, data), *options, isolate=False)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def test_default_engine_is_pdfium_and_pypdf_keeps_its_path(mount: Path, cli: Cli, put: Put) -> None:
+    pdf = build_pdf([text_page(*lines) for lines in SAMPLE_TEXTS])
+    code, pdfium_run = _run(cli, put, "a.pdf", pdf)
+    assert code == 0, pdfium_run
+    code, pypdf_run = _run(cli, put, "a.pdf", pdf, "engine=pypdf")
+    assert code == 0, pypdf_run
+    assert pdfium_run["options"]["engine"] == "pdfium" and pypdf_run["options"]["engine"] == "pypdf"
+    assert pdfium_run["run_id"] != pypdf_run["run_id"]  # the engine changes the text: a different run
+    n = len(SAMPLE_TEXTS)
+    assert pdfium_run["facts"]["text_engines"] == {"pdfium": [[1, n]]}
+    assert pypdf_run["facts"]["text_engines"] == {"pypdf": [[1, n]]}
+    bare = pypdfium2.PdfDocument(pdf)
+    reader = PdfReader(mount / "ingest" / "a.pdf")
+    for page, other, index in zip(_pages(mount, pdfium_run), _pages(mount, pypdf_run), range(n), strict=True):
+        assert page["text"] == bare[index].get_textpage().get_text_range().replace("\r\n", "\n")
+        assert other["text"] == reader.pages[index].extract_text()
+        assert page["text"].split() == other["text"].split()  # plain Latin text: the same words
+    bare.close()
+
+
+def test_a_document_pdfium_cannot_open_falls_back_to_pypdf(mount: Path, cli: Cli, put: Put) -> None:
+    """A broken trailer /Root: pypdf finds the catalog by searching, PDFium refuses the file."""
+    pdf = build_pdf([text_page("found by searching")]).replace(b"/Root 1 0 R", b"/Root 1 0 X")
+    with pytest.raises(pypdfium2.PdfiumError):
+        pypdfium2.PdfDocument(pdf)
+    code, record = _run(cli, put, "b.pdf", pdf)
+    assert code == 0, record
+    assert _pages(mount, record)[0]["text"] == "found by searching"
+    assert record["facts"]["text_engines"] == {"pypdf": [[1, 1]]}
+
+
+# The other way round (pypdf cannot open it, PDFium can): test_pdf_extract.py's cyclic page tree.
+
+
+# ---------------------------------------------------------------------------- limits
+
+
+def _bomb_pdf(where: str) -> bytes:
+    """Page 2 of 3 draws 24 MB of content inflated from ~25 KB: as its content stream, as the
+    only element of its /Contents array, or as a form XObject it paints."""
+    bomb = zlib.compress(b"0 0 m " * 4_000_000, 9)
+    before, after = text_page("before"), text_page("after")
+    if where == "form":  # the shared image XObject, rewritten in place (same length) as a form
+        page = Page(image=True, raw_content=b"BT /F1 12 Tf 72 720 Td (form page) Tj ET /Im1 Do")
+        pdf = build_pdf([before, page, after], image=(10, 10, bomb))
+        image = b"/Subtype /Image /Width 10 /Height 10 /ColorSpace /DeviceGray /BitsPerComponent 8"
+        form = b"/Subtype /Form /BBox [0 0 10 10]".ljust(len(image))
+        assert pdf.count(image) == 1
+        return pdf.replace(image, form)
+    page = Page(raw_content=bomb, content_filter="/FlateDecode")
+    if where == "array":  # page 2's content stream is object 10 (fonts 3-5, image 6, page 1: 7-8)
+        page.contents_ref = "[10 0 R]"
+    return build_pdf([before, page, after])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("where", ["stream", "array", "form"])
+def test_flate_bomb_gives_the_limit_flag_with_either_engine(mount: Path, cli: Cli, put: Put, engine: str,
+                                                            where: str) -> None:
+    code, record = _run(cli, put, "bomb.pdf", _bomb_pdf(where), f"engine={engine}",
+                        f"max_decompressed_bytes={1 << 20}")
+    assert code == 0, record
+    pages = _pages(mount, record)
+    assert [pages[0]["text"], pages[2]["text"]] == ["before", "after"]
+    assert pages[1]["flags"] == ["limit"] and pages[1]["error"]["limit"] == "MAX_DECOMPRESSED_BYTES"
+    assert "raise option max_decompressed_bytes" in pages[1]["error"]["message"]
+    # the same document under the default limit (75 MB): nothing is flagged
+    code, whole = _run(cli, put, "bomb.pdf", _bomb_pdf(where), f"engine={engine}")
+    assert code == 0 and not any(p["flags"] for p in _pages(mount, whole))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_page_limits_keep_their_meaning(mount: Path, cli: Cli, put: Put, engine: str) -> None:
+    code, record = _run(cli, put, "t.pdf", build_pdf([text_page("abcdefghijkl"), text_page("x" * 3)]),
+                        f"engine={engine}", "max_page_chars=5")
+    assert code == 0, record
+    pages = _pages(mount, record)
+    assert pages[0]["text"] == "abcde" and pages[0]["flags"] == ["text_truncated"]
+    assert pages[1]["flags"] == []
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_encrypted_documents_open_with_either_engine(mount: Path, cli: Cli, put: Put, engine: str) -> None:
+    secret = "s3cret-pdfium"
+    empty = decorate(build_pdf([text_page("empty user password")]), user_password="")
+    code, record = _run(cli, put, "e.pdf", empty, f"engine={engine}")
+    assert code == 0 and _pages(mount, record)[0]["text"] == "empty user password", record
+    assert record["facts"]["text_engines"] == {engine: [[1, 1]]}
+    locked = decorate(build_pdf([text_page("with a password")]), user_password=secret)
+    code, record = _run(cli, put, "p.pdf", locked, f"engine={engine}")
+    assert code == 3 and record["error"]["code"] == "password-required"
+    code, record = _run(cli, put, "p.pdf", locked, f"engine={engine}", f"password={secret}", "max_pages=9")
+    assert code == 0 and _pages(mount, record)[0]["text"] == "with a password", record
+    assert record["facts"]["text_engines"] == {engine: [[1, 1]]}
+    assert secret not in json.dumps(record)
+
+
+# ----------------------------------------------------------------------- native crash
+
+
+@pytest.fixture
+def pdfium_crashes_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real SIGSEGV in native code wherever PDFium opens a document holding CRASH-ME
+    (a null read through ctypes), standing in for a PDFium bug on a hostile file."""
+    real = pdfium_text.PdfiumText.__init__
+
+    def crashing(self: pdfium_text.PdfiumText, source: bytes | Path, password: str | None) -> None:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        if b"CRASH-ME" in data:
+            ctypes.string_at(0)
+        real(self, source, password)
+
+    monkeypatch.setattr(pdfium_text.PdfiumText, "__init__", crashing)
+
+
+@pytest.mark.usefixtures("pdfium_crashes_on_marker")
+def test_pdfium_crash_is_decoder_crash_without_isolation(mount: Path, cli: Cli, put: Put) -> None:
+    code, record = _run(cli, put, "crash.pdf", build_pdf([text_page("CRASH-ME")]))
+    assert code == 3, record
+    assert record["error"]["code"] == "decoder-crash" and "SIGSEGV" in record["error"]["message"]
+    code, record = _run(cli, put, "fine.pdf", build_pdf([text_page("fine")]))  # this process goes on
+    assert code == 0 and _pages(mount, record)[0]["text"] == "fine"
+
+
+@pytest.mark.usefixtures("pdfium_crashes_on_marker")
+def test_pdfium_crash_in_lambda_fails_that_input_only(mount: Path, put: Put, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Lambda no parent isolates the run: the handler's process survives the crash, commits
+    decoder-crash for that input and processes the next record of the same batch."""
+    from shared.runtime import make_handler
+    from workers.registry import get_worker
+
+    monkeypatch.setenv("MOUNTWORKS_MOUNT", str(mount))
+    monkeypatch.setattr(obs, "_emit_metrics", False)
+    put("crash.pdf", build_pdf([text_page("CRASH-ME")]))
+    put("next.pdf", build_pdf([text_page("next input")]))
+    handler = make_handler(get_worker("pdf-extract"))
+    context = cli_module.LocalContext("pdf-extract", 60)
+    results = [handler({"input": f"ingest/{name}"}, context)["results"][0] for name in ("crash.pdf", "next.pdf")]
+    assert results[0]["status"] == "failed" and results[0]["error"]["code"] == "decoder-crash", results
+    assert results[1]["status"] == "done", results
+    error_files = list(mount.rglob("error.json"))
+    assert len(error_files) == 1 and json.loads(error_files[0].read_text())["error"]["code"] == "decoder-crash"
+
+
+# ------------------------------------------------------------------------- native hang
+
+
+@pytest.fixture
+def pdfium_hangs_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PDFium stuck inside one native call on a page whose text holds HANG-ME: a libc sleep
+    with SIGALRM blocked, so the page timer's Python handler cannot end it (as in a real
+    native loop); only the page process's watchdog can."""
+    import signal
+
+    real = pdfium_text.PdfiumText.text
+
+    def hanging(self: pdfium_text.PdfiumText, index: int) -> str:
+        text = real(self, index)
+        if "HANG-ME" in text:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+            ctypes.CDLL(None).sleep(60)
+        return text
+
+    monkeypatch.setattr(pdfium_text.PdfiumText, "text", hanging)
+
+
+@pytest.mark.usefixtures("pdfium_hangs_on_marker")
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_a_page_stuck_in_pdfium_is_flagged_timeout_and_the_rest_comes_out(mount: Path, cli: Cli, put: Put,
+                                                                          parallel: str) -> None:
+    pages = [text_page(f"page {i}") for i in range(1, 7)]
+    pages[2] = text_page("HANG-ME")
+    code, record = _run(cli, put, "hang.pdf", build_pdf(pages), "max_page_seconds=0.3", f"parallel={parallel}")
+    assert code == 0, record
+    got = _pages(mount, record)
+    assert [p["text"] for p in got] == ["page 1", "page 2", "", "page 4", "page 5", "page 6"]
+    assert got[2]["flags"] == ["timeout"] and got[2]["error"]["limit"] == "MAX_PAGE_SECONDS"
+    assert record["facts"]["page_timeouts"] == 1
+    assert record["facts"]["text_engines"] == {"pdfium": [[1, 2], [4, 6]]}

@@ -1,0 +1,172 @@
+"""The pypdf boundary of pdf-extract: opening a document and translating pypdf's errors.
+
+This module is the one place where pypdf's exceptions become mountworks errors
+(:func:`translated`), and where our named limits become pypdf's own safety limits
+(:func:`pypdf_limits`). Only a document that cannot be opened at all is a permanent
+error for the input; everything after opening is contained page by page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from pypdf import PdfReader
+from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PyPdfError
+
+from shared.errors import (
+    EMPTY_INPUT,
+    PASSWORD_REQUIRED,
+    WRONG_PASSWORD,
+    CorruptInput,
+    EncryptedInput,
+    LimitExceeded,
+    MountworksError,
+    UnsupportedInput,
+)
+from workers.pdf_extract.options import Options
+
+HEADER_SCAN_BYTES = 1024  # readers accept junk before %PDF- within the first KiB
+IN_MEMORY_MAX_BYTES = 64 << 20  # smaller files are read into memory once (faster); larger ones stream
+MAX_OUTLINE_ENTRIES = 10_000
+MAX_FORM_FIELDS = 10_000
+
+
+# -------------------------------------------------------------------- the error boundary
+
+
+def limit_name(exc: LimitReachedError) -> str:
+    """Which of our named limits a pypdf limit stands for (pypdf's own name otherwise)."""
+    text = str(exc).lower()
+    if "page tree" in text:
+        return "MAX_PAGES"
+    if any(word in text for word in ("decompress", "output length", "buffer size", "stream", "decoding")):
+        return "MAX_DECOMPRESSED_BYTES"
+    return "PYPDF_SAFETY_LIMIT"
+
+
+def is_cycle(exc: Exception) -> bool:
+    """pypdf reports some reference cycles as a limit; they are malformed input, not big input."""
+    return "cycl" in str(exc).lower()
+
+
+@contextlib.contextmanager
+def translated(doing: str) -> Iterator[None]:
+    """pypdf (and the malformed-input errors it lets through) -> the mountworks tree.
+
+    Most specific first. A missing optional dependency (``cryptography`` for AES) is a
+    deployment bug, not the document's fault, so it is not translated.
+    """
+    try:
+        yield
+    except MountworksError:
+        raise
+    except DependencyError:
+        raise
+    except LimitReachedError as exc:
+        if is_cycle(exc):
+            raise CorruptInput(f"{doing}: malformed PDF with cyclic references ({short(exc)})") from exc
+        limit = limit_name(exc)
+        hint = {"MAX_PAGES": "; raise option max_pages", "MAX_DECOMPRESSED_BYTES": "; raise option "
+                "max_decompressed_bytes"}.get(limit, "")
+        raise LimitExceeded(f"{doing}: {limit} was reached ({short(exc)}){hint}", limit=limit) from exc
+    except FileNotDecryptedError as exc:
+        raise EncryptedInput(f"{doing}: the document is encrypted and was not decrypted") from exc
+    except RecursionError as exc:
+        raise CorruptInput(f"{doing}: the document's object structure is nested too deeply "
+                           "(probably cyclic)") from exc
+    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError,
+            NotImplementedError, zlib.error, EOFError) as exc:
+        raise CorruptInput(f"{doing}: malformed or truncated PDF ({type(exc).__name__}: {short(exc)})") from exc
+
+
+def short(value: object, limit: int = 300) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def pypdf_limits(options: Options) -> dict[str, Any]:
+    """pypdf's own safety limits, driven by our named limits (pypdf >= 7: Configuration)."""
+    b = options.max_decompressed_bytes
+    return {
+        "zlib_maximum_output_length": b,
+        "lzw_maximum_output_length": b,
+        "run_length_maximum_output_length": b,
+        "jbig2_maximum_output_length": b,
+        "brotli_maximum_output_length": b,
+        "array_based_stream_maximum_output_length": b,
+        "image_maximum_buffer_size": b,
+        "maximum_declared_stream_length": b,
+        "stream_decoding_work_maximum_length": 4 * b,
+        "page_tree_maximum_entries": max(2 * options.max_pages + 16, 1_000),
+        "outline_maximum_entries": MAX_OUTLINE_ENTRIES,
+        "form_fields_maximum_entries": MAX_FORM_FIELDS,
+        "disable_legacy_handling": True,
+    }
+
+
+# ------------------------------------------------------------------------ opening
+
+
+@dataclass
+class OpenDocument:
+    """The document as pypdf opened it, and its bytes for PDFium (in memory when small)."""
+
+    reader: PdfReader | None  # None: pypdf cannot open it, PDFium alone reads it (``problem`` says why)
+    encrypted: bool
+    page_count: int
+    path: Path
+    data: bytes | None = None
+    problem: str | None = None
+
+    @property
+    def pdfium_source(self) -> bytes | Path:
+        return self.data if self.data is not None else self.path
+
+
+def check_header(path: Path, size: int) -> None:
+    """Empty and not-a-PDF inputs, classified before pypdf sees them."""
+    if size == 0:
+        raise CorruptInput("the file is empty (0 bytes); a PDF starts with %PDF-", code=EMPTY_INPUT)
+    with path.open("rb") as f:
+        head = f.read(HEADER_SCAN_BYTES)
+    if b"%PDF-" not in head:
+        raise UnsupportedInput(f"not a PDF: no %PDF- header in the first {HEADER_SCAN_BYTES} bytes")
+
+
+def open_document(stream: IO[bytes], options: Options, path: Path, data: bytes | None) -> OpenDocument:
+    """Open non-strictly, decrypt (empty password unless one is given), count the pages."""
+    with translated("opening the document"):
+        reader = PdfReader(stream, strict=False)
+        encrypted = bool(reader.is_encrypted)
+        if encrypted:
+            outcome = reader.decrypt(options.password if options.password is not None else "")
+            if not outcome:
+                if options.password is None:
+                    raise EncryptedInput("the document is encrypted with a password (the empty password does "
+                                         "not open it); supply it with the 'password' option",
+                                         code=PASSWORD_REQUIRED)
+                raise EncryptedInput("the password supplied does not open this document", code=WRONG_PASSWORD)
+        page_count = len(reader.pages)
+    check_page_count(page_count, options)
+    return OpenDocument(reader, encrypted, page_count, path, data)
+
+
+def check_page_count(page_count: int, options: Options) -> None:
+    if page_count > options.max_pages:
+        raise LimitExceeded(f"the document has {page_count} pages, more than MAX_PAGES={options.max_pages}; "
+                            "raise option max_pages or process page ranges (option pages)", limit="MAX_PAGES")
+
+
+@contextlib.contextmanager
+def opened(path: Path, size: int, options: Options) -> Iterator[OpenDocument]:
+    """The document, read into memory when small (fast) and streamed from the mount when large."""
+    with path.open("rb") as f:
+        data = f.read() if size <= IN_MEMORY_MAX_BYTES else None
+        stream: IO[bytes] = io.BytesIO(data) if data is not None else f
+        yield open_document(stream, options, path, data)

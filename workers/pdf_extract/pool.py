@@ -1,0 +1,304 @@
+"""The page processes of pdf-extract: forked children that extract pages, merged in page order.
+
+Two reasons to fork. Speed: the selected pages can be split over processes (option
+``parallel``, automatic above PARALLEL_MIN_PAGES pages); this process may take one share
+of the chunks while each child takes another. Safety: PDFium is native code, so with
+``engine=pdfium`` every page is extracted in a child, also with one process and also in
+Lambda (where no parent isolates the run): a child killed by a crash signal makes the
+input a ``decoder-crash``, while this process, which commits, never runs PDFium. Every
+share is written as chunk files to a private temporary folder, then merged in page order
+through the very same writer, so the result is byte-for-byte the same for any number of
+processes. A parent waiting for children still holds the deadline and MAX_SECONDS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import math
+import os
+import select
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pypdf import apply_configuration
+
+from shared.errors import (
+    DECODER_CRASH,
+    CorruptInput,
+    DeadlineReached,
+    EncryptedInput,
+    LimitExceeded,
+    MountworksError,
+    PermanentInputError,
+    UnsupportedInput,
+)
+from shared.worker import Deadline
+from workers.pdf_extract.budget import HUNG_EXIT, Budget, NativeWatchdog
+from workers.pdf_extract.opening import OpenDocument, pypdf_limits, short
+from workers.pdf_extract.options import Options
+from workers.pdf_extract.pages import Engines, extract_page, timeout_record
+
+PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
+CHUNK_PAGES = 16  # pages per unit of work handed to a process
+POLL_SECONDS = 0.25  # how often a waiting parent checks the deadline and MAX_SECONDS
+
+Report = dict[str, Any] | None
+
+
+def _chunks(indexes: range, workers: int) -> list[range]:
+    """Units of work: at most CHUNK_PAGES pages, and at least ~4 per process (load balance)."""
+    size = max(1, min(CHUNK_PAGES, math.ceil(len(indexes) / (workers * 4))))
+    return [range(start, min(start + size, indexes.stop)) for start in range(indexes.start, indexes.stop, size)]
+
+
+def _write_chunks(engines: Engines, options: Options, chunks: list[tuple[int, range]], folder: Path,
+                  budget: Budget) -> None:
+    """Append each page's record to its chunk's file, one whole line at a time: after a page
+    process is stopped, the lines tell the parent which page it was on."""
+    for number, pages in chunks:
+        with (folder / f"{number:08d}.jsonl").open("a", encoding="utf-8") as f:
+            for index in pages:
+                f.write(json.dumps(extract_page(engines, index, options, budget), ensure_ascii=False) + "\n")
+                f.flush()
+
+
+def _error_report(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, MountworksError):
+        return {"kind": type(exc).__name__, "message": exc.message, "code": exc.code,
+                "limit": getattr(exc, "limit", None)}
+    return {"kind": "bug", "message": f"{type(exc).__name__}: {short(exc)}", "code": "internal", "limit": None}
+
+
+def _own_stream(doc: OpenDocument) -> None:
+    """After a fork: an in-memory copy is private already; a file streamed from the mount is
+    opened again, since a shared descriptor would share its offset with the parent."""
+    if doc.reader is not None and not isinstance(doc.reader.stream, io.BytesIO):
+        doc.reader.stream = doc.path.open("rb")
+
+
+def _child(doc: OpenDocument, options: Options, chunks: list[tuple[int, range]], folder: Path,
+           remaining: float | None, max_seconds_left: float) -> Report:
+    """One page process: write each chunk's records to a file.
+
+    It works on the reader it inherited through ``fork`` (the document already parsed, its
+    object cache warm) and opens PDFium itself. Returns None on success, else an error report.
+    """
+    try:
+        budget = Budget(Deadline(remaining), options.max_page_seconds, max_seconds_left)
+        _own_stream(doc)
+        engines = Engines(doc, options, NativeWatchdog() if options.engine == "pdfium" or doc.reader is None
+                          else None)
+        with apply_configuration(**pypdf_limits(options)):
+            _write_chunks(engines, options, chunks, folder, budget)
+        engines.close()
+        return None
+    except BaseException as exc:
+        return _error_report(exc)
+
+
+def _pdfium_count(doc: OpenDocument, options: Options) -> Report:
+    try:
+        return {"kind": "ok", "page_count": Engines(doc, options).pdfium().page_count()}
+    except BaseException as exc:
+        return _error_report(exc)
+
+
+def _fork(work: Callable[[], Report]) -> tuple[int, int]:
+    """Run ``work`` in a forked child; its JSON report comes back on a pipe.
+
+    A bare ``os.fork`` rather than ``multiprocessing``: the runtime may already run us in a
+    daemonic ``multiprocessing`` child (which may not have children), and Lambda has no
+    ``/dev/shm`` for ``multiprocessing``'s pools and queues. The child never returns into
+    the caller's stack: it always leaves through ``os._exit``.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        status = 0
+        try:
+            os.close(read_fd)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            report = json.dumps(work()).encode()
+            view = memoryview(report)
+            while view:
+                view = view[os.write(write_fd, view):]
+        except BaseException:
+            status = 70
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    return pid, read_fd
+
+
+def _collect(pid: int, fd: int, what: str) -> dict[str, Any] | None:
+    """Read a finished child's report and reap it; raise what it reported, or what killed it.
+
+    A child killed by a crash signal (SIGSEGV, SIGABRT, ...) died in native code on this
+    input: a permanent ``decoder-crash``, as when the CLI's isolation sees its own child crash."""
+    chunks = []
+    while data := os.read(fd, 65536):
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    raw = b"".join(chunks)
+    report = json.loads(raw) if raw else "no report"
+    if report is None:
+        return None
+    if isinstance(report, dict):
+        if report.get("kind") == "ok":
+            return report
+        _raise_from_child(report)
+    if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == HUNG_EXIT:
+        return {"kind": "hung"}
+    from shared.isolation import CRASH_SIGNALS
+
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS:
+        raise CorruptInput(f"{what} was {_exit_text(status)} inside the PDF library (PDFium or pypdf) on this "
+                           "document: it cannot be processed", code=DECODER_CRASH)
+    raise RuntimeError(f"{what} died ({_exit_text(status)})")
+
+
+@dataclass
+class _Running:
+    pid: int
+    what: str
+    share: list[tuple[int, range]] = field(default_factory=list)
+
+
+def _wait(pending: dict[int, _Running], budget: Budget) -> list[tuple[_Running, dict[str, Any]]]:
+    """Collect every child (by read fd), holding the deadline and MAX_SECONDS meanwhile;
+    the reports of those that reported something (a result, or that they hung)."""
+    reports = []
+    while pending:
+        budget.check_total("while pages were extracted")
+        ready, _, _ = select.select(list(pending), [], [], POLL_SECONDS)
+        for fd in ready:
+            running = pending.pop(fd)
+            try:
+                report = _collect(running.pid, fd, running.what)
+            finally:
+                os.close(fd)
+            if report is not None:
+                reports.append((running, report))
+    return reports
+
+
+def _stop(pending: dict[int, _Running]) -> None:
+    for fd, running in pending.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(running.pid, signal.SIGKILL)
+        os.waitpid(running.pid, 0)
+        os.close(fd)
+    pending.clear()
+
+
+def _resume_after_hang(share: list[tuple[int, range]], folder: Path, engines: Engines,
+                       options: Options) -> list[tuple[int, range]]:
+    """A page process stopped by its watchdog: flag the page it was on ``timeout`` (in its
+    chunk file) and return the rest of its share, for a new process."""
+    for n, (number, pages) in enumerate(share):
+        path = folder / f"{number:08d}.jsonl"
+        done = 0
+        if path.exists():
+            with path.open(encoding="utf-8") as f:
+                done = sum(1 for _ in f)
+        if done < len(pages):
+            stuck = pages.start + done
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(timeout_record(engines, stuck, options), ensure_ascii=False) + "\n")
+            rest = range(stuck + 1, pages.stop)
+            return ([(number, rest)] if rest else []) + share[n + 1:]
+    return []
+
+
+def pdfium_page_count(doc: OpenDocument, options: Options, budget: Budget) -> int:
+    """Open the document with PDFium in a child (pypdf could not open it): its page count."""
+    pending: dict[int, _Running] = {}
+    try:
+        pid, fd = _fork(functools.partial(_pdfium_count, doc, options))
+        pending[fd] = _Running(pid, "the process opening the document with PDFium")
+        [(_running, report)] = _wait(pending, budget)
+        if report["kind"] != "ok":
+            raise LimitExceeded("PDFium did not open the document in time", limit="MAX_PAGE_SECONDS")
+        return int(report["page_count"])
+    finally:
+        _stop(pending)
+
+
+def extract_pages(doc: OpenDocument, indexes: range, options: Options, budget: Budget, workers: int,
+                  in_process: bool, sink: Callable[[dict[str, Any]], None]) -> None:
+    """Split the pages over ``workers`` processes; hand their records to ``sink`` in page order.
+
+    ``in_process``: this process is one of the workers (pypdf only: pure Python cannot
+    crash it), taking its share with the reader it already has open while ``workers - 1``
+    forked children take theirs. Otherwise every share, even a single one, is a child's.
+    """
+    chunks = list(enumerate(_chunks(indexes, workers)))
+    shares = [chunks[w::workers] for w in range(workers)]
+    folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
+    pending: dict[int, _Running] = {}
+
+    def start(share: list[tuple[int, range]]) -> None:
+        pid, fd = _fork(functools.partial(_child, doc, options, share, folder, budget.deadline.remaining(),
+                                          budget.left()))
+        first, last = share[0][1].start + 1, share[-1][1].stop
+        pending[fd] = _Running(pid, f"the process extracting pages {first}-{last}", share)
+
+    try:
+        for share in shares[1:] if in_process else shares:
+            if share:
+                start(share)
+        if in_process:
+            _write_chunks(Engines(doc, options), options, shares[0], folder, budget)
+        while pending:
+            for running, _report in _wait(pending, budget):  # only hung processes report here
+                rest = _resume_after_hang(running.share, folder, Engines(doc, options), options)
+                if rest:
+                    start(rest)
+        for number, _pages in chunks:
+            with (folder / f"{number:08d}.jsonl").open(encoding="utf-8") as f:
+                for line in f:
+                    sink(json.loads(line))
+    finally:
+        _stop(pending)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _exit_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit status {os.waitstatus_to_exitcode(status)}"
+
+
+def _raise_from_child(report: dict[str, Any]) -> None:
+    kind, message, code = report["kind"], report["message"], report["code"]
+    classes: dict[str, type[MountworksError]] = {
+        "DeadlineReached": DeadlineReached, "CorruptInput": CorruptInput, "EncryptedInput": EncryptedInput,
+        "UnsupportedInput": UnsupportedInput, "PermanentInputError": PermanentInputError,
+    }
+    if kind == "LimitExceeded":
+        raise LimitExceeded(message, limit=report["limit"] or "?", code=code)
+    if kind in classes:
+        raise classes[kind](message, code=code)
+    raise RuntimeError(f"a page process failed: {message}")
+
+
+def workers_for(options: Options, pages: int) -> int:
+    """Processes for ``pages`` pages: as asked, or one per idle CPU above PARALLEL_MIN_PAGES.
+
+    Only the speed depends on this: the result is the same for any number of processes."""
+    if options.parallel >= 1:
+        return max(1, min(options.parallel, pages))
+    if pages < PARALLEL_MIN_PAGES:
+        return 1
+    cpus = len(os.sched_getaffinity(0))
+    idle = cpus - os.getloadavg()[0]  # a backfill may already run one input per CPU: do not pile on
+    return max(1, min(cpus, round(idle), pages // CHUNK_PAGES))
+

@@ -153,6 +153,7 @@ class Column:
     nulls: int = 0
     min: Any = None
     max: Any = None
+    unordered: bool = False  # Arrow has no min/max kernel for this type: no bounds are recorded
 
     @property
     def kind(self) -> str:
@@ -281,6 +282,25 @@ def _pick(old: pa.Scalar, new: pa.Scalar, which: str) -> pa.Scalar:
                                  else old.type))
     chosen = bounds[which]
     return pa.scalar(chosen.as_py(), type=old.type) if pa.types.is_temporal(old.type) else chosen
+
+
+def _recorded(kind: pa.DataType) -> bool:
+    """Whether a column of this type gets min/max in the manifest: not nested, binary or
+    null columns (their bounds are not JSON values)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind) or pa.types.is_null(kind))
+
+
+def _bounds(array: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
+    """(min, max) of a column, or None where Arrow has no min/max kernel for its type
+    (halffloat, duration, interval, view and extension types on pyarrow 26)."""
+    try:
+        bounds = pc.min_max(array)
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    return bounds["min"], bounds["max"]
 
 
 def _scalar_json(value: Any) -> Any:
@@ -685,16 +705,25 @@ class Normalizer:
         for column in self.columns:
             array = table.column(column.name)
             column.nulls += array.null_count
-            kind = array.type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
-                    or pa.types.is_temporal(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind)):
+            if column.unordered or array.null_count == len(array):
                 continue
-            if array.null_count == len(array):
+            if not _recorded(array.type):
+                column.unordered = True
                 continue
-            bounds = pc.min_max(array)
-            low, high = bounds["min"], bounds["max"]
-            column.min = low if column.min is None else _pick(column.min, low, "min")
-            column.max = high if column.max is None else _pick(column.max, high, "max")
+            bounds = _bounds(array)
+            if bounds is None:
+                # no ordering kernel for this type (halffloat, duration, views, extensions, ...):
+                # the statistic is skipped, never the input
+                column.unordered, column.min, column.max = True, None, None
+                self.warnings.append(f"column {column.name}: no min/max recorded (Arrow cannot order "
+                                     f"{array.type})")
+                continue
+            low, high = bounds
+            try:
+                column.min = low if column.min is None else _pick(column.min, low, "min")
+                column.max = high if column.max is None else _pick(column.max, high, "max")
+            except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+                column.unordered, column.min, column.max = True, None, None
 
     def _check_ratio(self) -> None:
         rows = self.tally.rows_in

@@ -169,3 +169,18 @@ def test_a_json_lines_record_nested_too_deep_is_one_reject_and_the_rest_is_kept(
                 (mount / next(o["path"] for o in record["outputs"] if o["path"].endswith("rejects.jsonl")))
                 .read_text().splitlines()]
     assert sorted(r["line"] for r in rejected) == sorted(i + 1 for i, line in enumerate(lines) if "[[" in line)
+
+
+@pytest.mark.parametrize("text", [
+    "\n\n,\n,\n",
+    "\na,b\n1,\n2,\n",
+    "\r\na;b\r\n1;2\r\n",
+    "\ufeff\nid,name\n1,x\n",
+], ids=["blank-then-empty-fields", "blank-then-header", "crlf-semicolons", "bom-then-blank"])
+def test_a_csv_whose_first_line_is_blank_says_so_instead_of_an_arrow_kernel_error(
+        text: str, normalize: Run, put: Put) -> None:
+    code, record = normalize(put("blank-first.csv", text))
+    assert code == 3
+    assert record["error"]["code"] == "corrupt-input"
+    assert "first line is blank" in record["error"]["message"]
+    assert "kernel" not in record["error"]["message"]

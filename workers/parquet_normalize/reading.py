@@ -344,6 +344,9 @@ class CsvReader:
         if not rows:
             raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
         first = rows[0]
+        if not first:  # pyarrow would take the next row as names and infer its types
+            raise CorruptInput("the CSV's first line is blank, so it gives no columns: the header (or first "
+                               "row) must be on the first line; remove the leading blank line(s)")
         if len(first) > self.options.max_columns:
             raise LimitExceeded(f"the input has {len(first)} columns; the limit is max_columns="
                                 f"{self.options.max_columns}", limit="max_columns")

@@ -17,6 +17,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -53,6 +54,20 @@ from workers.parquet_normalize.reading import (
     detect,
     legacy_decode,
 )
+
+
+def _use_jemalloc() -> None:
+    """Arrow's jemalloc pool, returning freed pages at once: streaming a CSV through
+    mimalloc (pyarrow's default) left the process 30-50 MB larger for the same work
+    (bench/README.md). Process-wide, which is what a worker's function or child is."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except (NotImplementedError, pa.ArrowNotImplementedError):  # a pyarrow built without it
+        pass
+
+
+_use_jemalloc()
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 REJECTS_NAME = "rejects.jsonl"
@@ -344,6 +359,19 @@ class ParquetSink:
         self.buffered: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         self.row_groups: dict[str, int] = {}
+        # row groups are compressed and written on a thread of their own (pyarrow releases the
+        # GIL), overlapping the next batches' transform; at most one row group is in flight
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-normalize-writer")
+        self.pending: Future[None] | None = None
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # a write error is raised here, in the caller's thread
+
+    def release(self) -> None:
+        """Stop the writer thread (a run that ended early): nothing is written after this."""
+        self.background.shutdown(wait=True, cancel_futures=True)
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -382,13 +410,17 @@ class ParquetSink:
             writer = pq.ParquetWriter(str(path), self.schema, compression="zstd", write_statistics=True)
             self.writers[key] = (name, writer)
             self.rows[key], self.row_groups[key] = 0, 0
-        self.writers[key][1].write_table(table, row_group_size=self.options.row_group_rows)
+        self._wait()
+        self.pending = self.background.submit(self.writers[key][1].write_table, table,
+                                              row_group_size=self.options.row_group_rows)
         self.rows[key] += table.num_rows
         self.row_groups[key] += -(-table.num_rows // self.options.row_group_rows)
 
     def close(self) -> None:
         for key in list(self.buffers):
             self._flush(key)
+        self._wait()
+        self.background.shutdown()
         if not self.writers and self.partition is None:
             self.writers[""] = (DATA_NAME, pq.ParquetWriter(str(self.out.path(DATA_NAME, PARQUET_MEDIA_TYPE)),
                                                              self.schema, compression="zstd"))
@@ -471,6 +503,8 @@ class Normalizer:
             return self._run(encoding, late)
         finally:
             self.rejects.release()  # a run stopped early (a limit, a bad contract) leaves no file open
+            if self.sink is not None:
+                self.sink.release()
 
     def _run(self, encoding: str | None, late: str | None) -> dict[str, Any]:
         detected, sample = _guarded_call(detect, self.source.path, self.source.size, self.options)

@@ -166,13 +166,22 @@ class Column:
     inferred: bool = False
     arrow_type: pa.DataType | None = None
     nulls: int = 0
-    min: Any = None
-    max: Any = None
+    lows: list[Any] = field(default_factory=list)  # per-batch bounds, folded by _fold
+    highs: list[Any] = field(default_factory=list)
     unordered: bool = False  # Arrow has no min/max kernel for this type: no bounds are recorded
 
     @property
     def kind(self) -> str:
         return self.rule.type if self.rule else "native"
+
+    def bound(self, which: str) -> Any:
+        values = self.lows if which == "min" else self.highs
+        if not values or self.unordered:
+            return None
+        try:
+            return _fold(values, which)
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+            return None
 
 
 def arrow_type_of(rule: ColumnRule) -> pa.DataType:
@@ -288,15 +297,15 @@ def infer_rule(strings: Any, name: str) -> ColumnRule:
     return ColumnRule(name, "string")
 
 
-def _pick(old: pa.Scalar, new: pa.Scalar, which: str) -> pa.Scalar:
-    """The min (or max) of two scalars of one column, compared by Arrow, not Python
+BOUNDS_FOLD = 256  # per-batch bounds kept before they are folded into one (memory stays flat)
+
+
+def _fold(values: list[pa.Scalar], which: str) -> pa.Scalar:
+    """The min (or max) of per-batch bounds, compared by Arrow from the scalars themselves
     (Python cannot hold every Arrow value, e.g. INT96 timestamps past year 9999)."""
-    bounds = pc.min_max(pa.array([old.value if hasattr(old, "value") and pa.types.is_temporal(old.type) else
-                                  old.as_py(), new.value if hasattr(new, "value") and pa.types.is_temporal(new.type)
-                                  else new.as_py()], type=pa.int64() if pa.types.is_temporal(old.type)
-                                 else old.type))
-    chosen = bounds[which]
-    return pa.scalar(chosen.as_py(), type=old.type) if pa.types.is_temporal(old.type) else chosen
+    if len(values) == 1:
+        return values[0]
+    return pc.min_max(pa.array(values, type=values[0].type))[which]
 
 
 def _recorded(kind: pa.DataType) -> bool:
@@ -748,16 +757,17 @@ class Normalizer:
             if bounds is None:
                 # no ordering kernel for this type (halffloat, duration, views, extensions, ...):
                 # the statistic is skipped, never the input
-                column.unordered, column.min, column.max = True, None, None
+                column.unordered = True
                 self.warnings.append(f"column {column.name}: no min/max recorded (Arrow cannot order "
                                      f"{array.type})")
                 continue
-            low, high = bounds
-            try:
-                column.min = low if column.min is None else _pick(column.min, low, "min")
-                column.max = high if column.max is None else _pick(column.max, high, "max")
-            except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
-                column.unordered, column.min, column.max = True, None, None
+            column.lows.append(bounds[0])
+            column.highs.append(bounds[1])
+            if len(column.lows) >= BOUNDS_FOLD:
+                try:
+                    column.lows, column.highs = [_fold(column.lows, "min")], [_fold(column.highs, "max")]
+                except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+                    column.unordered = True
 
     def _check_ratio(self) -> None:
         rows = self.tally.rows_in
@@ -779,7 +789,7 @@ class Normalizer:
                  "source": "contract" if c.rule and not c.inferred and self.contract else
                  ("inferred" if c.inferred else "input"),
                  "nullable": not (c.rule is not None and c.rule.required),
-                 "nulls": c.nulls, "min": _scalar_json(c.min), "max": _scalar_json(c.max)}
+                 "nulls": c.nulls, "min": _scalar_json(c.bound("min")), "max": _scalar_json(c.bound("max"))}
                 for c in self.columns
             ],
             "contract": self.contract.origin if self.contract else None,

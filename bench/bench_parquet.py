@@ -230,7 +230,8 @@ def main() -> int:
     contenders = [c for c in contenders if c.name not in args.skip]
     print(f"machine: {machine()}; load before: {load()}", file=sys.stderr)
     before = load()
-    results = compare(contenders, anchor="duckdb", repeats=args.repeat, units=args.rows, unit_name="rows")
+    anchor = contenders[0].name  # duckdb unless it was skipped
+    results = compare(contenders, anchor=anchor, repeats=args.repeat, units=args.rows, unit_name="rows")
     os.environ["PYTHONPATH"] = str(REPO)
     rss = {c.name: peak_rss_mb(list(c.run), clean) for c in contenders}  # type: ignore[arg-type]
     rss_big = peak_rss_mb(worker(big.name), clean) if args.scale else 0.0
@@ -256,7 +257,7 @@ def main() -> int:
     print()
     ratio = results.ratio("worker")
     size_mb = src.stat().st_size / 1e6
-    print(f"worker / duckdb wall time: {ratio:.2f}x; worker peak RSS {rss['worker']:.0f} MB (target < 256 MB); "
+    print(f"worker / {anchor} wall time: {ratio:.2f}x; worker peak RSS {rss['worker']:.0f} MB (target < 256 MB); "
           f"worker throughput {size_mb / results['worker'].median:.1f} MB/s of CSV")
     if any(t.name == "polars" for t in results.timings):
         print(f"worker / polars wall time: {results.ratio('worker', 'polars'):.2f}x, paired "

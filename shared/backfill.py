@@ -363,7 +363,7 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
         return []
     try:
         with real.open("rb") as f:
-            head = f.read(SNIFF_BYTES)
+            head = f.read(max((s.sniff_bytes for s in specs), default=SNIFF_BYTES))
     except OSError:
         head = b""
     chosen = [s for s in specs if s.accepts(head)]

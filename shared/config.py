@@ -21,6 +21,7 @@ ENV_CLAIM_LEASE = "MOUNTWORKS_CLAIM_LEASE_SECONDS"
 ENV_LOG_LEVEL = "MOUNTWORKS_LOG_LEVEL"
 ENV_EVENT_BUS = "MOUNTWORKS_EVENT_BUS"  # an EventBridge bus for commit events (name or ARN; unset or empty: off)
 ENV_LAMBDA_FUNCTION = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime
+ENV_LAMBDA_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # MB, set by the Lambda runtime
 ENV_WORKER = "MOUNTWORKS_WORKER"  # the worker of the generic handler (workers.handler)
 ENV_POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 ENV_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"  # Powertools' own names: the template sets them per function
@@ -36,7 +37,7 @@ PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's ow
 # they apply (or leaves them to their defaults), never in Globals.
 PER_FUNCTION_ENV = frozenset({ENV_WORKER, ENV_POWERTOOLS_LOG_LEVEL, ENV_SERVICE_NAME, ENV_METRICS_NAMESPACE,
                               ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_VIDEO_MAX_FANOUT, ENV_FFMPEG,
-                              ENV_FFPROBE})
+                              ENV_FFPROBE, ENV_LAMBDA_MEMORY})  # the last one: set by Lambda, read by image-resize
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
 DEFAULT_INGEST_PREFIX = "ingest"
@@ -119,6 +120,20 @@ def key_layout(ingest_prefix: str | None = None, bucket_prefix: str | None = Non
     ingest = _prefix(ingest_prefix or env.get(ENV_INGEST_PREFIX) or DEFAULT_INGEST_PREFIX, "ingest")
     raw_bucket = bucket_prefix if bucket_prefix is not None else env.get(ENV_BUCKET_PREFIX, "")
     return ingest, raw_bucket.strip("/")
+def function_memory_mb(environ: Mapping[str, str] | None = None) -> int:
+    """The memory this process may use, in MB: the Lambda function's ``MemorySize``; locally
+    the container's cgroup limit, else the machine's physical memory."""
+    try:
+        return max(1, int(_env(environ).get(ENV_LAMBDA_MEMORY, "")))
+    except ValueError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            return max(1, int(limit) >> 20)
+    except OSError:
+        pass
+    return max(1, (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20)
 
 
 def worker_from_env(environ: Mapping[str, str] | None = None) -> str:

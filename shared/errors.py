@@ -46,6 +46,7 @@ EXIT_RETRYABLE = 75
 # permanent: committed as error.json
 INVALID_INPUT = "invalid-input"
 UNSUPPORTED_FORMAT = "unsupported-format"
+UNSUPPORTED_CODEC = "unsupported-codec"  # a format we take, in a codec (or codec feature) our decoder lacks
 CORRUPT_INPUT = "corrupt-input"
 EMPTY_INPUT = "empty-input"
 BINARY_INPUT = "binary-input"

@@ -20,6 +20,7 @@ from shared.paths import InputRef
 from shared.runs import OutputDir, Run
 
 SNIFF_BYTES = 64
+MAX_SNIFF_BYTES = 8192  # a routing read stays one small read per file
 
 OptionsT_contra = TypeVar("OptionsT_contra", contravariant=True)
 
@@ -92,6 +93,7 @@ class WorkerSpec(NamedTuple):
     parse_options: Callable[[Mapping[str, Any] | None], WorkerOptions]
     core_module: str
     companions: tuple[str, ...] = ()  # name endings of files that configure inputs (never inputs)
+    sniff_bytes: int = SNIFF_BYTES  # how much of the head ``sniff`` sees: more only where a format needs it
 
     def is_companion(self, name: str) -> bool:
         return name.lower().endswith(self.companions) if self.companions else False
@@ -101,7 +103,7 @@ class WorkerSpec(NamedTuple):
         return module  # type: ignore[no-any-return]
 
     def accepts(self, head: bytes) -> bool:
-        return self.sniff(head[:SNIFF_BYTES])
+        return self.sniff(head[:self.sniff_bytes])
 
     def hinted_by(self, name: str) -> bool:
         suffixes = [s.lower() for s in Path(name).suffixes[-2:]]
@@ -124,6 +126,8 @@ def spec_problems(spec: WorkerSpec) -> list[str]:
     for field in ("sniff", "parse_options"):
         if not callable(getattr(spec, field)):
             problems.append(f"{field} must be callable")
+    if not isinstance(spec.sniff_bytes, int) or not SNIFF_BYTES <= spec.sniff_bytes <= MAX_SNIFF_BYTES:
+        problems.append(f"sniff_bytes must be an integer from {SNIFF_BYTES} to {MAX_SNIFF_BYTES}")
     if not isinstance(spec.core_module, str) or not spec.core_module:
         problems.append("core_module must name the module that defines process()")
     return problems

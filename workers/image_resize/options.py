@@ -61,6 +61,7 @@ class Options(NamedTuple):
     upscale: bool = False
     max_pixels: int = MAX_PIXELS
     max_frames: int = MAX_FRAMES
+    memory_mb: int = 0  # the memory a decode may fill; 0: the function's (Lambda) or the machine's
 
     @property
     def background_rgb(self) -> tuple[int, int, int]:
@@ -80,7 +81,7 @@ class Options(NamedTuple):
             "upscale": self.upscale,
             "max_pixels": self.max_pixels,
             "max_frames": self.max_frames,
-        }
+        }  # not memory_mb: where the run happens, not what it makes
 
 
 def _size(text: str) -> Size:
@@ -132,6 +133,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         upscale=reader.boolean("upscale", False),
         max_pixels=reader.integer("max_pixels", MAX_PIXELS, lo=1, hi=MAX_PIXELS_CEILING),
         max_frames=reader.integer("max_frames", MAX_FRAMES, lo=1, hi=100_000),
+        memory_mb=reader.integer("memory_mb", 0, lo=0, hi=1 << 20),
     )
     reader.finish()
     return options

@@ -17,6 +17,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -53,6 +54,20 @@ from workers.parquet_normalize.reading import (
     detect,
     legacy_decode,
 )
+
+
+def _use_jemalloc() -> None:
+    """Arrow's jemalloc pool, returning freed pages at once: streaming a CSV through
+    mimalloc (pyarrow's default) left the process 30-50 MB larger for the same work
+    (bench/README.md). Process-wide, which is what a worker's function or child is."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except (NotImplementedError, pa.ArrowNotImplementedError):  # a pyarrow built without it
+        pass
+
+
+_use_jemalloc()
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 REJECTS_NAME = "rejects.jsonl"
@@ -151,12 +166,22 @@ class Column:
     inferred: bool = False
     arrow_type: pa.DataType | None = None
     nulls: int = 0
-    min: Any = None
-    max: Any = None
+    lows: list[Any] = field(default_factory=list)  # per-batch bounds, folded by _fold
+    highs: list[Any] = field(default_factory=list)
+    unordered: bool = False  # Arrow has no min/max kernel for this type: no bounds are recorded
 
     @property
     def kind(self) -> str:
         return self.rule.type if self.rule else "native"
+
+    def bound(self, which: str) -> Any:
+        values = self.lows if which == "min" else self.highs
+        if not values or self.unordered:
+            return None
+        try:
+            return _fold(values, which)
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+            return None
 
 
 def arrow_type_of(rule: ColumnRule) -> pa.DataType:
@@ -272,15 +297,34 @@ def infer_rule(strings: Any, name: str) -> ColumnRule:
     return ColumnRule(name, "string")
 
 
-def _pick(old: pa.Scalar, new: pa.Scalar, which: str) -> pa.Scalar:
-    """The min (or max) of two scalars of one column, compared by Arrow, not Python
+BOUNDS_FOLD = 256  # per-batch bounds kept before they are folded into one (memory stays flat)
+
+
+def _fold(values: list[pa.Scalar], which: str) -> pa.Scalar:
+    """The min (or max) of per-batch bounds, compared by Arrow from the scalars themselves
     (Python cannot hold every Arrow value, e.g. INT96 timestamps past year 9999)."""
-    bounds = pc.min_max(pa.array([old.value if hasattr(old, "value") and pa.types.is_temporal(old.type) else
-                                  old.as_py(), new.value if hasattr(new, "value") and pa.types.is_temporal(new.type)
-                                  else new.as_py()], type=pa.int64() if pa.types.is_temporal(old.type)
-                                 else old.type))
-    chosen = bounds[which]
-    return pa.scalar(chosen.as_py(), type=old.type) if pa.types.is_temporal(old.type) else chosen
+    if len(values) == 1:
+        return values[0]
+    return pc.min_max(pa.array(values, type=values[0].type))[which]
+
+
+def _recorded(kind: pa.DataType) -> bool:
+    """Whether a column of this type gets min/max in the manifest: not nested, binary or
+    null columns (their bounds are not JSON values)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return not (pa.types.is_nested(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind) or pa.types.is_null(kind))
+
+
+def _bounds(array: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
+    """(min, max) of a column, or None where Arrow has no min/max kernel for its type
+    (halffloat, duration, interval, view and extension types on pyarrow 26)."""
+    try:
+        bounds = pc.min_max(array)
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    return bounds["min"], bounds["max"]
 
 
 def _scalar_json(value: Any) -> Any:
@@ -324,6 +368,19 @@ class ParquetSink:
         self.buffered: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         self.row_groups: dict[str, int] = {}
+        # row groups are compressed and written on a thread of their own (pyarrow releases the
+        # GIL), overlapping the next batches' transform; at most one row group is in flight
+        self.background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-normalize-writer")
+        self.pending: Future[None] | None = None
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # a write error is raised here, in the caller's thread
+
+    def release(self) -> None:
+        """Stop the writer thread (a run that ended early): nothing is written after this."""
+        self.background.shutdown(wait=True, cancel_futures=True)
 
     def write(self, table: pa.Table) -> None:
         if not table.num_rows:
@@ -362,13 +419,17 @@ class ParquetSink:
             writer = pq.ParquetWriter(str(path), self.schema, compression="zstd", write_statistics=True)
             self.writers[key] = (name, writer)
             self.rows[key], self.row_groups[key] = 0, 0
-        self.writers[key][1].write_table(table, row_group_size=self.options.row_group_rows)
+        self._wait()
+        self.pending = self.background.submit(self.writers[key][1].write_table, table,
+                                              row_group_size=self.options.row_group_rows)
         self.rows[key] += table.num_rows
         self.row_groups[key] += -(-table.num_rows // self.options.row_group_rows)
 
     def close(self) -> None:
         for key in list(self.buffers):
             self._flush(key)
+        self._wait()
+        self.background.shutdown()
         if not self.writers and self.partition is None:
             self.writers[""] = (DATA_NAME, pq.ParquetWriter(str(self.out.path(DATA_NAME, PARQUET_MEDIA_TYPE)),
                                                              self.schema, compression="zstd"))
@@ -451,6 +512,8 @@ class Normalizer:
             return self._run(encoding, late)
         finally:
             self.rejects.release()  # a run stopped early (a limit, a bad contract) leaves no file open
+            if self.sink is not None:
+                self.sink.release()
 
     def _run(self, encoding: str | None, late: str | None) -> dict[str, Any]:
         detected, sample = _guarded_call(detect, self.source.path, self.source.size, self.options)
@@ -685,16 +748,26 @@ class Normalizer:
         for column in self.columns:
             array = table.column(column.name)
             column.nulls += array.null_count
-            kind = array.type
-            if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)
-                    or pa.types.is_temporal(kind) or pa.types.is_decimal(kind) or pa.types.is_boolean(kind)):
+            if column.unordered or array.null_count == len(array):
                 continue
-            if array.null_count == len(array):
+            if not _recorded(array.type):
+                column.unordered = True
                 continue
-            bounds = pc.min_max(array)
-            low, high = bounds["min"], bounds["max"]
-            column.min = low if column.min is None else _pick(column.min, low, "min")
-            column.max = high if column.max is None else _pick(column.max, high, "max")
+            bounds = _bounds(array)
+            if bounds is None:
+                # no ordering kernel for this type (halffloat, duration, views, extensions, ...):
+                # the statistic is skipped, never the input
+                column.unordered = True
+                self.warnings.append(f"column {column.name}: no min/max recorded (Arrow cannot order "
+                                     f"{array.type})")
+                continue
+            column.lows.append(bounds[0])
+            column.highs.append(bounds[1])
+            if len(column.lows) >= BOUNDS_FOLD:
+                try:
+                    column.lows, column.highs = [_fold(column.lows, "min")], [_fold(column.highs, "max")]
+                except (pa.ArrowNotImplementedError, pa.ArrowTypeError, pa.ArrowInvalid):
+                    column.unordered = True
 
     def _check_ratio(self) -> None:
         rows = self.tally.rows_in
@@ -716,7 +789,7 @@ class Normalizer:
                  "source": "contract" if c.rule and not c.inferred and self.contract else
                  ("inferred" if c.inferred else "input"),
                  "nullable": not (c.rule is not None and c.rule.required),
-                 "nulls": c.nulls, "min": _scalar_json(c.min), "max": _scalar_json(c.max)}
+                 "nulls": c.nulls, "min": _scalar_json(c.bound("min")), "max": _scalar_json(c.bound("max"))}
                 for c in self.columns
             ],
             "contract": self.contract.origin if self.contract else None,

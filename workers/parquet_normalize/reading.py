@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ SAMPLE_BYTES = 256 * 1024
 JSON_BATCH_LINES = 20_000
 PARQUET_BATCH_ROWS = 64 * 1024
 MAX_FOOTER_CHUNKS = 100_000  # column chunks summarized from a Parquet footer
+JSON_DEPTH_LIMIT = "json_depth"  # the limit hit by JSON nested past the parser's recursion limit
+TOO_DEEP = f"about {sys.getrecursionlimit():,} levels, Python's recursion limit"
 LEGACY_ENCODING = "cp1252"  # what "legacy" text almost always is; latin-1 where cp1252 cannot decode
 _NUMBER = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _ISO_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}([T ][\d:.]+)?\s*$")
@@ -279,12 +282,32 @@ class CsvLines:
         return number + valid_nl_start + offset + sum(self.invalid_nl[:index])
 
 
+def _has_newline(array: Any) -> bool:
+    """Whether a string array's values hold a newline: one scan of its data buffer (numpy,
+    memchr speed), so that only the rare column with one pays for per-row counts."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return True
+    _, offsets, data = array.buffers()
+    if data is None or not len(array):
+        return False
+    width = 8 if pa.types.is_large_string(array.type) else 4
+    bounds = np.frombuffer(offsets, dtype=np.int64 if width == 8 else np.int32, count=len(array) + 1,
+                           offset=array.offset * width)
+    used = np.frombuffer(data, dtype=np.uint8)[int(bounds[0]):int(bounds[-1])]
+    return bool(used.size) and int(np.count_nonzero(used == 10)) > 0
+
+
 def embedded_newlines(table: pa.Table) -> np.ndarray[Any, Any]:
+    """Newlines inside each row's values (quoted fields), for source line numbers."""
     total: np.ndarray[Any, Any] = np.zeros(table.num_rows, dtype=np.int64)
     for column in table.columns:
-        counts = pc.count_substring(column, "\n")
-        if pc.max(counts).as_py():
-            total += counts.to_numpy(zero_copy_only=False)
+        for chunk in column.chunks:
+            if not _has_newline(chunk):
+                continue
+            counts = pc.count_substring(column, "\n")
+            if pc.max(counts).as_py():
+                total += counts.to_numpy(zero_copy_only=False)
+            break
     return total
 
 
@@ -341,6 +364,9 @@ class CsvReader:
         if not rows:
             raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
         first = rows[0]
+        if not first:  # pyarrow would take the next row as names and infer its types
+            raise CorruptInput("the CSV's first line is blank, so it gives no columns: the header (or first "
+                               "row) must be on the first line; remove the leading blank line(s)")
         if len(first) > self.options.max_columns:
             raise LimitExceeded(f"the input has {len(first)} columns; the limit is max_columns="
                                 f"{self.options.max_columns}", limit="max_columns")
@@ -418,10 +444,21 @@ def _cell(value: Any) -> str | None:
     return str(value)
 
 
+def _shallow(value: Any) -> Any:
+    """A non-object record as the reject file can hold it: None when it is too deep to write."""
+    try:
+        json.dumps(value)
+    except RecursionError:
+        return None
+    return value
+
+
 def _first_line_is_object(text: str) -> bool:
     first = text.split("\n", 1)[0].strip()
     try:
         return isinstance(json.loads(first), dict)
+    except RecursionError:  # an object nested too deep to parse: still a JSON Lines record
+        return first.startswith("{")
     except ValueError:
         return len(first) >= len(text.strip())  # a sample cut inside one long line: trust it
 
@@ -452,6 +489,10 @@ class JsonReader:
                                     "convert it to JSON Lines", limit="MAX_JSON_DOCUMENT_BYTES")
             try:
                 document = json.loads(data)
+            except RecursionError as exc:
+                raise LimitExceeded(f"the JSON document is nested deeper than the parser allows ({TOO_DEEP}); "
+                                    "flatten its records or convert it to JSON Lines",
+                                    limit=JSON_DEPTH_LIMIT) from exc
             except ValueError as exc:
                 raise CorruptInput(f"the JSON document does not parse: {exc}") from exc
             if not isinstance(document, list):
@@ -468,6 +509,8 @@ class JsonReader:
                     continue
                 try:
                     yield number, json.loads(line), None
+                except RecursionError:
+                    yield number, None, f"nested deeper than the JSON parser allows ({TOO_DEEP})"
                 except ValueError as exc:
                     yield number, None, f"malformed JSON: {exc}"
 
@@ -480,7 +523,12 @@ class JsonReader:
                 yield Reject(number, error, None)
                 continue
             if not isinstance(value, dict):
-                yield Reject(number, f"not a JSON object but {type(value).__name__}", value)
+                yield Reject(number, f"not a JSON object but {type(value).__name__}", _shallow(value))
+                continue
+            try:
+                cells = {k: _cell(v) for k, v in value.items()}
+            except RecursionError:  # parsed, but too deep to write back as a cell
+                yield Reject(number, f"nested deeper than the JSON parser allows ({TOO_DEEP})", None)
                 continue
             new = [k for k in value if k not in self.keys]
             if new and self.frozen:
@@ -492,7 +540,7 @@ class JsonReader:
                     raise LimitExceeded(f"the records have over {self.options.max_columns} distinct keys",
                                         limit="max_columns")
                 self.keys[key] = len(self.keys)
-            rows.append(value)
+            rows.append(cells)
             numbers.append(number)
             if len(rows) >= JSON_BATCH_LINES:
                 yield self._batch(rows, numbers, label)
@@ -500,9 +548,9 @@ class JsonReader:
         if rows:
             yield self._batch(rows, numbers, label)
 
-    def _batch(self, rows: list[dict[str, Any]], numbers: list[int], label: str) -> RawBatch:
+    def _batch(self, rows: list[dict[str, str | None]], numbers: list[int], label: str) -> RawBatch:
         self.frozen = True
-        columns = {f"c{i}": pa.array([_cell(r.get(k)) for r in rows], type=pa.string())
+        columns = {f"c{i}": pa.array([r.get(k) for r in rows], type=pa.string())
                    for k, i in self.keys.items()}
         table = pa.table(columns)
         return RawBatch(table, IndexLines(numbers=list(numbers)), label)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from shared.worker import WorkerSpec
 from workers.video_transcode import options
+from workers.video_transcode.sniff import SNIFF_BYTES, is_audio_stream
 
 # ISO-BMFF brands that are still images (HEIC/AVIF): those belong to image-resize.
 _IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
@@ -26,9 +27,9 @@ def is_media(head: bytes) -> bool:
         return True
     if head.startswith((b"OggS", b"fLaC", b"ID3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")):
         return True  # Ogg, FLAC, MP3 with ID3, FLV, MPEG-PS, ASF/WMV
-    # MPEG audio frame sync (MP3 without ID3) or ADTS AAC. MPEG-TS is not sniffed: it needs
-    # two sync bytes 188 apart, beyond the 64 bytes we see.
-    return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and bool(head[1] & 0x06)
+    # MP3 without ID3 or ADTS AAC: chained frame headers, not two bytes (a UTF-16 byte-order
+    # mark is a frame sync). MPEG-TS is not sniffed.
+    return is_audio_stream(head)
 
 
 SPEC = WorkerSpec(
@@ -40,6 +41,7 @@ SPEC = WorkerSpec(
     sniff=is_media,
     parse_options=options.parse,
     core_module="workers.video_transcode.core",
+    sniff_bytes=SNIFF_BYTES,
 )
 
 if TYPE_CHECKING:  # the typed seam: mypy checks this worker's process() against WorkerCore

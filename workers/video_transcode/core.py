@@ -28,6 +28,7 @@ import ffmpeg
 from shared import config
 from shared import observability as obs
 from shared.errors import (
+    UNSUPPORTED_CODEC,
     CorruptInput,
     DeadlineReached,
     EncryptedInput,
@@ -36,11 +37,12 @@ from shared.errors import (
     UnsupportedInput,
 )
 from shared.runs import OutputDir
-from shared.worker import SNIFF_BYTES, InputFile, RunContext
+from shared.worker import InputFile, RunContext
 from workers.video_transcode import encode, is_media, probe, runner
 from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import Options
 from workers.video_transcode.probe import MediaInfo
+from workers.video_transcode.sniff import SNIFF_BYTES
 
 STOP_MARGIN_SECONDS = 10.0  # ffmpeg is killed this long before the invocation's deadline
 POSTER_POSITIONS = (0.1, 0.4, 0.7)  # fractions of the duration where a poster is looked for
@@ -76,6 +78,21 @@ class Stopper:
 # ------------------------------------------------------------------ error boundary
 
 
+# ffmpeg's words for "this codec, or this feature of it, has no decoder here" (xHE-AAC is
+# "Audio object type 42 is not implemented" on ffmpeg 5/6)
+_NO_DECODER = ("is not implemented", "not yet implemented", "unsupported codec", "codec not currently supported",
+               "is not supported")
+
+
+def _lacks_decoder(text: str) -> bool:
+    return any(marker in text for marker in _NO_DECODER) or ("decoder" in text and "not found" in text)
+
+
+def unsupported_codec(what: str, lines: list[str]) -> UnsupportedInput:
+    return UnsupportedInput(f"{what}: ffmpeg has no decoder for a codec (or codec feature) of this file; "
+                            f"re-encode it or use a newer ffmpeg: {_describe(lines)}", code=UNSUPPORTED_CODEC)
+
+
 def _describe(lines: list[str]) -> str:
     return " | ".join(lines) if lines else "no diagnostic from ffmpeg"
 
@@ -93,6 +110,8 @@ def classify_probe_failure(exc: probe.ProbeFailed, head: bytes) -> Exception:
         return UnsupportedInput(f"not an audio or video file ffmpeg can read: {detail}")
     if "encrypt" in text or "decryption" in text:
         return EncryptedInput(f"the media is encrypted: {detail}")
+    if _lacks_decoder(text):
+        return unsupported_codec("probe", exc.lines)
     return CorruptInput(f"ffmpeg could not read the file: {detail}")
 
 
@@ -107,8 +126,8 @@ def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> No
             raise RuntimeError(f"ffmpeg refused the {what} command (a bug in mountworks): {_describe(lines)}")
         if "encrypt" in text:
             raise EncryptedInput(f"{what}: the media is encrypted: {_describe(lines)}")
-        if ("decoder" in text and "not found" in text) or "unsupported codec" in text:
-            raise UnsupportedInput(f"{what}: no decoder for this codec: {_describe(lines)}")
+        if _lacks_decoder(text):
+            raise unsupported_codec(what, lines)
         raise CorruptInput(f"{what} failed, the input looks damaged: {_describe(lines)}")
     if expect_frames and result.progress and result.frames == 0:
         raise CorruptInput(f"{what}: not a single video frame could be decoded: {_describe(lines)}")
@@ -392,14 +411,19 @@ def picked_offset(result: runner.Result) -> float:
 
 def make_poster(plan: VideoPlan, info: MediaInfo, rung: Rung, out: OutputDir, stop: Stopper) -> None:
     """A JPEG of a representative frame: the thumbnail filter's pick near 10% of the
-    duration, moving on to 40% and 70% while the pick is nearly black (fades, intros)."""
+    duration, moving on to 40% and 70% while the pick is nearly black (fades, intros).
+    A video too short for those seeks (one frame, a few frames) gets its first frame."""
     best: tuple[float, bytes, float] | None = None
     target = out.run_dir / "poster.jpg"
-    for position in POSTER_POSITIONS:
-        at = info.duration * position
-        inp = ffmpeg.input(plan.source, ss=f"{at:.3f}")
-        graph = (inp[str(plan.stream)].filter("thumbnail", POSTER_WINDOW_FRAMES)
-                 .filter("metadata", mode="add", key=POSTER_TAG, value=1)
+    for position in (*POSTER_POSITIONS, None):
+        if position is None and best is not None:
+            break
+        at = info.duration * position if position is not None else 0.0
+        inp = ffmpeg.input(plan.source, ss=f"{at:.3f}") if position is not None else ffmpeg.input(plan.source)
+        picked = inp[str(plan.stream)]
+        if position is not None:
+            picked = picked.filter("thumbnail", POSTER_WINDOW_FRAMES)
+        graph = (picked.filter("metadata", mode="add", key=POSTER_TAG, value=1)
                  .filter("metadata", mode="print", key=POSTER_TAG, file="pipe:2")  # its pts_time, on stderr
                  .filter("scale", rung.width, rung.height).filter("setsar", 1))
         argv = encode._global(ffmpeg.output(graph, runner.media_url(Path("poster.jpg")), **{
@@ -414,7 +438,7 @@ def make_poster(plan: VideoPlan, info: MediaInfo, rung: Rung, out: OutputDir, st
         if luma >= DARK_LUMA:
             break
     if best is None:
-        raise CorruptInput("no frame could be decoded for the poster")
+        raise CorruptInput("no frame could be decoded for the poster, not even the first one")
     out.write_bytes("poster.jpg", best[1], "image/jpeg", width=rung.width, height=rung.height,
                     time=round(best[2], 3), mean_luma=round(best[0], 1))
 

@@ -139,13 +139,18 @@ def _bit_depth(pix_fmt: str | None, raw: Any) -> int:
     return int(match.group(1)) if match else 8
 
 
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+")
+
+
 def relevant_lines(lines: list[str], limit: int = 6) -> list[str]:
     """The stderr lines that say what went wrong (not the banner or stream listing)."""
     keys = ("error", "invalid", "not found", "corrupt", "truncat", "unsupported", "failed", "no such",
-            "could not", "unable", "cannot", "missing", "partial file", "does not contain", "decod")
-    picked = [line.strip() for line in lines if any(k in line.lower() for k in keys)]
+            "could not", "unable", "cannot", "missing", "partial file", "does not contain", "decod",
+            "not implemented", "not supported")
+    lines = [_ADDRESS.sub("", line).strip() for line in lines]  # "[aac @ 0x55..]": the same line each run
+    picked = [line for line in lines if any(k in line.lower() for k in keys)]
     if not picked:
-        picked = [line.strip() for line in lines[-3:]]
+        picked = lines[-3:]
     unique = list(dict.fromkeys(picked))
     return unique[:limit]
 
@@ -161,7 +166,8 @@ def probe(path: Path, *, measure_vfr: bool = True, keyframes_every: float = 0) -
     exe = runner.ffprobe_exe()
     if exe is None:
         return _probe_with_ffmpeg(path, encrypted)
-    argv = [exe, "-v", "error", "-hide_banner", "-show_format", "-show_streams"]
+    # warnings too: a codec ffmpeg lacks ("Audio object type 42 is not implemented") is only a warning
+    argv = [exe, "-v", "warning", "-hide_banner", "-show_format", "-show_streams"]
     hinted_cuts: list[float] = []
     if measure_vfr:  # the same run reads packet headers: the first seconds, and near each cut
         hinted_cuts = _every(0.0, container_duration or 0.0, keyframes_every)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -305,7 +306,7 @@ def test_a_disk_that_fills_while_outputs_are_written_is_retryable(small_fs: Path
     assert code == 0 and len(manifest["outputs"]) == 2
 
 
-@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg on PATH")
 def test_ffmpeg_running_out_of_disk_is_retryable_not_corrupt_input(small_fs: Path, put: Put, cli: Cli) -> None:
     from worker_samples import mp4
 

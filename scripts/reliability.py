@@ -14,6 +14,10 @@ Everything goes through the real ``mountworks`` command line, as an operator wou
 - hostile: every corpus file through every worker that accepts it (by content or by
   name): exit 0 or 3 (with an ``error.json``) within a time limit, under a memory limit,
   and no traceback on stderr.
+- s3-faults: on moto's S3 server mounted with s3fs, the server stopped mid-run, s3fs's
+  cache disk full, an upload failing with EIO (tests/s3faults.py): each run exits 75 with
+  no traceback and nothing torn in the bucket, and a re-run commits. Needs s3fs, FUSE
+  and root (for the cache tmpfs); ``--s3-trials`` trials of each.
 
 Prints one JSON report on stdout; exits 1 when any check failed.
 """
@@ -220,6 +224,45 @@ def hostile(corpus: Path) -> dict[str, Any]:
             "peak_rss_mb": round(peak_rss_mb, 1), "failures": failures}
 
 
+def s3_faults(trials: int) -> dict[str, Any]:
+    """The storage-fault scenarios of tests/s3faults.py, ``trials`` times each."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import s3faults
+    from s3support import mounts, running_moto
+
+    work = Path(tempfile.mkdtemp(prefix="mw-s3faults-"))
+    results: dict[str, list[dict[str, Any]]] = {"server_stopped": [], "cache_disk_full": [], "write_eio": []}
+    try:
+        with running_moto(work) as server:
+            for trial in range(trials):
+                here = work / f"trial-{trial}"
+                for part in ("a", "b", "c"):
+                    (here / part).mkdir(parents=True)
+                with mounts(server, here / "a") as make:
+                    mount = make(cache_options=s3faults.FAST_FAIL_OPTIONS)
+                    mount.put("ingest/", b"")
+                    results["server_stopped"].append(s3faults.server_stopped(server, mount, trial))
+                with mounts(server, here / "b") as make, \
+                        s3faults.small_tmpfs(here / "cache", "8m") as cache:
+                    results["cache_disk_full"].append(s3faults.cache_disk_full(make, cache, trial))
+                with mounts(server, here / "c") as make:
+                    results["write_eio"].append(s3faults.write_eio(make, server, trial))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary: dict[str, Any] = {}
+    failures: list[str] = []
+    for name, runs in results.items():
+        codes = [r["exit_code"] for r in runs]
+        summary[name] = {"trials": len(runs), "exit_codes": codes,
+                         "messages": sorted({r["message"].split(": ", 2)[-1].split(" (")[0] for r in runs}),
+                         "failures": [f for r in runs for f in r["failures"]]}
+        if name == "server_stopped":
+            summary[name]["slowest_give_up_s"] = max((r["ended_after_s"] for r in runs), default=0)
+        failures += [f"{name}: {f}" for f in summary[name]["failures"]]
+    summary["failures"] = failures
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=50, help="crash trials per worker (default 50)")
@@ -227,7 +270,8 @@ def main() -> int:
     parser.add_argument("--worker", action="append", default=[], help="only these workers")
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus",
                         help="hostile inputs (default ../shared/corpus; skipped when absent)")
-    parser.add_argument("--skip", action="append", default=[], choices=["crash", "duplicates", "hostile"])
+    parser.add_argument("--skip", action="append", default=[], choices=["crash", "duplicates", "hostile", "s3-faults"])
+    parser.add_argument("--s3-trials", type=int, default=3, help="trials of each S3 storage fault (default 3)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", type=Path, help="also write the report to this file")
     args = parser.parse_args()
@@ -247,10 +291,13 @@ def main() -> int:
             report["workers"][worker] = entry
         if "hostile" not in args.skip and args.corpus.is_dir():
             report["hostile"] = hostile(args.corpus)
+        if "s3-faults" not in args.skip:
+            report["s3_faults"] = s3_faults(args.s3_trials)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     failures = [f for w in report["workers"].values() for part in ("crash", "duplicates")
-                for f in w.get(part, {}).get("failures", [])] + report.get("hostile", {}).get("failures", [])
+                for f in w.get(part, {}).get("failures", [])] + report.get("hostile", {}).get("failures", []) \
+        + report.get("s3_faults", {}).get("failures", [])
     report["failures"] = failures
     text = json.dumps(report, indent=2)
     print(text)

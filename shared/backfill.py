@@ -31,7 +31,7 @@ from shared.events import WorkItem
 from shared.isolation import IsolatedPool
 from shared.options import options_for
 from shared.outcomes import BACKFILL_EXIT_PRECEDENCE, STATUS_TABLE, TALLIES, Outcome, Status
-from shared.paths import InputRef, input_from_path, resolve_input
+from shared.paths import InputRef, input_from_path, not_regular, open_regular, resolve_input
 from shared.runs import Run, canonical_json
 from shared.worker import SNIFF_BYTES, WorkerSpec
 
@@ -43,9 +43,11 @@ DURATION_BUCKETS_MS = (10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 
 
 
 def walk_files(top: Path) -> Iterator[tuple[str, bool]]:
-    """(path, is_symlink) of every regular file (or symlink to one) below ``top``, depth
-    first, streamed, as strings: millions of paths go through here. Symlinked folders are
-    not followed, so a path that is not itself a symlink is already its real path."""
+    """(path, is_symlink) of every file below ``top`` that is not a folder, depth first,
+    streamed, as strings: millions of paths go through here. Symlinked folders are not
+    followed, so a path that is not itself a symlink is already its real path. FIFOs,
+    sockets and devices are yielded too, so that :func:`route` counts them as unrouted
+    and says why, rather than letting them vanish from the count."""
     stack = [str(top)]
     while stack:
         folder = stack.pop()
@@ -57,7 +59,7 @@ def walk_files(top: Path) -> Iterator[tuple[str, bool]]:
                         subdirs.append(entry.path)
                     elif entry.is_symlink():
                         yield entry.path, True
-                    elif entry.is_file(follow_symlinks=False):
+                    else:
                         yield entry.path, False
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             continue
@@ -346,10 +348,11 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
             return []
         real = Path(os.path.join(cfg.root, rel)) if walked else resolve_input(cfg, ref)
         st = real.stat()
+        kind = not_regular(st.st_mode)
+        if kind is not None:  # a FIFO would block the sniff's read for ever; never open one
+            raise RefusedPath(f"{rel} is {kind}, not a regular file; only regular files are processed")
     except (RefusedPath, OSError) as exc:
-        summary.unrouted += 1
-        summary.failures.append({"input": rel, "status": str(Status.REFUSED),
-                                 "error": {"code": REFUSED_PATH, "message": str(exc)}})
+        _unrouted(summary, rel, str(exc))
         return []
     if any(s.is_companion(ref.name.name) for s in specs):
         summary.companions += 1  # e.g. a schema contract beside a CSV: read by its input's run
@@ -362,8 +365,11 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
             summary.add(Outcome(Status.SKIPPED, rel, spec.name))  # committed before
         return []
     try:
-        with real.open("rb") as f:
+        with open_regular(real) as f:  # O_NONBLOCK and fstat: a FIFO swapped in since the stat
             head = f.read(max((s.sniff_bytes for s in specs), default=SNIFF_BYTES))
+    except RefusedPath as exc:
+        _unrouted(summary, rel, str(exc))
+        return []
     except OSError:
         head = b""
     chosen = [s for s in specs if s.accepts(head)]
@@ -378,6 +384,14 @@ def route(cfg: MountConfig, specs: list[WorkerSpec], rel: str, options: Mapping[
         else:
             work.append((spec, WorkItem("backfill", rel, input=ref, options=mine)))
     return work
+
+
+def _unrouted(summary: Summary, rel: str, reason: str) -> None:
+    """A file no worker will be given (refused, not a regular file), listed with why."""
+    summary.unrouted += 1
+    if len(summary.failures) < MAX_LISTED_FAILURES:
+        summary.failures.append({"input": rel, "status": str(Status.REFUSED),
+                                 "error": {"code": REFUSED_PATH, "message": reason}})
 
 
 def _quiet(check: Any, *args: Any) -> bool:

@@ -13,6 +13,9 @@
     │   ├── InputNotVisible              the event came before the file showed on the mount
     │   ├── ClaimHeld                    a live holder is processing the same run
     │   ├── DeadlineReached              the invocation would be killed before finishing
+    │   ├── EnvironmentFault             the disk or the mount failed (full, read-only, I/O,
+    │   │                                stale, timed out): not the input's fault
+    │   ├── InputChanged                 the input changed while it was processed
     │   └── RetryLater                   raised out of a Lambda handler so that Lambda retries
     ├── NotCommitted             exit 5  a reader asked for a result nothing committed lists
     │                                    (never processed, the input changed, an unlisted output)
@@ -33,6 +36,9 @@ a more precise one of the same family (``CorruptInput(..., code=EMPTY_INPUT)``).
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 EXIT_DONE = 0
 EXIT_INTERNAL = 1
@@ -70,6 +76,8 @@ INPUT_NOT_VISIBLE = "input-not-visible"
 IN_PROGRESS = "in-progress"
 DEADLINE = "deadline"
 RANGES_PENDING = "ranges-pending"
+ENVIRONMENT_FAULT = "environment-fault"  # the disk or the mount failed, not the input
+INPUT_CHANGED = "input-changed"  # the input was rewritten while it was processed
 WORKER_KILLED = "worker-killed"  # killed from outside (OOM killer, operator): not the input's fault
 # readers (show, shared.reader)
 NOT_COMMITTED = "not-committed"
@@ -154,6 +162,19 @@ class DeadlineReached(RetryableError):
     code = DEADLINE
 
 
+class EnvironmentFault(RetryableError):
+    """The machine or the mount failed under us; the input may be fine, so nothing is recorded."""
+
+    code = ENVIRONMENT_FAULT
+
+
+class InputChanged(RetryableError):
+    """The input's size or mtime moved between its identification and the commit: what was
+    processed is not the content the run-id names, so neither record may be committed."""
+
+    code = INPUT_CHANGED
+
+
 class RetryLater(RetryableError):
     """Raised out of a handler so that Lambda (or the caller) retries the event."""
 
@@ -215,3 +236,86 @@ def retryable_error_names() -> frozenset[str]:
 def exit_code_for(exc: BaseException) -> int:
     """The contract's exit code for any exception (a non-mountworks one is a bug)."""
     return exc.exit_code if isinstance(exc, MountworksError) else EXIT_INTERNAL
+
+
+# --------------------------------------------------- the environment's faults, not the input's
+
+# errno -> what it means to an operator. These come from the disk, the mount or the network
+# under it, never from an input's bytes, so they are retryable wherever they surface.
+ENVIRONMENT_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "the file system is full",
+    errno.EDQUOT: "a disk quota is exhausted",
+    errno.EROFS: "the file system is read-only",
+    errno.EIO: "an I/O error on the mount",
+    errno.ESTALE: "a stale file handle (the mount's server lost the file's handle)",
+    errno.ETIMEDOUT: "the mount's server timed out",
+    errno.ENOTCONN: "the mount is disconnected",
+    errno.ECONNABORTED: "the mount's connection was aborted",
+    errno.EHOSTDOWN: "the mount's server is down",
+}
+# the same faults as tools print them (ffmpeg, pyarrow): "No space left on device", ...
+_ENVIRONMENT_TEXTS = {os.strerror(number).lower(): number for number in ENVIRONMENT_ERRNOS}
+
+
+def environment_fault(exc: BaseException | None, *, doing: str = "") -> EnvironmentFault | None:
+    """The retryable error for an exception the environment caused, else None.
+
+    The one place that decides "this OSError is the disk's or the mount's, not the input's".
+    Looks through the ``raise ... from`` chain, so an OSError wrapped by a worker's
+    translation boundary is still recognised. Only OSErrors count: their errno, or, when a
+    library dropped it (pyarrow), their message. Another exception's message may quote the
+    input's own bytes (a CSV row), so it is never read for these words.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            if exc.errno in ENVIRONMENT_ERRNOS:
+                return _fault(exc.errno, str(exc), doing)
+            if exc.errno is None:
+                lowered = str(exc).lower()
+                for phrase, number in _ENVIRONMENT_TEXTS.items():
+                    if phrase in lowered:
+                        return _fault(number, str(exc), doing)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def environment_fault_in_text(lines: list[str], doing: str = "") -> EnvironmentFault | None:
+    """The retryable error for a tool's error lines (ffmpeg's stderr) that report an
+    environment fault, as ``<what>: No space left on device``. A metadata line of the input
+    (``title      : No space left on device``) has a space before its colon and never counts."""
+    for line in lines:
+        lowered = line.lower().rstrip()
+        for phrase, number in _ENVIRONMENT_TEXTS.items():
+            at = lowered.find(": " + phrase)
+            if at > 0 and not lowered[at - 1].isspace():
+                return _fault(number, line.strip(), doing)
+    return None
+
+
+LOW_SPACE_BYTES = 1 << 20  # a file system with less free than this is full, for a tool that wrote no error
+
+
+def out_of_space(folder: str | os.PathLike[str], doing: str = "") -> EnvironmentFault | None:
+    """ENOSPC as a retryable error when ``folder``'s file system is (nearly) full, else None.
+
+    For a tool that ends "successfully" having written a short or empty output on a full
+    disk (ffmpeg with ``+faststart`` exits 0 so): asked before calling such an output the
+    input's fault.
+    """
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= LOW_SPACE_BYTES and st.f_favail != 0:
+        return None
+    return _fault(errno.ENOSPC, f"{free:,} bytes free on the output's file system", doing)
+
+
+def _fault(number: int, text: str, doing: str) -> EnvironmentFault:
+    where = f" while {doing}" if doing else ""
+    detail = text if len(text) <= 300 else text[:300] + "..."
+    return EnvironmentFault(f"{ENVIRONMENT_ERRNOS[number]}{where} ({errno.errorcode[number]}: {detail}); "
+                            "nothing was committed: fix the storage, then retry")

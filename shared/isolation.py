@@ -11,6 +11,7 @@ from outside (the OOM killer, an operator) is retryable.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,12 +29,33 @@ from shared.worker import WorkerSpec
 MAX_INPUTS_PER_CHILD = 500  # a child is replaced after this many inputs (bounds any library leak)
 
 
-def _child_loop(conn: Connection, cfg: MountConfig, specs: Mapping[str, WorkerSpec], retry_failed: bool,
-                wait_seconds: float | None, keep_records: bool) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this child when its parent dies (a kill -9 of a backfill must
+    not leave children of ~100 MB each behind), and exit now if that already happened."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: closing the pipe ends (below) still works
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _child_loop(conn: Connection, inherited: list[Connection], parent_pid: int, cfg: MountConfig,
+                specs: Mapping[str, WorkerSpec], retry_failed: bool, wait_seconds: float | None,
+                keep_records: bool) -> None:
     """A pool child: run inputs sent by the parent until told to stop (None) or recycled.
 
     ``specs`` came with the fork (a worker's sniff may be a lambda: it is never pickled).
+    ``inherited`` are the parent's ends of this child's pipe and of its siblings' pipes,
+    copied by the fork: they are closed first, so that the parent's death closes this
+    child's pipe (``recv`` ends) instead of leaving it waiting on an end it holds itself.
     """
+    for end in inherited:
+        end.close()
+    _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     for _ in range(MAX_INPUTS_PER_CHILD):
         try:
@@ -95,7 +117,9 @@ class IsolatedPool:
         for child in [c for c in self.children if c.item is None]:  # recycled, dead or unaware: replace
             self._retire(child)
         parent_end, child_end = self.context.Pipe(duplex=True)
-        args = (child_end, self.cfg, self.specs, self.retry_failed, self.wait_seconds, self.keep_records)
+        inherited = [parent_end, *(c.conn for c in self.children)]
+        args = (child_end, inherited, os.getpid(), self.cfg, self.specs, self.retry_failed, self.wait_seconds,
+                self.keep_records)
         process = self.context.Process(target=_child_loop, args=args, daemon=True)
         process.start()
         child_end.close()

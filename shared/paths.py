@@ -8,8 +8,14 @@ preceded by a containment check against the real (symlink-resolved) mount.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import functools
+import io
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 from urllib.parse import unquote_plus
@@ -114,10 +120,65 @@ def resolve_input(cfg: MountConfig, ref: InputRef) -> Path:
     containment is checked on whatever part of the path exists.
     """
     ingest_real = _real_dir(str(cfg.ingest_dir))
-    real = Path(os.path.realpath(os.path.join(cfg.root, ref.rel)))
+    given = os.path.join(cfg.root, ref.rel)
+    try:
+        real = Path(os.path.realpath(given, strict=True))
+    except (FileNotFoundError, NotADirectoryError):  # not visible yet: resolve what exists
+        real = Path(os.path.realpath(given))
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise RefusedPath(f"input {ref} is a symlink loop (or a chain of more than 40 links); "
+                          "refusing to follow it") from exc
     if not real.is_relative_to(ingest_real) or real == ingest_real:
         raise RefusedPath(f"input {ref} resolves outside {cfg.ingest_prefix}/ (symlink escape refused)")
     return real
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink"))
+
+
+def not_regular(mode: int) -> str | None:
+    """What a file is when it is not a regular file ("a FIFO (named pipe)", ...), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
+
+
+def _refuse_irregular(mode: int, path: Path | str, what: str) -> None:
+    kind = not_regular(mode)
+    if kind is not None:
+        raise RefusedPath(f"{what} {path} is {kind}, not a regular file; only regular files are read")
+
+
+@contextlib.contextmanager
+def open_regular(path: Path | str, what: str = "input") -> Iterator[io.BufferedReader]:
+    """Open a file for reading only if it is a regular file, or refuse; never blocks.
+
+    A FIFO (or a symlink swapped in for one) would block ``open`` until a writer came and
+    ``read`` for ever: ``O_NONBLOCK`` makes the open return at once, and the opened
+    descriptor's own ``fstat`` decides (a check on the path could be raced). Blocking
+    mode is restored before reading a regular file.
+    """
+    try:
+        _refuse_irregular(os.stat(path).st_mode, path, what)  # a device is not even opened
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RefusedPath(f"{what} {path} is a symlink loop; refusing to follow it") from exc
+        if exc.errno == errno.ENXIO:  # a socket (or a FIFO's other side) swapped in after the stat
+            raise RefusedPath(f"{what} {path} is not a regular file; only regular files are read") from exc
+        raise
+    try:
+        _refuse_irregular(os.fstat(fd).st_mode, path, what)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
 
 
 def confine_output(base: Path, name: str) -> Path:

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from shared.config import MountConfig
-from shared.errors import ClaimHeld, LimitExceeded, RefusedPath
-from shared.paths import MAX_KEY_BYTES, InputRef, confine_output
+from shared.errors import ClaimHeld, InputChanged, LimitExceeded, RefusedPath
+from shared.paths import MAX_KEY_BYTES, InputRef, confine_output, open_regular
 
 MANIFEST = "manifest.json"
 ERROR_RECORD = "error.json"
@@ -85,6 +85,11 @@ def hash_file(path: Path) -> tuple[str, int]:
         return digest.hexdigest(), os.fstat(f.fileno()).st_size
 
 
+def _same_content_stat(before: os.stat_result, after: os.stat_result) -> bool:
+    """Do two stats of an input describe the same content? (size and mtime: a rewrite moves one)"""
+    return before.st_size == after.st_size and before.st_mtime_ns == after.st_mtime_ns
+
+
 def run_id_for(worker: str, version: str, options: Mapping[str, Any], content_sha256: str) -> str:
     """Deterministic run-id: same content, worker version and options -> same id."""
     return short_digest(canonical_json([worker, version, options, content_sha256]))
@@ -108,14 +113,21 @@ def write_exclusive(path: Path, data: bytes, *, durable: bool = True) -> bool:
     except FileExistsError:
         return False
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)  # on a FUSE mount the upload happens here, and may fail here
+    except BaseException:
+        # the file is ours alone (we created it) and holds nothing a reader may trust: remove
+        # it, or a full disk's torn claim or record would block the retry for its grace
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
     return True
 
 
@@ -432,6 +444,7 @@ class Run:
         "run_dir",
         "sha256",
         "size",
+        "source",
         "source_object",
         "started",
         "started_wall",
@@ -455,6 +468,7 @@ class Run:
         self.size: int | None = None
         self.base_id: str | None = None  # the run-id of this content; an attempt's directory adds ``.n``
         self.fingerprint: str | None = None  # key of the ``_seen`` pointer written after the commit
+        self.source: tuple[Path, os.stat_result] | None = None  # the input and the stat its hash was taken under
         self.run_dir: Path | None = None
         self.claimed: Claim | None = None
         self._outputs: OutputDir | None = None
@@ -557,10 +571,42 @@ class Run:
 
     # ------------------------------------------------------------------- identity
     def identify(self, path: Path, st: os.stat_result) -> str:
-        """Hash the input (streamed); ``st``, taken before, keys the ``_seen`` pointer. The run-id."""
-        sha256, size = hash_file(path)
+        """Hash the input (streamed); ``st``, taken before, keys the ``_seen`` pointer. The run-id.
+
+        Only a regular file is opened (never a FIFO: :func:`shared.paths.open_regular`). The
+        stat is kept: the content processed must still be the content hashed when either
+        record is committed (:meth:`check_source`).
+        """
+        import hashlib  # OpenSSL's sha256: only when content is read
+
+        with open_regular(path) as f:
+            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+            after = os.fstat(f.fileno())
+        if not _same_content_stat(st, after):
+            raise InputChanged(f"{self.ref} changed while it was being hashed (size {st.st_size:,} -> "
+                               f"{after.st_size:,} bytes); nothing was committed, try again when it is complete")
         self.fingerprint = self.stat_fingerprint(st)
-        return self._identified(sha256, size)
+        self.source = (path, st)
+        return self._identified(sha256, after.st_size)
+
+    def check_source(self) -> None:
+        """Raise InputChanged when the input no longer has the stat its run-id was hashed under.
+
+        Called before committing either record: a writer that rewrote the input during the
+        run means the outputs (or the error) describe content the run-id does not name.
+        """
+        if self.source is None:
+            return
+        path, st = self.source
+        try:
+            now = os.stat(path)
+        except FileNotFoundError:
+            raise InputChanged(f"{self.ref} was removed while it was being processed; nothing was committed") from None
+        if not _same_content_stat(st, now):
+            raise InputChanged(
+                f"{self.ref} changed while it was being processed (size {st.st_size:,} -> {now.st_size:,} bytes, "
+                "or a new modification time): what was read is not the content its run-id names, so "
+                "nothing was committed; try again when the upload is complete")
 
     def _identified(self, sha256: str, size: int) -> str:
         self.sha256, self.size = sha256, size
@@ -709,6 +755,11 @@ class Run:
             raise RuntimeError("the run is not claimed: claim() first")
         if not still_holds(claim):
             raise ClaimHeld(f"run {run_dir.name} was taken over by another process before its commit")
+        try:
+            self.check_source()
+        except InputChanged:
+            self.release()
+            raise
         data = (json.dumps(record, indent=2, sort_keys=False, ensure_ascii=False) + "\n").encode()
         if not write_exclusive(run_dir / name, data):
             raise ClaimHeld(f"run {run_dir.name} was committed by another process")

@@ -11,6 +11,7 @@ responses, metrics). The CLI and the backfill's isolated children call :func:`ru
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -29,11 +30,12 @@ from shared.errors import (
     RetryableError,
     RetryLater,
     UsageError,
+    environment_fault,
     error_body,
 )
 from shared.events import WorkItem, is_sqs_event, sqs_body_items, work_items
 from shared.outcomes import STATUS_TABLE, LambdaAction, Outcome, Status
-from shared.paths import InputRef, resolve_input
+from shared.paths import InputRef, not_regular, resolve_input
 from shared.runs import Commit, Run
 from shared.worker import Deadline, InputFile, RunContext, WorkerSpec
 
@@ -107,8 +109,9 @@ def execute(
               source_object=source_object)
     path = resolve_input(cfg, ref)
     st = wait_until_visible(path, deadline, wait_seconds, shown=str(ref))
-    if not path.is_file():
-        raise RefusedPath(f"{ref} is not a regular file")
+    kind = not_regular(st.st_mode)
+    if kind is not None:  # a FIFO would block the first read for ever; a device never ends
+        raise RefusedPath(f"{ref} is {kind}, not a regular file; only regular files are processed")
     commit = run.look_up(st, retry_failed=retry_failed)
     if commit is not None:
         return _committed_outcome(spec, ref, commit)
@@ -123,17 +126,22 @@ def execute(
     source = InputFile(ref=ref, path=path, size=run.size or 0, sha256=run.sha256 or "")
     ctx = RunContext(deadline=deadline, run_id=run.run_id, request_id=invocation, run=run)
     try:
-        facts = spec.core().process(source, run.outputs, parsed_options, ctx)
-    except PermanentInputError as exc:
-        commit = run.commit_error(error_body(exc))
-        return Outcome(Status.FAILED, str(ref), spec.name, run.run_id, commit.record, code=exc.code,
-                       message=exc.message, duration_ms=commit.record["duration_ms"])
+        try:
+            facts = spec.core().process(source, run.outputs, parsed_options, ctx)
+        except PermanentInputError as exc:
+            fault = environment_fault(exc, doing="processing the input")
+            if fault is not None:  # a full disk wrapped as "cannot decode" by a library: not the input's fault
+                raise fault from exc
+            commit = run.commit_error(error_body(exc))
+            return Outcome(Status.FAILED, str(ref), spec.name, run.run_id, commit.record, code=exc.code,
+                           message=exc.message, duration_ms=commit.record["duration_ms"])
+        commit = run.commit_manifest(facts)
     except BaseException:
-        # nothing committed (retryable, a usage error found by the core, a bug): the next
-        # attempt must not wait out this invocation's lease
-        run.release()
+        # nothing committed (retryable, an environment fault, a usage error found by the core,
+        # a bug): the next attempt must not wait out this invocation's lease
+        with contextlib.suppress(OSError):  # the disk that failed the run may fail this too
+            run.release()
         raise
-    commit = run.commit_manifest(facts)
     record = commit.record
     return Outcome(Status.DONE, str(ref), spec.name, run.run_id, record, duration_ms=record["duration_ms"],
                    extra={"bytes_in": run.size, "bytes_out": sum(o["size"] for o in record["outputs"])})
@@ -212,6 +220,9 @@ def _run_item(spec: WorkerSpec, item: WorkItem, cfg: MountConfig, **how: Any) ->
     except (RefusedPath, UsageError) as exc:
         return Outcome(Status.REFUSED, item.key, spec.name, code=exc.code, message=exc.message)
     except Exception as exc:  # a bug: logged with its traceback, reported, not committed
+        fault = environment_fault(exc)
+        if fault is not None:  # the disk or the mount failed: retryable, no traceback
+            return Outcome(Status.RETRYABLE, item.key, spec.name, code=fault.code, message=fault.message)
         obs.logger.exception("internal error")
         return Outcome(Status.INTERNAL_ERROR, item.key, spec.name, code=INTERNAL,
                        message=f"{type(exc).__name__}: {exc}", extra={"traceback": traceback.format_exc(limit=8)})

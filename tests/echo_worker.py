@@ -2,7 +2,8 @@
 commits, crashes, duplicates, deadlines) are tested apart from any media library.
 
 It accepts files that start with ``ECHO``; options make it slow, fail for good (before or
-after writing its first output), or die.
+after writing its first output), die, or read its input only after ``sleep`` seconds
+(``read-late``: time for a test to rewrite the input between its hashing and its reading).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ class EchoOptions:
 def parse(raw: Mapping[str, Any] | None) -> EchoOptions:
     reader = OptionReader(raw, "test-echo")
     options = EchoOptions(sleep=reader.number("sleep", 0.0, lo=0, hi=60),
-                          mode=reader.choice("mode", "ok", ["ok", "fail", "fail-late", "abort", "slow-write"]))
+                          mode=reader.choice("mode", "ok", ["ok", "fail", "fail-late", "abort", "slow-write",
+                                                                  "read-late"]))
     reader.finish()
     return options
 
 
 def process(source: InputFile, out: OutputDir, options: EchoOptions, ctx: RunContext) -> dict[str, Any]:
+    if options.mode == "read-late":
+        time.sleep(options.sleep)
     data = source.path.read_bytes()
     if options.mode == "abort":
         os.abort()

@@ -100,11 +100,12 @@ class MotoS3:
                             config=Config(retries={"max_attempts": 2}))
 
 
-@pytest.fixture(scope="session")
-def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
-    """moto's server in its own process: a real S3 API over HTTP on 127.0.0.1."""
+@contextlib.contextmanager
+def running_moto(log_dir: Path) -> Iterator[MotoS3]:
+    """moto's server in its own process: a real S3 API over HTTP on 127.0.0.1 (also used by
+    ``scripts/reliability.py --s3-faults``, outside pytest)."""
     port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    log = log_dir / "moto.log"
     with log.open("wb") as sink:
         process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                    stdout=sink, stderr=subprocess.STDOUT)
@@ -125,6 +126,13 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """moto's server, shared by the session's S3-backed tests."""
+    with running_moto(tmp_path_factory.mktemp("moto")) as server:
+        yield server
 
 
 @dataclass
@@ -200,14 +208,24 @@ MountFactory = Callable[..., S3Mount]
 def mount_factory(moto_s3: MotoS3, tmp_path: Path) -> Iterator[MountFactory]:
     """Make mounts: ``mount_factory()`` a new bucket, ``mount_factory(bucket=b)`` another
     client of an existing one, ``cache_options=(...)`` other s3fs cache settings."""
+    with mounts(moto_s3, tmp_path) as make:
+        yield make
+
+
+@contextlib.contextmanager
+def mounts(moto_s3: MotoS3, tmp_path: Path) -> Iterator[MountFactory]:
+    """The mount maker of :func:`mount_factory`; every mount it made is unmounted on exit."""
     mounted: list[Path] = []
 
-    def make(bucket: str | None = None, cache_options: tuple[str, ...] = DEFAULT_CACHE_OPTIONS) -> S3Mount:
+    def make(bucket: str | None = None, cache_options: tuple[str, ...] = DEFAULT_CACHE_OPTIONS,
+             endpoint: str | None = None) -> S3Mount:
+        """``endpoint``: reach moto through this URL instead (a fault-injecting proxy)."""
         if bucket is None:
             bucket = f"mw-{uuid.uuid4().hex[:12]}"
             moto_s3.client().create_bucket(Bucket=bucket)
         root = tmp_path / f"mnt{len(mounted)}"
-        mount = mount_bucket(moto_s3, bucket, root, tmp_path, cache_options)
+        server = moto_s3 if endpoint is None else MotoS3(endpoint, moto_s3.process, moto_s3.log)
+        mount = mount_bucket(server, bucket, root, tmp_path, cache_options)
         mounted.append(root)
         return mount
 

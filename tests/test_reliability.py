@@ -27,7 +27,8 @@ def _script(*args: str, timeout: float) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_and_duplicate_deliveries_per_worker() -> None:
-    report = _script("--trials", "3", "--duplicates", "8", "--skip", "hostile", timeout=1500)
+    report = _script("--trials", "3", "--duplicates", "8", "--skip", "hostile", "--skip", "s3-faults",
+                     timeout=1500)
     workers = report["workers"]
     assert isinstance(workers, dict) and set(workers) == set(__import__("workers.registry").registry.WORKERS)
     for name, entry in workers.items():
@@ -38,7 +39,8 @@ def test_kill_9_at_random_moments_and_duplicate_deliveries_per_worker() -> None:
 @pytest.mark.slow
 @pytest.mark.corpus
 def test_every_corpus_file_through_every_worker_that_accepts_it(corpus: Path) -> None:
-    report = _script("--skip", "crash", "--skip", "duplicates", "--corpus", str(CORPUS), timeout=2400)
+    report = _script("--skip", "crash", "--skip", "duplicates", "--skip", "s3-faults", "--corpus", str(CORPUS),
+                     timeout=2400)
     hostile = report["hostile"]
     assert isinstance(hostile, dict)
     tried = hostile["inputs_tried"]

@@ -23,7 +23,7 @@ from typing import IO, Any
 from PIL import Image, ImageFile, UnidentifiedImageError, _imaging, features
 
 from shared import config
-from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError
+from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError, environment_fault
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
 from workers.image_resize.options import ANIMATED_FORMATS, Options, Size
@@ -93,6 +93,9 @@ def _translate_errors(fmt: str | None, options: Options) -> Iterator[None]:
         raise LimitExceeded(f"decoding the {what} ran out of memory; lower max_pixels or give the "
                             "function more memory", limit="memory") from exc
     except OSError as exc:
+        fault = environment_fault(exc, doing=f"reading or writing the {what}")
+        if fault is not None:  # a full disk or a failing mount is not a damaged image
+            raise fault from exc
         text = str(exc)
         if "truncated" in text or "broken data stream" in text:
             raise CorruptInput(f"the {what} is truncated or damaged ({text}); no rendition was made") from exc

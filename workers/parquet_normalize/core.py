@@ -36,6 +36,7 @@ from shared.errors import (
     MountworksError,
     PermanentInputError,
     UnsupportedInput,
+    environment_fault,
 )
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
@@ -805,6 +806,9 @@ class Normalizer:
 
 def _translate(exc: Exception) -> MountworksError:
     """pyarrow/codec errors met while *reading* the input -> our classes, most specific first."""
+    fault = environment_fault(exc, doing="reading the input")
+    if fault is not None:  # the disk or the mount failed, not the table
+        return fault
     text = str(exc)
     lowered = text.lower()
     if isinstance(exc, UnicodeError):

@@ -35,6 +35,8 @@ from shared.errors import (
     LimitExceeded,
     RetryableError,
     UnsupportedInput,
+    environment_fault_in_text,
+    out_of_space,
 )
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
@@ -122,6 +124,9 @@ def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> No
     lines = probe.relevant_lines(result.stderr_lines)
     text = " ".join(result.stderr_lines).lower()
     if result.returncode != 0:
+        fault = environment_fault_in_text(result.stderr_lines, doing=what)
+        if fault is not None:  # "No space left on device" writing an output: the disk's, not the input's
+            raise fault
         if any(marker in text for marker in _OUR_FAULT):
             raise RuntimeError(f"ffmpeg refused the {what} command (a bug in mountworks): {_describe(lines)}")
         if "encrypt" in text:
@@ -269,15 +274,25 @@ def uses_segments(info: MediaInfo, options: Options) -> bool:
 
 
 def require_output(path: Path, what: str) -> None:
-    """ffmpeg can exit 0 having written nothing (no frame decoded): that is a damaged input."""
+    """ffmpeg can exit 0 having written nothing (no frame decoded): that is a damaged input,
+    unless the disk is full (then ffmpeg exits 0 too, with an empty or torn output)."""
     if not path.is_file() or path.stat().st_size == 0:
+        fault = out_of_space(path.parent, doing=f"writing {what}")
+        if fault is not None:
+            raise fault
         raise CorruptInput(f"{what}: ffmpeg wrote nothing (no frame could be decoded from the input)")
 
 
 def output_facts(path: Path) -> dict[str, Any]:
     """What the manifest says about one output MP4/M4A (from probing it)."""
     require_output(path, path.name)
-    info = probe.probe(path, measure_vfr=False)
+    try:
+        info = probe.probe(path, measure_vfr=False)
+    except probe.ProbeFailed as exc:  # our own output is unreadable: torn by a full disk?
+        fault = out_of_space(path.parent, doing=f"writing {path.name}")
+        if fault is not None:
+            raise fault from exc
+        raise
     facts: dict[str, Any] = {"duration": round(info.duration, 3), "bitrate": info.bitrate}
     if info.video is not None:
         facts.update(width=info.video.width, height=info.video.height, video_codec=info.video.codec,

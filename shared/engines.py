@@ -125,6 +125,8 @@ class LambdaEngine:
     first_backoff: float = FIRST_BACKOFF_SECONDS
     ingest_prefix: str = "ingest"
     bucket_prefix: str = ""
+    # worker -> invocations at once (its deployed maximum concurrency); ``jobs`` bounds them all
+    concurrency: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.cfg is not None:
@@ -164,7 +166,19 @@ class LambdaEngine:
         summary = Summary(engine="lambda")
         progress = progress or Progress(sys.stderr, enabled=False)
         options = dict(self.options or {})
-        in_flight: set[Future[Outcome]] = set()
+        in_flight: dict[Future[Outcome], str] = {}  # -> its worker
+        limits = dict(self.concurrency or {})
+
+        def full(worker: str) -> bool:
+            mine = sum(1 for w in in_flight.values() if w == worker)
+            return len(in_flight) >= self.jobs or mine >= limits.get(worker, self.jobs)
+
+        def collect() -> None:
+            done, _ = wait(set(in_flight), return_when=FIRST_COMPLETED)
+            for future in done:
+                del in_flight[future]
+            self._collect(done, summary)
+
         with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="invoke") as pool:
             try:
                 for key, size in list_keys(self.s3_client, self.bucket, self.key_prefix(prefix)):
@@ -173,14 +187,12 @@ class LambdaEngine:
                         if self.dry_run:
                             summary.would_process += 1
                             continue
-                        while len(in_flight) >= self.jobs:
-                            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                            self._collect(done, summary)
-                        in_flight.add(pool.submit(self.invoke, spec, key, item_options, summary))
+                        while full(spec.name):
+                            collect()
+                        in_flight[pool.submit(self.invoke, spec, key, item_options, summary)] = spec.name
                     progress.update(summary)
                 while in_flight:
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    self._collect(done, summary)
+                    collect()
                     progress.update(summary)
             except KeyboardInterrupt:
                 summary.interrupted = True

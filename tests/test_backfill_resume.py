@@ -33,7 +33,7 @@ def manifests(root: Path) -> list[Path]:
 def test_interrupted_backfill_then_rerun_commits_every_input_exactly_once(mount: Path, how: signal.Signals) -> None:
     for i in range(INPUTS):
         (mount / "ingest" / f"in{i:02d}.echo").write_bytes(f"ECHO {i}".encode())
-    argv = echo_cli("backfill", "--root", str(mount), "--worker", "test-echo", "--jobs", "4", "-o", "sleep=0.15",
+    argv = echo_cli("backfill", "--root", str(mount), "--worker", "test-echo", "--jobs", "4", "-o", "sleep=0.4",
                     "--quiet")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60

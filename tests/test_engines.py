@@ -10,6 +10,7 @@ invoke runs :func:`shared.runtime.handle_event` on the s3fs mount, as the functi
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import threading
@@ -177,6 +178,8 @@ class ScriptedInvokeEndpoint:
 
     def __init__(self, delay: float = 0.0, drop: bool = False) -> None:
         self.invoked: list[str] = []
+        self.active = self.most_active = 0  # invokes being answered at once, and the most there were
+        lock = threading.Lock()
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -185,8 +188,13 @@ class ScriptedInvokeEndpoint:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                endpoint.invoked.append(json.loads(body)["Key"])
+                with lock:
+                    endpoint.invoked.append(json.loads(body)["Key"])
+                    endpoint.active += 1
+                    endpoint.most_active = max(endpoint.most_active, endpoint.active)
                 time.sleep(delay)
+                with lock:
+                    endpoint.active -= 1
                 if drop:
                     self.close_connection = True
                     return
@@ -249,6 +257,24 @@ def test_an_invoke_that_takes_70_seconds_is_sent_once_and_the_backfill_exits_0(
     assert code == 0, summary
     assert endpoint.invoked == ["ingest/clips/long clip+1.echo"]
     assert summary["totals"]["done"] == 1
+
+
+def test_a_lambda_backfill_keeps_to_each_worker_s_deployed_concurrency(scripted: Any, moto_s3: MotoS3) -> None:
+    """--jobs bounds all invokes; a worker's queue maximum concurrency (its deploy.py) bounds its own."""
+    from shared.engines import LambdaEngine, aws_client
+    from workers.registry import deployed_concurrency, get_worker
+
+    bucket = _bucket_with(moto_s3, "capacity", {f"ingest/in{i:02d}.echo": b"ECHO %d" % i for i in range(12)})
+    endpoint = scripted(delay=0.3)
+    engine = LambdaEngine(None, [get_worker("test-echo")], bucket, {"test-echo": "mountworks-test-echo"},
+                          aws_client("lambda"), aws_client("s3"), jobs=8, concurrency={"test-echo": 2})
+    summary = engine.run()
+    assert summary.total("done") == 12 and len(endpoint.invoked) == 12
+    assert endpoint.most_active == 2  # 8 jobs, but never more than the worker's 2 at once
+    for worker in ("image-resize", "pdf-extract", "video-transcode", "parquet-normalize"):
+        module = importlib.import_module(workers.registry.WORKERS[worker] + ".deploy")
+        assert deployed_concurrency(worker) == module.DEPLOY.max_concurrency
+    assert deployed_concurrency("test-echo") is None  # not deployed by this template: --jobs alone
 
 
 def test_without_a_mount_keys_are_routed_by_their_first_bytes(scripted: Any, moto_s3: MotoS3,

@@ -44,7 +44,7 @@ from shared.options import options_for, parse_cli_options, resolve_options
 from shared.outcomes import Status
 from shared.paths import input_from_path
 from shared.worker import WorkerSpec
-from workers.registry import all_workers, get_worker, worker_names
+from workers.registry import all_workers, deployed_concurrency, get_worker, worker_names
 
 
 def _print_json(value: Any) -> None:
@@ -124,7 +124,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         ingest, bucket_prefix = key_layout(args.ingest_prefix)
         engine = LambdaEngine(cfg, specs, args.bucket, functions, aws_client("lambda"), aws_client("s3"),
                               jobs=args.jobs, options=options, retry_failed=args.retry_failed, dry_run=args.dry_run,
-                              ingest_prefix=ingest, bucket_prefix=bucket_prefix)
+                              ingest_prefix=ingest, bucket_prefix=bucket_prefix,
+                              concurrency={s.name: c for s in specs if (c := deployed_concurrency(s.name))})
         summary = engine.run(args.prefix, progress)
         extra = {"bucket": args.bucket, "functions": functions}
     else:

@@ -73,3 +73,17 @@ def get_worker(name: str) -> WorkerSpec:
 
 def all_workers() -> list[WorkerSpec]:
     return [get_worker(name) for name in worker_names()]
+
+
+def deployed_concurrency(name: str) -> int | None:
+    """The most invocations of a worker's function at once, as its ``deploy.py`` sets it
+    (the queue's maximum concurrency): a Lambda backfill keeps to it. None for a worker
+    deployed outside this repository's template."""
+    module_name = WORKERS.get(name)
+    if module_name is None:
+        return None
+    try:
+        deploy = importlib.import_module(module_name + ".deploy").DEPLOY
+    except ImportError:
+        return None
+    return int(deploy.max_concurrency)

@@ -63,6 +63,16 @@ def corpus() -> Path:
 
 
 @pytest.fixture
+def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The echo test worker (tests/echo_worker.py) registered as ``test-echo``: runtime tests
+    use it to keep media libraries out of what they check."""
+    import workers.registry
+
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+
+
+@pytest.fixture
 def mount(tmp_path: Path) -> Path:
     """A local folder used as the mount root, with an empty ingest/."""
     root = tmp_path / "mount"

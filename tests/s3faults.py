@@ -140,8 +140,8 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def fill(folder: Path) -> Path:
-    """Fill ``folder``'s file system to its last byte; returns the filler."""
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Fill ``folder``'s file system but ``leave`` bytes; returns the filler (remove it to free the space)."""
     filler = folder / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -153,6 +153,8 @@ def fill(folder: Path) -> Path:
                 if exc.errno != errno.ENOSPC:
                     raise
                 chunk //= 2
+        if leave:
+            os.ftruncate(fd, os.fstat(fd).st_size - leave)
     finally:
         os.close(fd)
     return filler

@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 from conftest import Cli, Put
 
-import workers.registry
 from workers.cli import EXAMPLES, build_parser
 
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 def test_version_prints_the_package_version(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,6 @@ from recordcheck import validator
 from s3support import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, free_port
 from test_runtime import LAUNCH
 
-import workers.registry
 from shared import commit_events
 from shared.config import MountConfig
 from shared.runtime import handle_event
@@ -28,10 +27,7 @@ from workers.registry import get_worker
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 @pytest.fixture

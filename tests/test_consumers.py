@@ -20,7 +20,6 @@ from s3support import S3Mount, s3_notification
 from test_runtime import echo_cli, handler_response
 from worker_samples import SMALL_OPTIONS, sample_for
 
-import workers.registry
 from shared.errors import NotCommitted, OutputMismatch, RetryLater, UsageError
 from shared.reader import MountReader, S3Reader
 from workers.registry import get_worker, worker_names
@@ -28,10 +27,7 @@ from workers.registry import get_worker, worker_names
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 def show(cli: Cli, rel: str, *extra: str) -> tuple[int, dict[str, Any]]:

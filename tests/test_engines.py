@@ -38,10 +38,7 @@ from workers.registry import get_worker
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 class InvokeEndpoint:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli, Put
+from s3faults import fill
 
 import workers.registry
 from shared.config import MountConfig
@@ -41,10 +42,7 @@ LAUNCH = (
 HANG_LIMIT = 60  # seconds: a command that has not ended by then is hung
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 def mountworks(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -258,25 +256,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         yield root
     finally:
         subprocess.run(["umount", "-l", str(root)], check=False)
-
-
-def fill(root: Path, leave: int = 0) -> Path:
-    """Fill the file system but ``leave`` bytes; returns the filler (remove it to free the space)."""
-    filler = root / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-    try:
-        chunk = 1 << 20
-        while chunk:
-            try:
-                os.write(fd, b"\0" * chunk)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC
-                chunk //= 2
-        if leave:
-            os.ftruncate(fd, os.fstat(fd).st_size - leave)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def test_a_full_disk_is_retryable_and_its_torn_claim_does_not_block_the_retry(small_fs: Path, put: Put,

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from conftest import Cli
 
-import workers.registry
 from shared.config import MountConfig
 from shared.runtime import handle_event
 from workers.cli import LocalContext, main
@@ -31,10 +30,7 @@ LAUNCH = (
 )
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 def echo_cli(*argv: str) -> list[str]:

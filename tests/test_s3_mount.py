@@ -34,10 +34,6 @@ TESTS = Path(__file__).resolve().parent
 REGISTERED = sorted(workers.registry.WORKERS)
 
 
-@pytest.fixture
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
 
 
 def run_handler(mount: S3Mount, worker: str, event: dict[str, Any], timeout: float = 120) -> dict[str, Any]:

@@ -7,16 +7,12 @@ from pathlib import Path
 
 import pytest
 
-import workers.registry
 from workers.cli import main
 
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def echo_registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(TESTS))
-    monkeypatch.setitem(workers.registry.WORKERS, "test-echo", "echo_worker")
+pytestmark = pytest.mark.usefixtures("echo_registered")
 
 
 def test_an_input_named_manifest_json_does_not_break_verify(mount: Path, capsys: pytest.CaptureFixture[str]) -> None:

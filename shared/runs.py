@@ -438,13 +438,13 @@ class Run:
         "cfg",
         "claimed",
         "fingerprint",
+        "hashed",
         "invocation",
         "options",
         "ref",
         "run_dir",
         "sha256",
         "size",
-        "source",
         "source_object",
         "started",
         "started_wall",
@@ -468,7 +468,7 @@ class Run:
         self.size: int | None = None
         self.base_id: str | None = None  # the run-id of this content; an attempt's directory adds ``.n``
         self.fingerprint: str | None = None  # key of the ``_seen`` pointer written after the commit
-        self.source: tuple[Path, os.stat_result] | None = None  # the input and the stat its hash was taken under
+        self.hashed: tuple[Path, os.stat_result] | None = None  # the input and the stat its hash was taken under
         self.run_dir: Path | None = None
         self.claimed: Claim | None = None
         self._outputs: OutputDir | None = None
@@ -511,6 +511,20 @@ class Run:
     def stat_fingerprint(self, st: os.stat_result) -> str:
         return stat_fingerprint(self.worker, self.version, self.options, st)
 
+    def _pointer(self, st: os.stat_result) -> tuple[str, bool | None] | None:
+        """The ``_seen`` pointer for this stat: (run-id, whether its commit failed), or None."""
+        try:
+            with open(self._seen_path(self.stat_fingerprint(st)), "rb") as f:
+                pointer = json.loads(f.read())
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            return None
+        if not isinstance(pointer, dict):
+            return None
+        run_id, failed = pointer.get("run_id"), pointer.get("failed")
+        if not isinstance(run_id, str):
+            return None
+        return run_id, failed if isinstance(failed, bool) else None
+
     def known_by_stat(self, st: os.stat_result, *, retry_failed: bool = False) -> bool:
         """Is this input committed (and not to be retried)? One small read: no content, no listing.
 
@@ -518,14 +532,10 @@ class Run:
         failed, so it answers alone; only ``--retry-failed`` over a failed input (or an older
         pointer without the flag) looks at the run directory.
         """
-        try:
-            with open(self._seen_path(self.stat_fingerprint(st)), "rb") as f:
-                pointer = json.loads(f.read())
-        except (FileNotFoundError, NotADirectoryError, ValueError):
+        pointer = self._pointer(st)
+        if pointer is None:
             return False
-        run_id, failed = pointer.get("run_id"), pointer.get("failed")
-        if not isinstance(run_id, str):
-            return False
+        run_id, failed = pointer
         if failed is False or (failed is True and not retry_failed):
             return True
         commit = self._latest_commit(run_id)
@@ -533,11 +543,8 @@ class Run:
 
     def look_up(self, st: os.stat_result, *, retry_failed: bool = False) -> Commit | None:
         """The committed record for the content this stat describes, found without reading it."""
-        pointer = _read_json(Path(self._seen_path(self.stat_fingerprint(st))))
-        run_id = (pointer or {}).get("run_id")
-        if not isinstance(run_id, str):
-            return None
-        commit = self._latest_commit(run_id)
+        pointer = self._pointer(st)
+        commit = self._latest_commit(pointer[0]) if pointer is not None else None
         return None if commit is None or (retry_failed and commit.failed) else commit
 
     def find(self, path: Path, st: os.stat_result) -> Lookup:
@@ -586,7 +593,7 @@ class Run:
             raise InputChanged(f"{self.ref} changed while it was being hashed (size {st.st_size:,} -> "
                                f"{after.st_size:,} bytes); nothing was committed, try again when it is complete")
         self.fingerprint = self.stat_fingerprint(st)
-        self.source = (path, st)
+        self.hashed = (path, st)
         return self._identified(sha256, after.st_size)
 
     def check_source(self) -> None:
@@ -595,9 +602,9 @@ class Run:
         Called before committing either record: a writer that rewrote the input during the
         run means the outputs (or the error) describe content the run-id does not name.
         """
-        if self.source is None:
+        if self.hashed is None:
             return
-        path, st = self.source
+        path, st = self.hashed
         try:
             now = os.stat(path)
         except FileNotFoundError:

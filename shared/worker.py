@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the shapes a worker plugs in; for the type checker only (no
         """What a worker's ``core`` module is. Each worker package checks its own against it::
 
             if TYPE_CHECKING:
-                from workers.image_resize import core
+                from mypackage import core   # the worker package's own core module
                 _core: WorkerCore[Options] = core   # mypy: a misspelt or mistyped process fails here
         """
 

@@ -33,7 +33,16 @@ from shared.config import MountConfig
 from shared.errors import NotCommitted, OutputMismatch, RetryLater, UsageError
 from shared.outcomes import Status
 from shared.paths import InputRef, check_key, input_from_path, resolve_input
-from shared.runs import COMMIT_RECORDS, Commit, Run, canonical_json, is_run_dir_name, parse_record, run_id_for
+from shared.runs import (
+    COMMIT_RECORDS,
+    Commit,
+    Run,
+    canonical_json,
+    is_run_dir_name,
+    newest_first,
+    parse_record,
+    run_id_for,
+)
 from shared.worker import WorkerSpec
 
 READ_CHUNK = 1 << 20
@@ -256,7 +265,7 @@ class S3Reader:
                     commit = self._commit(run_prefix)
                     if commit is not None:
                         found.append(commit)
-        return sorted(found, key=lambda c: (str(c.record.get("finished_at", "")), c.run_dir.name), reverse=True)
+        return newest_first(found)
 
     def result(self, spec: WorkerSpec, input_path: str, options: dict[str, Any] | None = None) -> Result:
         """The committed record for the object's current version with these options."""

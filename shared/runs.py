@@ -172,6 +172,11 @@ class Commit(NamedTuple):
         return error if isinstance(error, dict) else {}
 
 
+def newest_first(commits: list[Commit]) -> list[Commit]:
+    """Commits by the time they finished, newest first (the run-id breaks ties)."""
+    return sorted(commits, key=lambda c: (str(c.record.get("finished_at", "")), c.run_dir.name), reverse=True)
+
+
 def read_commit(run_dir: Path) -> Commit | None:
     """The commit in ``run_dir``, or None.
 
@@ -574,7 +579,7 @@ class Run:
                     commit = read_commit(Path(entry.path))
                     if commit is not None:
                         found.append(commit)
-        return sorted(found, key=lambda c: (str(c.record.get("finished_at", "")), c.run_dir.name), reverse=True)
+        return newest_first(found)
 
     # ------------------------------------------------------------------- identity
     def identify(self, path: Path, st: os.stat_result) -> str:

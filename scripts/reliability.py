@@ -10,7 +10,8 @@ Everything goes through the real ``mountworks`` command line, as an operator wou
   every manifest on the mount still holds (outputs present, sizes and sha256 right), that
   nothing committed before changed by a byte, and that a re-run commits.
 - duplicates: N concurrent ``run`` of one input: exactly one commit, the others exit 0
-  (already done) or 75 (in progress), and a fresh mount makes byte-identical outputs.
+  (already done) or 75 (in progress), and a fresh mount makes byte-identical outputs
+  (video with ``threads=1``: see REPRODUCIBLE_OPTIONS).
 - hostile: every corpus file through every worker that accepts it (by content or by
   name): exit 0 or 3 (with an ``error.json``) within a time limit, under a memory limit,
   and no traceback on stderr.
@@ -51,6 +52,14 @@ from workers.registry import all_workers  # noqa: E402
 CLI = [sys.executable, "-m", "workers"]
 HOSTILE_TIMEOUT_S = 180.0
 HOSTILE_MAX_RSS_MB = 1536.0
+
+# The options under which a worker's outputs are byte-for-byte reproducible, where its
+# defaults are not. Multi-threaded x264 runs its lookahead in a thread of its own, and at the
+# end of the stream that thread decides the last frames' types with whatever frames have
+# reached it by then: under CPU contention about one encode in fifteen differs from a frame near
+# its end on (measured with ffmpeg 5.1 and a 2 s clip: ``sync-lookahead=0`` or ``threads=1`` removes it;
+# the first costs 25% of the wall time of every encode, so the default keeps the thread).
+REPRODUCIBLE_OPTIONS: dict[str, list[str]] = {"video-transcode": ["threads=1"]}
 
 
 def _run(argv: list[str], *, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -139,11 +148,12 @@ def crash_trials(worker: str, sample: Path, trials: int, rng: random.Random) -> 
 def duplicates(worker: str, sample: Path, copies: int) -> dict[str, Any]:
     roots = [Path(tempfile.mkdtemp(prefix=f"mw-dup-{worker}-")) for _ in range(2)]
     failures: list[str] = []
+    options = [arg for option in REPRODUCIBLE_OPTIONS.get(worker, []) for arg in ("-o", option)]
     try:
         for root in roots:
             (root / "ingest").mkdir()
             shutil.copyfile(sample, root / "ingest" / sample.name)
-        procs = [subprocess.Popen([*CLI, "run", worker, f"ingest/{sample.name}", "--root", str(roots[0])],
+        procs = [subprocess.Popen([*CLI, "run", worker, f"ingest/{sample.name}", "--root", str(roots[0]), *options],
                                   cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(copies)]
         codes = [p.wait(timeout=600) for p in procs]
@@ -154,7 +164,7 @@ def duplicates(worker: str, sample: Path, copies: int) -> dict[str, Any]:
         manifests = list(roots[0].rglob("manifest.json"))
         if len(manifests) != 1:
             failures.append(f"{len(manifests)} commits from {copies} concurrent deliveries, expected exactly 1")
-        again = _run(["run", worker, f"ingest/{sample.name}", "--root", str(roots[1])])
+        again = _run(["run", worker, f"ingest/{sample.name}", "--root", str(roots[1]), *options])
         if again.returncode != 0:
             failures.append(f"fresh-mount run exited {again.returncode}")
         first, second = (sorted((Path(o["path"]).name, o["sha256"]) for o in

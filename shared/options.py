@@ -36,7 +36,7 @@ def parse_cli_options(pairs: Iterable[str]) -> dict[str, str]:
 
 
 def resolve_options(options: Mapping[str, Any], parsers: Mapping[str, Callable[[Mapping[str, Any]], object]],
-                    all_workers: Collection[str]) -> dict[str, Any]:
+                    worker_names: Callable[[], Collection[str]]) -> dict[str, Any]:
     """Check a mixed option set against the selected workers (``parsers``: name -> its
     ``parse_options``) before any input is touched; return it scoped (``worker:key``).
 
@@ -44,12 +44,15 @@ def resolve_options(options: Mapping[str, Any], parsers: Mapping[str, Callable[[
     that worker only (it wins over a plain one). A usage error, before any work: a
     ``WORKER:`` prefix that names no selected worker, a key that no selected worker has,
     a value a worker refuses. (Otherwise every input would be refused one by one.)
+    ``worker_names`` lists every worker, for that first message only: listing the installed
+    ones scans every distribution.
     """
     plain = {k: v for k, v in options.items() if ":" not in k}
     for key in options.keys() - plain.keys():
         scope = key.rpartition(":")[0]
         if scope in parsers:
             continue
+        all_workers = worker_names()
         if scope in all_workers:
             raise UsageError(f"option {key}: {scope} is not a selected worker (selected: {', '.join(parsers)})")
         close = difflib.get_close_matches(scope.replace("_", "-"), list(all_workers), n=1, cutoff=0.6)

@@ -343,6 +343,22 @@ def test_flate_bomb_is_flagged_on_its_page(mount: Path, run: Any) -> None:
     assert pages[1]["error"]["limit"] == "MAX_DECOMPRESSED_BYTES"
 
 
+@pytest.mark.parametrize("size", [10_000, 1_000_000, 5_000_000])
+def test_a_stream_over_the_limit_is_never_skipped_by_the_deflate_bound(size: int) -> None:
+    """The content check skips inflating a stream too short to reach the limit (deflate
+    expands at most 1032:1); the most compressible input there is must still be caught."""
+    from pypdf.generic import NameObject, StreamObject
+
+    from workers.pdf_extract.structure import _inflated_size
+
+    stream = StreamObject()
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    stream._data = zlib.compress(bytes(size), 9)  # zeros: about as close to 1032:1 as zlib gets
+    for limit in (size - 1, size // 2):
+        assert _inflated_size(stream, limit) > limit
+    assert _inflated_size(stream, size * 2000) <= size * 2000  # far under: no inflating needed
+
+
 def test_image_bomb_is_bounded(mount: Path, run: Any) -> None:
     """A 30000x30000 image whose pixels inflate from a few KB: listed as skipped, never decoded whole."""
     bomb = zlib.compress(bytes(30_000 * 30_000 // 100), 9)  # the declared size is 100x the data, too

@@ -1,5 +1,5 @@
 """``python -m workers`` is the ``mountworks`` command."""
 
-from workers.cli import main
+from workers.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -33,6 +33,7 @@ MAX_PAGE_POINTS = 14_400.0  # PDF 1.7 (Annex C): 200 inches; larger boxes are fl
 MAX_META_CHARS = 4_096  # one metadata value, one URI, one field value
 MAX_XOBJECT_DEPTH = 4  # how deep "does this page draw an image?" looks into form XObjects
 INFLATE_CHUNK = 1 << 20  # the content-size check inflates this much at a time, keeping none of it
+DEFLATE_MAX_RATIO = 1032  # deflate's largest expansion: a 258-byte match costs at least 2 bits (RFC 1951)
 
 METADATA_KEYS = {
     "title": "/Title", "author": "/Author", "subject": "/Subject", "keywords": "/Keywords",
@@ -119,11 +120,15 @@ def page_links(page: Any) -> list[str]:
 
 
 def _inflated_size(stream: StreamObject, limit: int) -> int:
-    """Decoded bytes of one stream, counted up to just past ``limit`` and never kept.
+    """Decoded bytes of one stream (or a bound on them), counted up to just past ``limit``
+    and never kept.
 
-    Flate (nearly every content stream) is inflated here in chunks, so a bomb costs
-    ``limit`` bytes of work and no memory; other filter chains go through pypdf's
-    decoders, bounded by its configuration (:func:`workers.pdf_extract.opening.pypdf_limits`).
+    Flate (nearly every content stream) cannot expand more than DEFLATE_MAX_RATIO times, so
+    a stream too short to reach ``limit`` is not inflated at all: the text engine inflates
+    it anyway, and inflating it here too cost a third of PDFium's own time on a paper with
+    large content streams. A longer one is inflated in chunks, so a bomb costs ``limit``
+    bytes of work and no memory; other filter chains go through pypdf's decoders, bounded
+    by its configuration (:func:`workers.pdf_extract.opening.pypdf_limits`).
     """
     filters = resolve(stream.get("/Filter"))
     names = [str(resolve(f)) for f in filters] if isinstance(filters, ArrayObject) else \
@@ -133,6 +138,8 @@ def _inflated_size(stream: StreamObject, limit: int) -> int:
         return len(raw)
     if names not in (["/FlateDecode"], ["/Fl"]):
         return len(stream.get_data())
+    if len(raw) * DEFLATE_MAX_RATIO <= limit:
+        return len(raw) * DEFLATE_MAX_RATIO
     inflater, total = zlib.decompressobj(), 0
     try:
         while raw and total <= limit:

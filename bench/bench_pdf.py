@@ -197,6 +197,66 @@ def page_loops(docs: list[tuple[str, Path, int]], repeats: int) -> str:
     return "\n".join(rows)
 
 
+# ------------------------------------------------------------------ warm invocations
+
+
+def warm_runs(docs: list[tuple[str, Path, int]], root: Path, repeats: int) -> str:
+    """Whole runs in a warm process, as a warm Lambda invocation makes them: the libraries
+    are imported already, so each run is only its per-document work. The worker is the
+    whole run through ``shared.runtime.execute`` (hash, claim, the forked PDFium page
+    process(es), pages.jsonl, text.txt, document.json, output hashes, manifest); the
+    anchors open the document and take every page's text."""
+    import pymupdf
+    import pypdfium2
+
+    from shared.config import MountConfig
+    from shared.paths import input_from_path
+    from shared.runtime import execute
+    from shared.worker import Deadline
+    from workers.pdf_extract import SPEC
+
+    cfg = MountConfig.load(root)
+
+    def mupdf(path: Path) -> None:
+        document = pymupdf.open(path)
+        sum(len(document[i].get_text()) for i in range(document.page_count))
+        document.close()
+
+    def pdfium(path: Path) -> None:
+        document = pypdfium2.PdfDocument(path)
+        sum(len(document[i].get_textpage().get_text_range()) for i in range(len(document)))
+        document.close()
+
+    def worker(path: Path, parallel: int) -> None:
+        outcome = execute(SPEC, input_from_path(cfg, f"ingest/{path.name}"), {"parallel": parallel}, cfg,
+                          deadline=Deadline(None))
+        assert outcome.status == "done", outcome.message
+
+    def fresh() -> None:
+        shutil.rmtree(root / "workspace", ignore_errors=True)
+
+    rows = ["| document | pages | worker s | parallel=2 s | PyMuPDF s | pypdfium2 s | worker vs pypdfium2 (paired) "
+            "| worker vs PyMuPDF (paired) | parallel=2 speed-up (paired) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for label, path, pages in docs:
+        if pages < 10:
+            continue
+        contenders = [Contender("PyMuPDF", partial(mupdf, path)), Contender("pypdfium2", partial(pdfium, path)),
+                      Contender("worker", partial(worker, path, 1), setup=fresh)]
+        if pages >= 64:
+            contenders.append(Contender("worker parallel=2", partial(worker, path, 2), setup=fresh))
+        results = compare(contenders, anchor="PyMuPDF", repeats=repeats, progress=False)
+        parallel = ("", "")
+        if pages >= 64:
+            speedup = 1 / results.paired("worker parallel=2", "worker")
+            parallel = (f"{results['worker parallel=2'].median:.3f}", f"{speedup:.2f}x")
+        rows.append(f"| {label} | {pages} | {results['worker'].median:.3f} | {parallel[0]} | "
+                    f"{results['PyMuPDF'].median:.3f} | {results['pypdfium2'].median:.3f} | "
+                    f"{results.paired('worker', 'pypdfium2'):.2f}x | {results.paired('worker'):.2f}x | {parallel[1]} |")
+    fresh()
+    return "\n".join(rows)
+
+
 # --------------------------------------------------------------------------- cold start
 
 
@@ -305,6 +365,7 @@ def main() -> int:
     fresh()
     quality = quality_table(docs, root)
     loops = page_loops(docs, args.repeats)
+    warm = warm_runs(docs, root, args.repeats)
     load_mid = os.getloadavg()
     cold = cold_start(args.cold_repeats)
     load_after = os.getloadavg()
@@ -316,6 +377,8 @@ def main() -> int:
     print("\n".join(summary))
     print("\nCPU time, whole process tree (seconds, medians):\n")
     print("\n".join(cpu_summary))
+    print("\nWhole runs in a warm process, as in a warm Lambda invocation (no start-up, no imports; medians):\n")
+    print(warm)
     print("\nThe page loops alone, in one process (no start-up, no imports; medians):\n")
     print(loops)
     print("\nText quality (characters without page breaks, whitespace-separated words, share of control "

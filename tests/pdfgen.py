@@ -165,3 +165,26 @@ def text_heavy(pages: int, lines: int = 48) -> bytes:
         page = text_page(*texts, font=("F1", "F2", "F3")[p % 3], size=9, top=760, leading=14.5)
         built.append(page)
     return build_pdf(built)
+
+
+def font_map_bomb(decoded_mb: int) -> bytes:
+    """Three pages; the middle one's font (F2) has a ToUnicode map that is a flate bomb of
+    ``decoded_mb`` MB (a few hundred KB in the file). PDFium inflates a font's map when it
+    extracts that page's text, and nothing else in the file is unusual."""
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import NameObject, StreamObject
+
+    packer = zlib.compressobj(9)
+    chunk = b" " * (1 << 20)
+    bomb = b"".join([packer.compress(chunk) for _ in range(decoded_mb)] + [packer.flush()])
+    pdf = build_pdf([text_page("before the bomb"), text_page("the bomb page", font="F2"), text_page("after it")])
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(pdf)))
+    stream = StreamObject()
+    stream._data = bomb
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    ref = writer._add_object(stream)
+    for page in writer.pages:  # every page lists the same F2 font object
+        page["/Resources"]["/Font"]["/F2"].get_object()[NameObject("/ToUnicode")] = ref
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()

@@ -1,6 +1,7 @@
 """pdf-extract's two text engines: PDFium by default, pypdf on request; the fallback from
 one to the other; limits that hold with either; a native crash in PDFium that ends one
-input as decoder-crash, in the CLI without isolation and in a Lambda handler."""
+input as decoder-crash, in the CLI without isolation and in a Lambda handler; a page that
+asks PDFium for more memory than the function has, flagged on its own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 import pypdfium2
 import pytest
 from conftest import Cli, Put
-from pdfgen import Page, build_pdf, decorate, text_page
+from pdfgen import Page, build_pdf, decorate, font_map_bomb, text_page
 from pypdf import PdfReader
 
 from shared import observability as obs
@@ -216,3 +217,54 @@ def test_a_page_stuck_in_pdfium_is_flagged_timeout_and_the_rest_comes_out(mount:
     assert got[2]["flags"] == ["timeout"] and got[2]["error"]["limit"] == "MAX_PAGE_SECONDS"
     assert record["facts"]["page_timeouts"] == 1
     assert record["facts"]["text_engines"] == {"pdfium": [[1, 2], [4, 6]]}
+
+
+# --------------------------------------------------------------------------- memory
+
+FONT_BOMB_MB = 300  # PDFium holds ~1.5x this while it reads the map: far over a 128 MB page process
+
+
+@pytest.fixture(scope="module")
+def font_bomb() -> bytes:
+    return font_map_bomb(FONT_BOMB_MB)
+
+
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_a_font_map_bomb_is_flagged_limit_memory_on_its_page(mount: Path, cli: Cli, put: Put, font_bomb: bytes,
+                                                             parallel: str) -> None:
+    """Without the page processes' memory cap PDFium inflates the whole map (the function
+    would be killed at its MemorySize, and so would every retry); with it, only that page
+    loses its text."""
+    code, record = _run(cli, put, "font-bomb.pdf", font_bomb, "memory_mb=1", f"parallel={parallel}")
+    assert code == 0, record
+    got = _pages(mount, record)
+    assert [p["text"] for p in got] == ["before the bomb", "", "after it"]
+    assert got[1]["flags"] == ["limit"] and got[1]["error"]["limit"] == "memory", got[1]
+    assert "memory_mb" in got[1]["error"]["message"]
+    assert record["facts"]["page_errors"] == 1
+    assert record["facts"]["text_engines"] == {"pdfium": [[1, 1], [3, 3]]}
+    assert record["options"]["memory_mb"] == 1
+
+
+def test_with_the_memory_it_needs_the_same_page_has_its_text(mount: Path, cli: Cli, put: Put,
+                                                             font_bomb: bytes) -> None:
+    code, record = _run(cli, put, "font-bomb.pdf", font_bomb, f"memory_mb={FONT_BOMB_MB * 4}")
+    assert code == 0, record
+    assert [p["text"] for p in _pages(mount, record)] == ["before the bomb", "the bomb page", "after it"]
+
+
+def test_memory_mb_joins_the_run_id_only_when_set(mount: Path, cli: Cli, put: Put) -> None:
+    pdf = build_pdf([text_page("plain")])
+    code, default = _run(cli, put, "plain.pdf", pdf)
+    assert code == 0 and "memory_mb" not in default["options"], default
+    code, explicit = _run(cli, put, "plain.pdf", pdf, "memory_mb=4096")
+    assert code == 0 and explicit["options"]["memory_mb"] == 4096, explicit
+    assert explicit["run_id"] != default["run_id"]
+
+
+@pytest.mark.usefixtures("pdfium_crashes_on_marker")
+def test_a_crash_with_little_memory_in_use_is_still_a_decoder_crash(mount: Path, cli: Cli, put: Put) -> None:
+    """The cap must not turn every crash into a page limit: only one that ran out of it."""
+    code, record = _run(cli, put, "crash.pdf", build_pdf([text_page("CRASH-ME")]), "memory_mb=1")
+    assert code == 3, record
+    assert record["error"]["code"] == "decoder-crash", record

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from typing import IO, Any
 
 from PIL import Image, ImageFile, UnidentifiedImageError, _imaging, features
 
-from shared import config
+from shared import config, memory
 from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError, environment_fault
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
@@ -328,20 +327,12 @@ def decode_memory_mb(width: int, height: int, mode: str) -> float:
     return (pixels * _MODE_BYTES.get(mode, 4) + working) * MEMORY_MARGIN / (1 << 20) + RENDITIONS_MB
 
 
-def _resident_mb() -> float:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
-    except (OSError, ValueError, IndexError):
-        return 100.0  # a warm worker process, as measured on Linux
-
-
 def check_memory(im: Image.Image, options: Options) -> None:
     """Refuse, before any pixel is decoded, a frame that cannot fit in the function's memory:
     an out-of-memory kill is retried forever, a limit-exceeded record is not."""
     budget = options.memory_mb or config.function_memory_mb()
     width, height = im.size
-    need = _resident_mb() + decode_memory_mb(width, height, im.mode)
+    need = memory.resident_mb() + decode_memory_mb(width, height, im.mode)
     if need > budget:
         raise LimitExceeded(
             f"decoding this {width}x{height} {im.mode} image needs about {need:,.0f} MB, over the {budget:,} MB "

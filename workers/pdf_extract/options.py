@@ -132,6 +132,7 @@ class Options:
     max_attachment_bytes: int = MAX_ATTACHMENT_BYTES
     max_images: int = MAX_IMAGES
     max_image_bytes: int = MAX_IMAGE_BYTES
+    memory_mb: int = 0  # what the page processes may fill; 0: the function's (Lambda) or the machine's
     password: str | None = field(default=None, repr=False)  # a secret: never recorded anywhere
 
     def ranges_text(self) -> str:
@@ -144,10 +145,13 @@ class Options:
     def to_manifest(self) -> dict[str, Any]:
         """Normalized options for the manifest and the run-id: never the password itself.
 
-        ``ranges`` appears only when set, so that the run-ids of every other run stay as
-        they were before the option existed."""
+        ``ranges`` and ``memory_mb`` appear only when set, so that the run-ids of every other
+        run stay as they were before the options existed. (``memory_mb`` left at 0 follows
+        the function's memory; set, it can decide whether a page gets its text, and a run
+        with more memory is then a new run, not one already committed.)"""
         return {
             **({"ranges": self.ranges_text()} if self.ranges else {}),
+            **({"memory_mb": self.memory_mb} if self.memory_mb else {}),
             "pages": self.pages.text(),
             "images": self.images,
             "engine": self.engine,
@@ -190,6 +194,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         max_attachment_bytes=r.integer("max_attachment_bytes", MAX_ATTACHMENT_BYTES, lo=1, hi=1 << 32),
         max_images=r.integer("max_images", MAX_IMAGES, lo=0, hi=1_000_000),
         max_image_bytes=r.integer("max_image_bytes", MAX_IMAGE_BYTES, lo=1, hi=1 << 32),
+        memory_mb=r.integer("memory_mb", 0, lo=0, hi=1 << 20),
         password=password if password_given else None,
     )
     r.finish()

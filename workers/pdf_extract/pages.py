@@ -135,9 +135,11 @@ def extract_page(engines: Engines, index: int, options: Options, budget: Budget)
             "box": box, "links": links, "engine": engine if error is None else None}
 
 
-def timeout_record(engines: Engines, index: int, options: Options) -> dict[str, Any]:
-    """The record of a page whose process was stopped inside a native call (NativeWatchdog):
-    the same as a page the page timer stopped; its box and links read again with pypdf here."""
+def stopped_record(engines: Engines, index: int, *, options: Options, why: str, memory_mb: float) -> dict[str, Any]:
+    """The record of a page whose process ended inside a native call: stopped by the
+    NativeWatchdog (``why="hung"``: flagged ``timeout``, as a page the page timer stopped) or
+    out of its memory cap (``"out_of_memory"``: flagged ``limit``). Its box and links are
+    read again with pypdf here."""
     flags: list[str] = []
     box: dict[str, Any] = {"width": None, "height": None, "rotation": 0}
     links: list[str] = []
@@ -148,10 +150,19 @@ def timeout_record(engines: Engines, index: int, options: Options) -> dict[str, 
             box, links = page_box(page, flags), page_links(page)
         except Exception:  # the box is a fact worth having, not worth failing for
             pass
-    return {"page": index + 1, "text": "", "chars": 0, "flags": [*flags, "timeout"],
-            "error": {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
-                      "message": f"page {index + 1} took longer than MAX_PAGE_SECONDS="
-                                 f"{options.max_page_seconds:g}s (inside PDFium: its process was stopped)"},
+    number = index + 1
+    if why == "hung":
+        flags.append("timeout")
+        error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
+                 "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s "
+                            "(inside PDFium: its process was stopped)"}
+    else:
+        flags.append("limit")
+        error = {"code": LIMIT_EXCEEDED, "limit": "memory",
+                 "message": f"page {number}: PDFium needed more than the {memory_mb:,.0f} MB its process may use "
+                            "(the function's memory less the run's own); give the function more memory, or set "
+                            "option memory_mb higher, and process the document again"}
+    return {"page": number, "text": "", "chars": 0, "flags": flags, "error": error,
             "box": box, "links": links, "engine": None}
 
 

@@ -9,6 +9,14 @@ input a ``decoder-crash``, while this process, which commits, never runs PDFium.
 share is written as chunk files to a private temporary folder, then merged in page order
 through the very same writer, so the result is byte-for-byte the same for any number of
 processes. A parent waiting for children still holds the deadline and MAX_SECONDS.
+
+Memory: each page process may grow by its share of what the function has left (the
+function's memory, or option ``memory_mb``, less this process's own and a reserve). A page
+whose fonts or images ask PDFium for more (a flate bomb in a ToUnicode map or a font
+program: a 2 MB file can ask for gigabytes) makes PDFium's allocation fail in that child
+alone; the page is flagged ``limit`` (``memory``) and the rest go on in a new process, as
+after a page that hangs. Without the cap the whole function would be killed, and so would
+every retry.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any
 
 from pypdf import apply_configuration
 
+from shared import config, memory
 from shared.errors import (
     DECODER_CRASH,
     CorruptInput,
@@ -44,11 +53,14 @@ from shared.worker import Deadline
 from workers.pdf_extract.budget import HUNG_EXIT, Budget, NativeWatchdog
 from workers.pdf_extract.opening import OpenDocument, pypdf_limits, short
 from workers.pdf_extract.options import Options
-from workers.pdf_extract.pages import Engines, extract_page, timeout_record
+from workers.pdf_extract.pages import Engines, extract_page, stopped_record
 
 PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
 CHUNK_PAGES = 16  # pages per unit of work handed to a process
 POLL_SECONDS = 0.25  # how often a waiting parent checks the deadline and MAX_SECONDS
+PARENT_RESERVE_MB = 96  # kept back for this process: merging, document.json, the commit
+MIN_PAGE_PROCESS_MB = 128  # a page process may always grow this much (PDFium's working set on normal pages)
+OUT_OF_MEMORY_SHARE = 0.8  # a child that crashed with at least this share of its cap resident ran out of it
 
 Report = dict[str, Any] | None
 
@@ -100,8 +112,18 @@ def _child(doc: OpenDocument, options: Options, chunks: list[tuple[int, range]],
             _write_chunks(engines, options, chunks, folder, budget)
         engines.close()
         return None
+    except MemoryError:  # refused by the cap in Python code (PDFium's own refusals end the process)
+        return {"kind": "out_of_memory"}
     except BaseException as exc:
         return _error_report(exc)
+
+
+def page_process_memory_mb(options: Options, processes: int) -> float:
+    """What each of ``processes`` page processes may add to its memory: the function's
+    memory (or option ``memory_mb``) less this process's own and PARENT_RESERVE_MB."""
+    total = options.memory_mb or config.function_memory_mb()
+    free = total - memory.resident_mb() - PARENT_RESERVE_MB
+    return max(float(MIN_PAGE_PROCESS_MB), free / max(1, processes))
 
 
 def _pdfium_count(doc: OpenDocument, options: Options) -> Report:
@@ -111,8 +133,9 @@ def _pdfium_count(doc: OpenDocument, options: Options) -> Report:
         return _error_report(exc)
 
 
-def _fork(work: Callable[[], Report]) -> tuple[int, int]:
-    """Run ``work`` in a forked child; its JSON report comes back on a pipe.
+def _fork(work: Callable[[], Report], memory_mb: float) -> tuple[int, int]:
+    """Run ``work`` in a forked child that may grow by ``memory_mb``; its JSON report comes
+    back on a pipe.
 
     A bare ``os.fork`` rather than ``multiprocessing``: the runtime may already run us in a
     daemonic ``multiprocessing`` child (which may not have children), and Lambda has no
@@ -126,6 +149,7 @@ def _fork(work: Callable[[], Report]) -> tuple[int, int]:
         try:
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            memory.cap_data_growth(memory_mb)
             report = json.dumps(work()).encode()
             view = memoryview(report)
             while view:
@@ -138,28 +162,33 @@ def _fork(work: Callable[[], Report]) -> tuple[int, int]:
     return pid, read_fd
 
 
-def _collect(pid: int, fd: int, what: str) -> dict[str, Any] | None:
+def _collect(pid: int, fd: int, what: str, memory_mb: float) -> dict[str, Any] | None:
     """Read a finished child's report and reap it; raise what it reported, or what killed it.
 
-    A child killed by a crash signal (SIGSEGV, SIGABRT, ...) died in native code on this
-    input: a permanent ``decoder-crash``, as when the CLI's isolation sees its own child crash."""
+    A child that crashed (SIGSEGV, SIGABRT, ...) with most of its ``memory_mb`` cap in use
+    ran out of it: ``out_of_memory``, for the page it was on. Any other crash died in native
+    code on this input: a permanent ``decoder-crash``, as when the CLI's isolation sees its
+    own child crash."""
     chunks = []
     while data := os.read(fd, 65536):
         chunks.append(data)
-    _, status = os.waitpid(pid, 0)
+    _, status, usage = os.wait4(pid, 0)
     raw = b"".join(chunks)
     report = json.loads(raw) if raw else "no report"
     if report is None:
         return None
     if isinstance(report, dict):
-        if report.get("kind") == "ok":
+        if report.get("kind") in ("ok", "out_of_memory"):
             return report
         _raise_from_child(report)
     if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == HUNG_EXIT:
         return {"kind": "hung"}
     from shared.isolation import CRASH_SIGNALS
 
-    if os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS:
+    crashed = os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS
+    if crashed and memory.peak_mb(usage) >= OUT_OF_MEMORY_SHARE * memory_mb:
+        return {"kind": "out_of_memory"}
+    if crashed:
         raise CorruptInput(f"{what} was {_exit_text(status)} inside the PDF library (PDFium or pypdf) on this "
                            "document: it cannot be processed", code=DECODER_CRASH)
     raise RuntimeError(f"{what} died ({_exit_text(status)})")
@@ -169,12 +198,14 @@ def _collect(pid: int, fd: int, what: str) -> dict[str, Any] | None:
 class _Running:
     pid: int
     what: str
+    memory_mb: float
     share: list[tuple[int, range]] = field(default_factory=list)
 
 
 def _wait(pending: dict[int, _Running], budget: Budget) -> list[tuple[_Running, dict[str, Any]]]:
     """Collect every child (by read fd), holding the deadline and MAX_SECONDS meanwhile;
-    the reports of those that reported something (a result, or that they hung)."""
+    the reports of those that reported something (a result, or that they were stopped:
+    hung, or out of memory)."""
     reports = []
     while pending:
         budget.check_total("while pages were extracted")
@@ -182,7 +213,7 @@ def _wait(pending: dict[int, _Running], budget: Budget) -> list[tuple[_Running, 
         for fd in ready:
             running = pending.pop(fd)
             try:
-                report = _collect(running.pid, fd, running.what)
+                report = _collect(running.pid, fd, running.what, running.memory_mb)
             finally:
                 os.close(fd)
             if report is not None:
@@ -199,10 +230,11 @@ def _stop(pending: dict[int, _Running]) -> None:
     pending.clear()
 
 
-def _resume_after_hang(share: list[tuple[int, range]], folder: Path, engines: Engines,
-                       options: Options) -> list[tuple[int, range]]:
-    """A page process stopped by its watchdog: flag the page it was on ``timeout`` (in its
-    chunk file) and return the rest of its share, for a new process."""
+def _resume_after_stop(share: list[tuple[int, range]], folder: Path,
+                       record: Callable[[int], dict[str, Any]]) -> list[tuple[int, range]]:
+    """A page process stopped on a page (its watchdog, or out of memory): write ``record``
+    of the page it was on (in its chunk file) and return the rest of its share, for a new
+    process."""
     for n, (number, pages) in enumerate(share):
         path = folder / f"{number:08d}.jsonl"
         done = 0
@@ -212,7 +244,7 @@ def _resume_after_hang(share: list[tuple[int, range]], folder: Path, engines: En
         if done < len(pages):
             stuck = pages.start + done
             with path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(timeout_record(engines, stuck, options), ensure_ascii=False) + "\n")
+                f.write(json.dumps(record(stuck), ensure_ascii=False) + "\n")
             rest = range(stuck + 1, pages.stop)
             return ([(number, rest)] if rest else []) + share[n + 1:]
     return []
@@ -221,10 +253,14 @@ def _resume_after_hang(share: list[tuple[int, range]], folder: Path, engines: En
 def pdfium_page_count(doc: OpenDocument, options: Options, budget: Budget) -> int:
     """Open the document with PDFium in a child (pypdf could not open it): its page count."""
     pending: dict[int, _Running] = {}
+    memory_mb = page_process_memory_mb(options, 1)
     try:
-        pid, fd = _fork(functools.partial(_pdfium_count, doc, options))
-        pending[fd] = _Running(pid, "the process opening the document with PDFium")
+        pid, fd = _fork(functools.partial(_pdfium_count, doc, options), memory_mb)
+        pending[fd] = _Running(pid, "the process opening the document with PDFium", memory_mb)
         [(_running, report)] = _wait(pending, budget)
+        if report["kind"] == "out_of_memory":
+            raise LimitExceeded(f"PDFium needed more than {memory_mb:,.0f} MB to open the document; give the "
+                                "function more memory or set option memory_mb higher", limit="memory")
         if report["kind"] != "ok":
             raise LimitExceeded("PDFium did not open the document in time", limit="MAX_PAGE_SECONDS")
         return int(report["page_count"])
@@ -244,12 +280,13 @@ def extract_pages(doc: OpenDocument, indexes: range, options: Options, budget: B
     shares = [chunks[w::workers] for w in range(workers)]
     folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
     pending: dict[int, _Running] = {}
+    memory_mb = page_process_memory_mb(options, workers - 1 if in_process else workers)
 
     def start(share: list[tuple[int, range]]) -> None:
         pid, fd = _fork(functools.partial(_child, doc, options, share, folder, budget.deadline.remaining(),
-                                          budget.left()))
+                                          budget.left()), memory_mb)
         first, last = share[0][1].start + 1, share[-1][1].stop
-        pending[fd] = _Running(pid, f"the process extracting pages {first}-{last}", share)
+        pending[fd] = _Running(pid, f"the process extracting pages {first}-{last}", memory_mb, share)
 
     try:
         for share in shares[1:] if in_process else shares:
@@ -258,8 +295,10 @@ def extract_pages(doc: OpenDocument, indexes: range, options: Options, budget: B
         if in_process:
             _write_chunks(Engines(doc, options), options, shares[0], folder, budget)
         while pending:
-            for running, _report in _wait(pending, budget):  # only hung processes report here
-                rest = _resume_after_hang(running.share, folder, Engines(doc, options), options)
+            for running, report in _wait(pending, budget):  # only stopped processes report here
+                engines = Engines(doc, options)
+                rest = _resume_after_stop(running.share, folder, functools.partial(
+                    stopped_record, engines, options=options, why=report["kind"], memory_mb=memory_mb))
                 if rest:
                     start(rest)
         for number, _pages in chunks:

@@ -264,7 +264,11 @@ def test_memory_mb_joins_the_run_id_only_when_set(mount: Path, cli: Cli, put: Pu
 
 @pytest.mark.usefixtures("pdfium_crashes_on_marker")
 def test_a_crash_with_little_memory_in_use_is_still_a_decoder_crash(mount: Path, cli: Cli, put: Put) -> None:
-    """The cap must not turn every crash into a page limit: only one that ran out of it."""
+    """The cap must not turn every crash into a page limit: only one that ran out of it.
+    The parent holds more than the cap (a forked child's resident set starts with what it
+    shares with its parent), so a check on the child's peak alone would get this wrong."""
+    ballast = b"x" * (160 << 20)  # written, so resident here and in every child forked now
     code, record = _run(cli, put, "crash.pdf", build_pdf([text_page("CRASH-ME")]), "memory_mb=1")
     assert code == 3, record
     assert record["error"]["code"] == "decoder-crash", record
+    assert len(ballast) == 160 << 20

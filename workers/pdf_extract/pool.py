@@ -162,17 +162,27 @@ def _fork(work: Callable[[], Report], memory_mb: float) -> tuple[int, int]:
     return pid, read_fd
 
 
-def _collect(pid: int, fd: int, what: str, memory_mb: float) -> dict[str, Any] | None:
+@dataclass
+class _Running:
+    pid: int
+    what: str
+    memory_mb: float  # its cap: what it may grow by
+    share: list[tuple[int, range]] = field(default_factory=list)
+    resident_mb: float = field(default_factory=memory.resident_mb)  # this process's, at the fork
+
+
+def _collect(running: _Running, fd: int) -> dict[str, Any] | None:
     """Read a finished child's report and reap it; raise what it reported, or what killed it.
 
-    A child that crashed (SIGSEGV, SIGABRT, ...) with most of its ``memory_mb`` cap in use
-    ran out of it: ``out_of_memory``, for the page it was on. Any other crash died in native
+    A child that crashed (SIGSEGV, SIGABRT, ...) after growing by most of its memory cap
+    ran out of it: ``out_of_memory``, for the page it was on. (Its peak resident set counts
+    what it shares with this process since the fork, hence the growth.) Any other crash died in native
     code on this input: a permanent ``decoder-crash``, as when the CLI's isolation sees its
     own child crash."""
     chunks = []
     while data := os.read(fd, 65536):
         chunks.append(data)
-    _, status, usage = os.wait4(pid, 0)
+    _, status, usage = os.wait4(running.pid, 0)
     raw = b"".join(chunks)
     report = json.loads(raw) if raw else "no report"
     if report is None:
@@ -186,20 +196,12 @@ def _collect(pid: int, fd: int, what: str, memory_mb: float) -> dict[str, Any] |
     from shared.isolation import CRASH_SIGNALS
 
     crashed = os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS
-    if crashed and memory.peak_mb(usage) >= OUT_OF_MEMORY_SHARE * memory_mb:
+    if crashed and memory.peak_mb(usage) - running.resident_mb >= OUT_OF_MEMORY_SHARE * running.memory_mb:
         return {"kind": "out_of_memory"}
     if crashed:
-        raise CorruptInput(f"{what} was {_exit_text(status)} inside the PDF library (PDFium or pypdf) on this "
+        raise CorruptInput(f"{running.what} was {_exit_text(status)} inside the PDF library (PDFium or pypdf) on this "
                            "document: it cannot be processed", code=DECODER_CRASH)
-    raise RuntimeError(f"{what} died ({_exit_text(status)})")
-
-
-@dataclass
-class _Running:
-    pid: int
-    what: str
-    memory_mb: float
-    share: list[tuple[int, range]] = field(default_factory=list)
+    raise RuntimeError(f"{running.what} died ({_exit_text(status)})")
 
 
 def _wait(pending: dict[int, _Running], budget: Budget) -> list[tuple[_Running, dict[str, Any]]]:
@@ -213,7 +215,7 @@ def _wait(pending: dict[int, _Running], budget: Budget) -> list[tuple[_Running, 
         for fd in ready:
             running = pending.pop(fd)
             try:
-                report = _collect(running.pid, fd, running.what, running.memory_mb)
+                report = _collect(running, fd)
             finally:
                 os.close(fd)
             if report is not None:

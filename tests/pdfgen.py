@@ -172,7 +172,7 @@ def font_map_bomb(decoded_mb: int) -> bytes:
     ``decoded_mb`` MB (a few hundred KB in the file). PDFium inflates a font's map when it
     extracts that page's text, and nothing else in the file is unusual."""
     from pypdf import PdfReader, PdfWriter
-    from pypdf.generic import NameObject, StreamObject
+    from pypdf.generic import DictionaryObject, NameObject, StreamObject
 
     packer = zlib.compressobj(9)
     chunk = b" " * (1 << 20)
@@ -184,7 +184,9 @@ def font_map_bomb(decoded_mb: int) -> bytes:
     stream[NameObject("/Filter")] = NameObject("/FlateDecode")
     ref = writer._add_object(stream)
     for page in writer.pages:  # every page lists the same F2 font object
-        page["/Resources"]["/Font"]["/F2"].get_object()[NameObject("/ToUnicode")] = ref
+        font = page["/Resources"]["/Font"]["/F2"].get_object()
+        assert isinstance(font, DictionaryObject)
+        font[NameObject("/ToUnicode")] = ref
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()

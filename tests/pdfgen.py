@@ -184,7 +184,11 @@ def font_map_bomb(decoded_mb: int) -> bytes:
     stream[NameObject("/Filter")] = NameObject("/FlateDecode")
     ref = writer._add_object(stream)
     for page in writer.pages:  # every page lists the same F2 font object
-        font = page["/Resources"]["/Font"]["/F2"].get_object()
+        resources = page["/Resources"].get_object()
+        assert isinstance(resources, DictionaryObject)
+        fonts = resources["/Font"].get_object()
+        assert isinstance(fonts, DictionaryObject)
+        font = fonts["/F2"].get_object()
         assert isinstance(font, DictionaryObject)
         font[NameObject("/ToUnicode")] = ref
     buffer = io.BytesIO()

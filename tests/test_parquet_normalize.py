@@ -324,6 +324,20 @@ def test_json_lines_with_bad_lines(mount: Path, normalize: Run, put: Put) -> Non
     assert set(bad) == {4, 5} and bad[4].startswith("malformed JSON") and "not a JSON object" in bad[5]
 
 
+def test_json_array_rejects_say_which_record_and_keep_it(mount: Path, normalize: Run, put: Put) -> None:
+    """A JSON array's records are counted by position (``item``); the count used to be
+    written under ``record``, the very key of the rejected record, so one of them was lost."""
+    put("arr.json", json.dumps([{"a": 1, "b": "x"}, [1, 2], {"a": "two", "b": "y"}, {"a": 4, "b": "z"}]))
+    put("arr.json.schema.json", json.dumps({"columns": {"a": "integer", "b": "string"}}))
+    code, manifest = normalize("arr.json")
+    assert code == 0, manifest
+    got = rejects(mount, manifest)
+    assert [(r["item"], r["record"]) for r in got] == [(2, [1, 2]), (3, {"a": "two", "b": "y"})], got
+    assert "not a JSON object" in got[0]["reason"] and "a: 'two' is not a valid integer" in got[1]["reason"]
+    assert not any("line" in r for r in got)
+    assert [r["a"] for r in rows(mount, manifest)] == [1, 4]
+
+
 def test_parquet_input_is_normalized(mount: Path, normalize: Run, put: Put) -> None:
     table = pa.table({"Customer Name": [" Ann ", "NULL", "Bob"], "Amount": [1, 2, 3],
                       "Tag": pa.array(["x", "y", "x"]).dictionary_encode()})

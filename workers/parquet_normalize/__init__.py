@@ -82,7 +82,7 @@ def sniff(head: bytes) -> bool:
 
 SPEC = WorkerSpec(
     name="parquet-normalize",
-    version="1.0.0",
+    version="1.0.1",
     extensions=frozenset({".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq",
                           ".gz", ".zst", ".bz2"}),
     sniff=sniff,

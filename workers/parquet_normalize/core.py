@@ -544,7 +544,7 @@ class Normalizer:
             self.ctx.deadline.check(DEADLINE_MARGIN, doing="normalizing rows")
             if isinstance(item, Reject):
                 self.tally.rows_in += 1
-                self._reject(item.line, item.reason, item.record)
+                self._reject(item.line, item.reason, item.record, item.label)
                 continue
             if not self.columns:
                 if detected.kind in ("jsonl", "json"):

@@ -65,6 +65,7 @@ class Reject:
     line: int | None
     reason: str
     record: Any
+    label: str = "line"  # what ``line`` counts: "line" (text inputs) or "item" (a JSON array's records)
 
 
 @dataclass
@@ -515,25 +516,27 @@ class JsonReader:
                     yield number, None, f"malformed JSON: {exc}"
 
     def batches(self) -> Iterator[RawBatch | Reject]:
-        label = "record" if self.detected.kind == "json" else "line"
+        # A JSON array's records are counted by position ("item", 1-based), not by line; the
+        # label must not be "record", the key that holds the rejected record itself.
+        label = "item" if self.detected.kind == "json" else "line"
         rows: list[dict[str, Any]] = []
         numbers: list[int] = []
         for number, value, error in self._records():
             if error is not None:
-                yield Reject(number, error, None)
+                yield Reject(number, error, None, label)
                 continue
             if not isinstance(value, dict):
-                yield Reject(number, f"not a JSON object but {type(value).__name__}", _shallow(value))
+                yield Reject(number, f"not a JSON object but {type(value).__name__}", _shallow(value), label)
                 continue
             try:
                 cells = {k: _cell(v) for k, v in value.items()}
             except RecursionError:  # parsed, but too deep to write back as a cell
-                yield Reject(number, f"nested deeper than the JSON parser allows ({TOO_DEEP})", None)
+                yield Reject(number, f"nested deeper than the JSON parser allows ({TOO_DEEP})", None, label)
                 continue
             new = [k for k in value if k not in self.keys]
             if new and self.frozen:
                 yield Reject(number, f"key(s) {', '.join(map(repr, new))} not in the first "
-                             f"{JSON_BATCH_LINES} records that fixed the columns", value)
+                             f"{JSON_BATCH_LINES} records that fixed the columns", value, label)
                 continue
             for key in new:
                 if len(self.keys) >= self.options.max_columns:

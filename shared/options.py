@@ -7,7 +7,6 @@ accepted values, never a crash deep inside a library.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
@@ -55,6 +54,8 @@ def resolve_options(options: Mapping[str, Any], parsers: Mapping[str, Callable[[
         all_workers = worker_names()
         if scope in all_workers:
             raise UsageError(f"option {key}: {scope} is not a selected worker (selected: {', '.join(parsers)})")
+        import difflib  # only for this message: importing it costs every cold start ~1 ms
+
         close = difflib.get_close_matches(scope.replace("_", "-"), list(all_workers), n=1, cutoff=0.6)
         raise UsageError(f"option {key}: there is no worker named {scope!r}"
                          + (f"; did you mean {close[0]}?" if close else f" (workers: {', '.join(all_workers)})"))

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from shared.errors import UsageError
 from shared.options import OptionReader
@@ -61,8 +60,7 @@ def add_engine_page(ranges: dict[str, list[list[int]]], engine: str | None, firs
         spans.append([first, last])
 
 
-@dataclass(frozen=True)
-class PageRange:
+class PageRange(NamedTuple):
     """1-based, inclusive; ``last`` None means "to the end of the document"."""
 
     first: int = 1
@@ -116,8 +114,7 @@ def parse_ranges(items: tuple[str, ...]) -> tuple[PageRange, ...]:
     return ranges
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     pages: PageRange = PageRange()
     ranges: tuple[PageRange, ...] = ()  # merge these committed page-range runs (see merge.py)
     images: bool = False
@@ -133,14 +130,19 @@ class Options:
     max_images: int = MAX_IMAGES
     max_image_bytes: int = MAX_IMAGE_BYTES
     memory_mb: int = 0  # what the page processes may fill; 0: the function's (Lambda) or the machine's
-    password: str | None = field(default=None, repr=False)  # a secret: never recorded anywhere
+    password: str | None = None  # a secret: never recorded anywhere, not even in repr
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True)
+                          if name != "password")
+        return f"Options({shown}, password_supplied={self.password is not None})"
 
     def ranges_text(self) -> str:
         return ",".join(r.text() or "1-" for r in self.ranges)
 
     def for_range(self, page_range: PageRange) -> Options:
         """The options a range run was (or will be) committed with: these, with ``pages`` set."""
-        return replace(self, pages=page_range, ranges=())
+        return self._replace(pages=page_range, ranges=())
 
     def to_manifest(self) -> dict[str, Any]:
         """Normalized options for the manifest and the run-id: never the password itself.

@@ -73,13 +73,21 @@ MOUNT_APIS = {"s3files:ClientMount", "s3files:ClientWrite", "s3:GetObject"}
 # boto3 in a function's code, module -> the APIs it calls. A module not listed fails the
 # test: list its calls here, give the functions the permission and, with S3PrefixListId,
 # an interface endpoint in EndpointSecurityGroup.
-BOTO3_APIS: dict[str, set[str]] = {}
-SCENARIOS = {
+BOTO3_APIS: dict[str, set[str]] = {"shared.commit_events": {"events:PutEvents"}}
+# An API called only when a template parameter is set (the code reads its variable).
+ENABLED_BY = {"events:PutEvents": "CommitEventBusName"}
+# Commit events are put by whatever commits. A handler listed here shares a module with code
+# that commits but never commits itself (its body is checked for the calls that would).
+NEVER_COMMITS = {"workers.video_transcode.durable.segment_handler"}
+COMMIT_CALLS = {"run_item", "execute", "commit_run", "commit_manifest", "commit_error", "publish"}
+EGRESS = {
     "egress anywhere (NAT)": {"S3PrefixListId": "", "ExistingEndpointSecurityGroupId": ""},
     "S3 gateway endpoint only": {"S3PrefixListId": "pl-0123abcd", "ExistingEndpointSecurityGroupId": ""},
     "existing interface endpoints": {"S3PrefixListId": "pl-0123abcd",
                                      "ExistingEndpointSecurityGroupId": "sg-0123abcd"},
 }
+SCENARIOS = {**EGRESS, **{f"{name}, commit events": {**params, "CommitEventBusName": "mountworks-commits"}
+                          for name, params in EGRESS.items()}}
 
 
 def _module_file(name: str) -> Path | None:
@@ -91,14 +99,14 @@ def _module_file(name: str) -> Path | None:
 
 
 def _module_imports(tree: ast.Module) -> Iterator[str]:
-    """Modules imported when the module loads (its body, not lazily inside functions)."""
-    for node in tree.body:
-        for inner in ast.walk(node) if not isinstance(node, ast.FunctionDef | ast.ClassDef) else ():
-            if isinstance(inner, ast.Import):
-                yield from (alias.name for alias in inner.names)
-            elif isinstance(inner, ast.ImportFrom) and inner.module and not inner.level:
-                yield inner.module
-                yield from (f"{inner.module}.{alias.name}" for alias in inner.names)
+    """Modules the module imports: when it loads, and lazily inside its functions (a call
+    made on the first input, such as the commit events' PutEvents, is still a call)."""
+    for inner in ast.walk(tree):
+        if isinstance(inner, ast.Import):
+            yield from (alias.name for alias in inner.names)
+        elif isinstance(inner, ast.ImportFrom) and inner.module and not inner.level:
+            yield inner.module
+            yield from (f"{inner.module}.{alias.name}" for alias in inner.names)
 
 
 def _is_durable(tree: ast.Module, handler: str) -> bool:
@@ -141,7 +149,20 @@ def apis_called(handler_path: str) -> set[str]:
                     apis.add(DURABLE_INVOKE)
         if name == "shared.runs":
             apis |= MOUNT_APIS
+    if handler_path in NEVER_COMMITS:
+        tree = ast.parse(_module_path(handler_module).read_text())
+        [body] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == handler]
+        called = {n.attr if isinstance(n, ast.Attribute) else n.id for n in ast.walk(body)
+                  if isinstance(n, ast.Attribute | ast.Name)}
+        assert not called & COMMIT_CALLS, f"{handler_path} commits now ({called & COMMIT_CALLS}): unlist it"
+        apis.discard("events:PutEvents")
     return apis
+
+
+def _module_path(name: str) -> Path:
+    path = _module_file(name)
+    assert path is not None, name
+    return path
 
 
 class Resolver:
@@ -209,13 +230,19 @@ def _actions(statements: list[dict[str, Any]]) -> set[str]:
     return actions
 
 
-def _function_actions(resources: dict[str, dict[str, Any]], function: dict[str, Any]) -> set[str]:
-    props = function["Properties"]
-    if "Role" in props:
-        role = resources[_group(props["Role"])]["Properties"]
-        return _actions([s for p in role.get("Policies", []) for s in p["PolicyDocument"]["Statement"]])
-    return _actions([s for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p
-                     for s in p["Statement"]])
+def _function_actions(resources: dict[str, dict[str, Any]], name: str) -> set[str]:
+    """What the function's role allows: its own role's inline policies, or SAM's role made
+    from its ``Policies`` (named ``<Function>Role``), plus managed policies attached to it."""
+    props = resources[name]["Properties"]
+    role_name = _group(props["Role"]) if "Role" in props else f"{name}Role"
+    statements = ([s for p in resources[role_name]["Properties"].get("Policies", [])
+                   for s in p["PolicyDocument"]["Statement"]] if "Role" in props else
+                  [s for p in props.get("Policies", []) if isinstance(p, dict) and "Statement" in p
+                   for s in p["Statement"]])
+    statements += [s for res in resources.values() if res["Type"] == "AWS::IAM::ManagedPolicy"
+                   and role_name in {_group(r) for r in res["Properties"].get("Roles", [])}
+                   for s in res["Properties"]["PolicyDocument"]["Statement"]]
+    return _actions(statements)
 
 
 def network_gaps(template: dict[str, Any], params: dict[str, str]) -> list[str]:
@@ -242,12 +269,17 @@ def network_gaps(template: dict[str, Any], params: dict[str, str]) -> list[str]:
     ingress = {_group(res["Properties"]["GroupId"]) for res in resources.values()
                if res["Type"] == "AWS::EC2::SecurityGroupIngress" and int(res["Properties"]["FromPort"]) == 443
                and _group(res["Properties"]["SourceSecurityGroupId"]) in function_groups}
+    ingress |= {name for name, res in resources.items() if res["Type"] == "AWS::EC2::SecurityGroup"
+                and any(int(rule.get("FromPort", -1)) == 443 and _group(rule.get("SourceSecurityGroupId"))
+                        in function_groups for rule in res["Properties"].get("SecurityGroupIngress", []))}
     gaps = []
     for name, res in resources.items():
         if res["Type"] != "AWS::Serverless::Function":
             continue
-        allowed = _function_actions(resources, res)
+        allowed = _function_actions(resources, name)
         for api in sorted(apis_called(res["Properties"]["ImageConfig"]["Command"][0])):
+            if api in ENABLED_BY and not resolver.params[ENABLED_BY[api]]:
+                continue  # off in this deployment: the code does not call it
             service = api.split(":")[0]
             if api not in allowed:
                 gaps.append(f"{name}: no IAM permission for {api}")
@@ -267,16 +299,31 @@ def network_gaps(template: dict[str, Any], params: dict[str, str]) -> list[str]:
 
 
 def test_the_fan_out_calls_the_lambda_api_and_every_worker_the_mount() -> None:
-    """The inventory below is the code's: a worker mounts and reads S3; the fan-out checkpoints."""
-    assert apis_called("workers.image_resize.handler.handler") == MOUNT_APIS
+    """The inventory below is the code's: a worker mounts and reads S3 and puts its commit
+    events (imported lazily, on the first commit); the fan-out checkpoints and commits too;
+    a segment function only encodes."""
+    commits = {"events:PutEvents"}
+    assert apis_called("workers.image_resize.handler.handler") == MOUNT_APIS | commits
+    assert apis_called("workers.handler.handler") == MOUNT_APIS | commits
     assert apis_called("workers.video_transcode.durable.segment_handler") == MOUNT_APIS
     assert apis_called("workers.video_transcode.durable.orchestrate") == MOUNT_APIS | SDK_APIS[
-        "aws_durable_execution_sdk_python"] | {DURABLE_INVOKE}
+        "aws_durable_execution_sdk_python"] | {DURABLE_INVOKE} | commits
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_api_a_function_calls_has_iam_and_a_network_path(template: dict[str, Any], scenario: str) -> None:
     assert network_gaps(template, SCENARIOS[scenario]) == []
+
+
+def test_without_the_commit_events_policy_every_committing_function_lacks_put_events(
+        template: dict[str, Any]) -> None:
+    """The commit-event calls are found although they are imported lazily: drop the policy
+    and each function that commits is named."""
+    broken = {**template, "Resources": {k: v for k, v in template["Resources"].items() if k != "CommitEventsPolicy"}}
+    gaps = network_gaps(broken, SCENARIOS["egress anywhere (NAT), commit events"])
+    assert gaps == [f"{f}Function: no IAM permission for events:PutEvents" for f in
+                    ("ImageResize", "PdfExtract", "VideoTranscode", "VideoFanout", "ParquetNormalize")], gaps
+    assert network_gaps(broken, SCENARIOS["egress anywhere (NAT)"]) == []  # no bus: no call, no need
 
 
 def test_without_the_lambda_endpoint_the_fan_out_has_no_path(template: dict[str, Any]) -> None:

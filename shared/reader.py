@@ -87,10 +87,10 @@ def listed(commit: Commit, name: str) -> dict[str, Any]:
     """
     if commit.failed:
         raise NotCommitted(f"run {commit.run_id} failed ({commit.error.get('code')}): it lists no outputs")
-    for output in commit.record.get("outputs") or []:
-        path = str(output.get("path", ""))
-        if path == name or path.endswith("/" + commit.run_id + "/" + name):
-            return dict(output)
+    entry = commit.listed().get(name) or next(
+        (o for o in commit.record.get("outputs") or [] if o.get("path") == name), None)
+    if entry is not None:
+        return dict(entry)
     raise NotCommitted(f"{name!r} is not listed in the manifest of run {commit.run_id}")
 
 

@@ -171,6 +171,18 @@ class Commit(NamedTuple):
         error = self.record.get("error") if self.failed else None
         return error if isinstance(error, dict) else {}
 
+    def listed(self) -> dict[str, dict[str, Any]]:
+        """The outputs its manifest lists, by name inside the run directory. A listed path is
+        ``<workspace>/<worker>/<input>/<run-id>/<name>`` on a mount and in a bucket alike, so
+        the name is what follows the run-id, however the root or the bucket prefix is laid out."""
+        marker = "/" + self.run_id + "/"
+        found: dict[str, dict[str, Any]] = {}
+        for output in self.record.get("outputs") or []:
+            _, sep, name = str(output.get("path", "")).partition(marker)
+            if sep and name:
+                found[name] = output
+        return found
+
 
 def newest_first(commits: list[Commit]) -> list[Commit]:
     """Commits by the time they finished, newest first (the run-id breaks ties)."""
@@ -789,12 +801,6 @@ class Run:
         """Leave the ``_seen`` pointer for a commit found by hashing (the next look-up needs no hash)."""
         if self.fingerprint is not None:
             self._remember(self.fingerprint, failed=commit.failed)
-
-    def listed_outputs(self, commit: Commit) -> dict[str, dict[str, Any]]:
-        """The outputs a commit's manifest lists, by name inside its run directory."""
-        prefix = self.rel(commit.run_dir) + "/"
-        return {str(o["path"])[len(prefix):]: o for o in commit.record.get("outputs") or []
-                if str(o.get("path", "")).startswith(prefix)}
 
 
 # ---------------------------------------------------------------------- reading trees

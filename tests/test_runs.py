@@ -242,3 +242,16 @@ def test_a_duplicate_that_claims_after_the_commit_removes_its_claim(mount: Path,
     commit = duplicate.claim(lease_seconds=60)
     assert commit is not None and not commit.failed and len(looks) == 2
     assert sorted(p.name for p in run_dir.iterdir()) == ["manifest.json", "out.txt"]
+
+
+def test_a_commit_lists_its_outputs_by_name_inside_its_run_directory() -> None:
+    """The same names for a mount's paths and a bucket's keys (any prefix before the run)."""
+    from shared.runs import Commit
+
+    record = {"run_id": "abc123", "outputs": [
+        {"path": "workspace/pdf-extract/docs/a.pdf/abc123/pages.jsonl"},
+        {"path": "tenant-7/workspace/pdf-extract/docs/a.pdf/abc123/attachments/001-notes.txt"},
+        {"path": "workspace/pdf-extract/docs/a.pdf/other/text.txt"}]}
+    listed = Commit(Path("/mnt/workspace/pdf-extract/docs/a.pdf/abc123"), record, False).listed()
+    assert sorted(listed) == ["attachments/001-notes.txt", "pages.jsonl"]
+    assert listed["pages.jsonl"] is record["outputs"][0]

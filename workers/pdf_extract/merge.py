@@ -94,7 +94,7 @@ def find_ranges(options: Options, source: InputFile, run: Run) -> list[RangeRun]
                 code=str(commit.error.get("code") or RANGE_FAILED))
         if commit.record.get("input", {}).get("sha256") != source.sha256:
             raise RangeOutputMismatch(f"range run {commit.run_dir.name} records another input's sha256")
-        found.append(RangeRun(page_range, commit, range_run.listed_outputs(commit)))
+        found.append(RangeRun(page_range, commit, commit.listed()))
     if pending:
         more = len(pending) - SHOWN_PENDING
         raise RetryableError(

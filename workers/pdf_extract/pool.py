@@ -134,8 +134,9 @@ def _pdfium_count(doc: OpenDocument, options: Options) -> Report:
 
 
 def _fork(work: Callable[[], Report], memory_mb: float) -> tuple[int, int]:
-    """Run ``work`` in a forked child that may grow by ``memory_mb``; its JSON report comes
-    back on a pipe.
+    """Run ``work`` in a forked child that may grow by ``memory_mb``; on a pipe come its
+    resident set at the start (a line of KB: what it grew from, see :func:`_collect`), then
+    its JSON report.
 
     A bare ``os.fork`` rather than ``multiprocessing``: the runtime may already run us in a
     daemonic ``multiprocessing`` child (which may not have children), and Lambda has no
@@ -150,6 +151,7 @@ def _fork(work: Callable[[], Report], memory_mb: float) -> tuple[int, int]:
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             memory.cap_data_growth(memory_mb)
+            os.write(write_fd, b"%d\n" % int(memory.resident_mb() * 1024))
             report = json.dumps(work()).encode()
             view = memoryview(report)
             while view:
@@ -168,22 +170,23 @@ class _Running:
     what: str
     memory_mb: float  # its cap: what it may grow by
     share: list[tuple[int, range]] = field(default_factory=list)
-    resident_mb: float = field(default_factory=memory.resident_mb)  # this process's, at the fork
 
 
 def _collect(running: _Running, fd: int) -> dict[str, Any] | None:
     """Read a finished child's report and reap it; raise what it reported, or what killed it.
 
     A child that crashed (SIGSEGV, SIGABRT, ...) after growing by most of its memory cap
-    ran out of it: ``out_of_memory``, for the page it was on. (Its peak resident set counts
-    what it shares with this process since the fork, hence the growth.) Any other crash died in native
-    code on this input: a permanent ``decoder-crash``, as when the CLI's isolation sees its
-    own child crash."""
+    ran out of it: ``out_of_memory``, for the page it was on. Growing: from the resident set
+    it reported at its start, which holds what it shares with this process since the fork
+    (not all of this one's: the kernel copies no mapping of a file it has not written). Any
+    other crash died in native code on this input: a permanent ``decoder-crash``, as when the
+    CLI's isolation sees its own child crash."""
     chunks = []
     while data := os.read(fd, 65536):
         chunks.append(data)
     _, status, usage = os.wait4(running.pid, 0)
-    raw = b"".join(chunks)
+    start, newline, raw = b"".join(chunks).partition(b"\n")
+    started_mb = int(start) / 1024 if newline and start.isdigit() else memory.peak_mb(usage)
     report = json.loads(raw) if raw else "no report"
     if report is None:
         return None
@@ -196,7 +199,7 @@ def _collect(running: _Running, fd: int) -> dict[str, Any] | None:
     from shared.isolation import CRASH_SIGNALS
 
     crashed = os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS
-    if crashed and memory.peak_mb(usage) - running.resident_mb >= OUT_OF_MEMORY_SHARE * running.memory_mb:
+    if crashed and memory.peak_mb(usage) - started_mb >= OUT_OF_MEMORY_SHARE * running.memory_mb:
         return {"kind": "out_of_memory"}
     if crashed:
         raise CorruptInput(f"{running.what} was {_exit_text(status)} inside the PDF library (PDFium or pypdf) on this "

@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import json
 import mmap
+import signal
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,16 +145,27 @@ def test_encrypted_documents_open_with_either_engine(mount: Path, cli: Cli, put:
 @pytest.fixture
 def pdfium_crashes_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
     """A real SIGSEGV in native code wherever PDFium opens a document holding CRASH-ME
-    (a null read through ctypes), standing in for a PDFium bug on a hostile file."""
+    (a null read through ctypes), standing in for a PDFium bug on a hostile file; TRAP-ME
+    ends it with SIGTRAP, as a failed CHECK in Chromium's code does."""
     real = pdfium_text.PdfiumText.__init__
 
     def crashing(self: pdfium_text.PdfiumText, source: bytes | Path, password: str | None) -> None:
         data = source if isinstance(source, bytes) else Path(source).read_bytes()
         if b"CRASH-ME" in data:
             ctypes.string_at(0)
+        if b"TRAP-ME" in data:
+            signal.raise_signal(signal.SIGTRAP)
         real(self, source, password)
 
     monkeypatch.setattr(pdfium_text.PdfiumText, "__init__", crashing)
+
+
+@pytest.mark.usefixtures("pdfium_crashes_on_marker")
+def test_a_failed_check_in_pdfium_is_a_decoder_crash_too(mount: Path, cli: Cli, put: Put) -> None:
+    """Without SIGTRAP among the crash signals this was an internal error (exit 1)."""
+    code, record = _run(cli, put, "check.pdf", build_pdf([text_page("TRAP-ME")]))
+    assert code == 3, record
+    assert record["error"]["code"] == "decoder-crash" and "SIGTRAP" in record["error"]["message"]
 
 
 @pytest.mark.usefixtures("pdfium_crashes_on_marker")
@@ -193,8 +205,6 @@ def pdfium_hangs_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
     """PDFium stuck inside one native call on a page whose text holds HANG-ME: a libc sleep
     with SIGALRM blocked, so the page timer's Python handler cannot end it (as in a real
     native loop); only the page process's watchdog can."""
-    import signal
-
     real = pdfium_text.PdfiumText.text
 
     def hanging(self: pdfium_text.PdfiumText, index: int) -> str:

@@ -60,7 +60,10 @@ CHUNK_PAGES = 16  # pages per unit of work handed to a process
 POLL_SECONDS = 0.25  # how often a waiting parent checks the deadline and MAX_SECONDS
 PARENT_RESERVE_MB = 96  # kept back for this process: merging, document.json, the commit
 MIN_PAGE_PROCESS_MB = 128  # a page process may always grow this much (PDFium's working set on normal pages)
-OUT_OF_MEMORY_SHARE = 0.8  # a child that crashed with at least this share of its cap resident ran out of it
+# A child that crashed after growing by at least this share of its cap ran out of it. Not
+# all of it: the refused request may be a large one (a buffer doubling asks for as much
+# again as it holds), and a crash from a bug rarely comes with this much memory in use.
+OUT_OF_MEMORY_SHARE = 0.5
 
 Report = dict[str, Any] | None
 

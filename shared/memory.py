@@ -1,23 +1,27 @@
-"""This process's memory, and a cap on what a forked child may add to it.
+"""This process's memory, and what a child process may hold of what the function has left.
 
 A Lambda function is killed, with nothing committed, when its processes together go over
 its ``MemorySize``; the retry meets the same input and is killed again. Native decoders
 (PDFium, ffmpeg) allocate what a hostile file asks of them, so a worker that runs one in
-a forked child caps the child's data segment below what the function has left: the child
-then fails on its own (an allocation is refused), the parent sees how it ended and records
-a ``limit`` instead of dying with it.
+a child gives the child a share of what the function has left (:func:`share_mb`) and holds
+it to it: a forked PDFium process by its data segment (:func:`cap_data_growth`: an
+allocation past it is refused), an ffmpeg process by its resident set, watched by the
+parent (its threads' stacks make a data-segment cap useless). The parent then records a
+``limit`` instead of dying with the child.
 """
 
 from __future__ import annotations
 
 import resource
 
+from shared import config
+
 _FALLBACK_RESIDENT_MB = 100.0  # a warm worker process, as measured on Linux
 
 
-def _status_kb(field: str) -> int | None:
+def _status_kb(field: str, path: str = "/proc/self/status") -> int | None:
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
@@ -30,6 +34,20 @@ def resident_mb() -> float:
     """This process's resident set now, in MB."""
     kb = _status_kb("VmRSS")
     return kb / 1024 if kb is not None else _FALLBACK_RESIDENT_MB
+
+
+def resident_mb_of(pid: int) -> float | None:
+    """Another process's resident set now, in MB; None once it is gone (or without /proc)."""
+    kb = _status_kb("VmRSS", f"/proc/{pid}/status")
+    return kb / 1024 if kb is not None else None
+
+
+def share_mb(processes: int, *, reserve_mb: float, floor_mb: float, budget_mb: int = 0) -> float:
+    """What each of ``processes`` children may hold (or grow by): the function's memory (or
+    ``budget_mb``, an option's) less this process's resident set and ``reserve_mb`` (kept
+    for this process's own work), shared out; never less than ``floor_mb``."""
+    total = budget_mb or config.function_memory_mb()
+    return max(float(floor_mb), (total - resident_mb() - reserve_mb) / max(1, processes))
 
 
 def cap_data_growth(extra_mb: float) -> bool:

@@ -365,6 +365,22 @@ def test_broken_inputs_are_classified_permanent_errors(mount: Path, clips: Path,
     assert (run_dir / "error.json").is_file() and not (run_dir / "manifest.json").exists()
 
 
+def test_an_ffmpeg_that_outgrows_its_share_of_the_function_memory_is_a_memory_limit(
+        mount: Path, clips: Path, put_clip: PutClip, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 4K source through the 1080/720/480 ladder holds ~500 MB in ffmpeg. In a 300 MB
+    function that kills the function (nothing committed, on every retry); ffmpeg is now
+    stopped at its share (here the 256 MB floor) and the input ends limit-exceeded (memory)."""
+    big = make_clip(clips / "uhd.mp4", seconds=2, size="3840x2160", rate=25, audio=False)
+    rel = put_clip(big)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "300")
+    outcome = run(rel, poster=False)
+    assert outcome.status == "failed" and outcome.code == "limit-exceeded", outcome.message
+    assert outcome.record is not None and outcome.record["error"]["limit"] == "memory", outcome.record
+    assert "256 MB" in (outcome.message or "") and "MemorySize" in (outcome.message or "")
+    small = run(put_clip(make_clip(clips / "small-in-300.mp4", seconds=1)), poster=False)
+    assert small.status == "done", small.message  # the same function still encodes what fits it
+
+
 def test_garbled_picture_data_is_corrupt_although_ffmpeg_exits_0(mount: Path, clips: Path, run: Run) -> None:
     good = make_clip(clips / "to-garble.mp4", seconds=3, audio=False, extra=("-movflags", "+faststart"))
     data = bytearray(good.read_bytes())
@@ -511,8 +527,8 @@ def test_segments_already_encoded_elsewhere_are_reused(mount: Path, clips: Path,
     reused_markers: list[int] = []
     original = encode.encode_segment
 
-    def spy(plan: Any, segment: Any, run_dir: Path, should_stop: Any = None) -> Any:
-        result = original(plan, segment, run_dir, should_stop)
+    def spy(plan: Any, segment: Any, run_dir: Path, should_stop: Any = None, sharing: int = 1) -> Any:
+        result = original(plan, segment, run_dir, should_stop, sharing)
         calls.append(-1 if result.cached else segment.index)
         if result.cached:
             reused_markers.append((run_dir / segment.done_marker).stat().st_mtime_ns)

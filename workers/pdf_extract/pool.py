@@ -38,7 +38,7 @@ from typing import Any
 
 from pypdf import apply_configuration
 
-from shared import config, memory
+from shared import memory
 from shared.errors import (
     DECODER_CRASH,
     CorruptInput,
@@ -124,9 +124,8 @@ def _child(doc: OpenDocument, options: Options, chunks: list[tuple[int, range]],
 def page_process_memory_mb(options: Options, processes: int) -> float:
     """What each of ``processes`` page processes may add to its memory: the function's
     memory (or option ``memory_mb``) less this process's own and PARENT_RESERVE_MB."""
-    total = options.memory_mb or config.function_memory_mb()
-    free = total - memory.resident_mb() - PARENT_RESERVE_MB
-    return max(float(MIN_PAGE_PROCESS_MB), free / max(1, processes))
+    return memory.share_mb(processes, reserve_mb=PARENT_RESERVE_MB, floor_mb=MIN_PAGE_PROCESS_MB,
+                           budget_mb=options.memory_mb)
 
 
 def _pdfium_count(doc: OpenDocument, options: Options) -> Report:

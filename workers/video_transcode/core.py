@@ -121,6 +121,10 @@ def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> No
     """Raise the classified error for a failed or garbage-producing ffmpeg run."""
     if result.cached:
         return
+    if result.memory_limit_mb is not None:
+        raise LimitExceeded(f"{what}: ffmpeg needed more than the {result.memory_limit_mb:,.0f} MB it may use "
+                            "(its share of the function's memory); give the function more memory (MemorySize), "
+                            "or lower the ladder or max_pixels", limit="memory")
     lines = probe.relevant_lines(result.stderr_lines)
     text = " ".join(result.stderr_lines).lower()
     if result.returncode != 0:
@@ -330,9 +334,11 @@ def encode_segmented(info: MediaInfo, plan: VideoPlan, audio: int | None, copy_a
     obs.logger.info("segment-parallel encode", extra={"segments": len(segments), "jobs": jobs})
     took: dict[int, float] = {}
 
+    sharing = jobs + 1  # the segments at once, and the audio encode beside them
+
     def timed(segment: Segment) -> bool:
         begun = time.monotonic()
-        cached = encode_one(plan, segment, run_dir, stop)
+        cached = encode_one(plan, segment, run_dir, stop, sharing)
         took[segment.index] = round(time.monotonic() - begun, 3)
         return cached
 
@@ -342,7 +348,7 @@ def encode_segmented(info: MediaInfo, plan: VideoPlan, audio: int | None, copy_a
         futures = []
         encode_audio = audio is not None and not copy_audio
         if audio is not None and encode_audio:
-            futures.append(side.submit(_encode_audio, plan.source, audio, options, run_dir, stop))
+            futures.append(side.submit(_encode_audio, plan.source, audio, options, run_dir, stop, sharing))
         futures += [pool.submit(timed, segment) for segment in segments]
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() for f in done if f.done()):
@@ -374,10 +380,10 @@ AUDIO_PART = f"{encode.SEGMENTS_DIR}/audio.m4a"
 AUDIO_DONE = f"{encode.SEGMENTS_DIR}/audio.done.json"
 
 
-def encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Callable[[], bool]) -> bool:
+def encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Callable[[], bool], sharing: int = 1) -> bool:
     """Encode one segment (or find it done); True when it was already done elsewhere."""
     try:
-        result = encode.encode_segment(plan, segment, run_dir, should_stop=stop)
+        result = encode.encode_segment(plan, segment, run_dir, should_stop=stop, sharing=sharing)
     except runner.Stopped as exc:
         raise DeadlineReached(f"stopped segment {segment.index}: the invocation's time is nearly up") from exc
     check_result(result, f"segment {segment.index}", expect_frames=True)
@@ -385,14 +391,14 @@ def encode_one(plan: VideoPlan, segment: Segment, run_dir: Path, stop: Callable[
 
 
 def encode_audio_part(source: str, stream: int, audio_kbps: int, threads: int, run_dir: Path,
-                      stop: Callable[[], bool]) -> bool:
+                      stop: Callable[[], bool], sharing: int = 1) -> bool:
     """The whole file's audio, once (a unit of work like a segment); True when already done."""
     if (run_dir / AUDIO_DONE).is_file() and (run_dir / AUDIO_PART).is_file():
         return True
     (run_dir / encode.SEGMENTS_DIR).mkdir(parents=True, exist_ok=True)
     try:
         result = runner.run(encode.audio_argv(source, stream, audio_kbps, AUDIO_PART, threads),
-                            label="audio encode", cwd=run_dir, should_stop=stop)
+                            label="audio encode", cwd=run_dir, should_stop=stop, sharing=sharing)
     except runner.Stopped as exc:
         raise DeadlineReached("stopped the audio encode: the invocation's time is nearly up") from exc
     check_result(result, "audio encode", expect_frames=False)
@@ -400,8 +406,8 @@ def encode_audio_part(source: str, stream: int, audio_kbps: int, threads: int, r
     return False
 
 
-def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper) -> bool:
-    return encode_audio_part(source, stream, options.audio_bitrate, options.threads, run_dir, stop)
+def _encode_audio(source: str, stream: int, options: Options, run_dir: Path, stop: Stopper, sharing: int) -> bool:
+    return encode_audio_part(source, stream, options.audio_bitrate, options.threads, run_dir, stop, sharing)
 
 
 # ------------------------------------------------------------------ poster, sprite, HLS

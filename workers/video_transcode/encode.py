@@ -279,14 +279,15 @@ def segment_done(run_dir: Path, segment: Segment, rungs: Sequence[Rung]) -> bool
 
 
 def encode_segment(plan: VideoPlan, segment: Segment, run_dir: Path,
-                   should_stop: Callable[[], bool] | None = None) -> runner.Result:
-    """One unit of work: this segment of every rung, then its done marker. Idempotent."""
+                   should_stop: Callable[[], bool] | None = None, sharing: int = 1) -> runner.Result:
+    """One unit of work: this segment of every rung, then its done marker. Idempotent.
+    ``sharing``: the ffmpeg processes run at once here, sharing the memory (runner.run)."""
     if segment_done(run_dir, segment, plan.rungs):
         return runner.Result([], 0, b"", cached=True)
     for rung in plan.rungs:
         (run_dir / segment.path(rung)).parent.mkdir(parents=True, exist_ok=True)
     result = runner.run(segment_argv(plan, segment), label=f"segment {segment.index}", cwd=run_dir,
-                        should_stop=should_stop)
+                        should_stop=should_stop, sharing=sharing)
     if result.returncode == 0:
         write_done_marker(run_dir, segment, {"frames": result.progress.get("frame")})
     return result

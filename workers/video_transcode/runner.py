@@ -4,7 +4,9 @@ Why this module exists instead of ``ffmpeg.run()``: ffmpeg-python buffers all of
 stderr in memory and cannot stop a process at a deadline. Here stderr is read line by
 line into a bounded buffer (the first lines plus a ring of the last ones), ``-progress``
 on stdout becomes periodic log lines, and a run past its time budget is killed with its
-whole process group, so nothing keeps writing after we gave up.
+whole process group, so nothing keeps writing after we gave up. So is one whose resident
+set outgrows its share of the function's memory (:func:`shared.memory.share_mb`): the
+function would otherwise be killed at its MemorySize with nothing committed, on every retry.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from shared import config
+from shared import config, memory
 from shared import observability as obs
 
 ENV_FFMPEG, ENV_FFPROBE = config.ENV_FFMPEG, config.ENV_FFPROBE
 STDERR_HEAD_LINES = 40  # stream/format description ffmpeg prints first
 STDERR_TAIL_LINES = 200  # the last lines, where failures are reported
 PROGRESS_LOG_SECONDS = 10.0  # one progress log line per this many seconds of a run
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.2  # also how often an ffmpeg's resident set is checked against its share
+RESERVE_MB = 128  # of the function's memory, kept for this process: probing, hashing, the commit
+FLOOR_MB = 256  # an ffmpeg may always hold this much (a 720p three-rung encode needs about that)
 DECODE_ERROR_MARKERS = ("error while decoding", "invalid nal", "concealing", "error splitting the input",
                         "decode_slice_header error", "corrupt", "missing picture", "no frame!")
 
@@ -86,6 +90,7 @@ class Result:
     progress: dict[str, str] = field(default_factory=dict)
     decode_errors: int = 0
     cached: bool = False  # nothing ran: the work was found done (a segment encoded elsewhere)
+    memory_limit_mb: float | None = None  # set when it was stopped for outgrowing this share
 
     @property
     def frames(self) -> int:
@@ -170,12 +175,18 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     collect_stdout: bool = False,
     stdout_limit: int = 64 << 20,
+    sharing: int = 1,
 ) -> Result:
     """Run ffmpeg/ffprobe ``argv`` (a list: no shell, no quoting) to its end or until stopped.
 
     Unless ``collect_stdout``, ``-progress pipe:1`` is expected on stdout and logged. The
     process runs in its own session so that a stop kills it and anything it spawned.
+    ``sharing``: how many ffmpeg processes this one runs at once (segments in parallel),
+    which share the function's memory; one that outgrows its share is killed and its
+    result says so (``memory_limit_mb``).
     """
+    memory_limit_mb = memory.share_mb(sharing, reserve_mb=RESERVE_MB, floor_mb=FLOOR_MB)
+    over_limit = False
     obs.logger.debug("ffmpeg start", extra={"step": label, "argv": list(argv)})
     proc = subprocess.Popen(list(argv), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -191,6 +202,10 @@ def run(
             except subprocess.TimeoutExpired:
                 if should_stop is not None and should_stop():
                     raise Stopped(label) from None
+                if (memory.resident_mb_of(proc.pid) or 0.0) > memory_limit_mb:
+                    over_limit = True
+                    kill(proc)
+                    break
     finally:
         if proc.poll() is None:
             kill(proc)
@@ -200,7 +215,8 @@ def run(
             if stream is not None:
                 stream.close()
     return Result(list(argv), proc.returncode, b"".join(out.chunks), err.head, list(err.tail),
-                  max(0, err.seen - len(err.head) - len(err.tail)), out.progress, err.decode_errors)
+                  max(0, err.seen - len(err.head) - len(err.tail)), out.progress, err.decode_errors,
+                  memory_limit_mb=memory_limit_mb if over_limit else None)
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

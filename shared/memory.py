@@ -12,6 +12,7 @@ parent (its threads' stacks make a data-segment cap useless). The parent then re
 
 from __future__ import annotations
 
+import contextlib
 import resource
 
 from shared import config
@@ -50,22 +51,20 @@ def share_mb(processes: int, *, reserve_mb: float, floor_mb: float, budget_mb: i
     return max(float(floor_mb), (total - resident_mb() - reserve_mb) / max(1, processes))
 
 
-def cap_data_growth(extra_mb: float) -> bool:
+def cap_data_growth(extra_mb: float) -> None:
     """Let this process's data segment grow by at most ``extra_mb`` from now on
     (``RLIMIT_DATA``: heap and private mappings, which is where a decoder's buffers go).
-    False where the limit cannot be set (no ``/proc``); call it in a forked child only."""
+    Nothing happens where the limit cannot be read or set (no ``/proc``); call it in a
+    forked child only."""
     kb = _status_kb("VmData")
     if kb is None:
-        return False
+        return
     limit = (kb << 10) + int(extra_mb * (1 << 20))
     _soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
-    try:
+    with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
-    except (ValueError, OSError):
-        return False
-    return True
 
 
 def peak_mb(rusage: resource.struct_rusage) -> float:

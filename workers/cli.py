@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     _global_flags(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    names = WORKERS_PLACEHOLDER
+    names = WORKERS_PLACEHOLDER  # _HelpWithWorkers lists them when help is printed
     run = _subcommand(sub, "run", "process one input file", "Process one input file and print its manifest "
                       "(or error record) as JSON.")
     run.add_argument("worker", help=f"worker name ({names})")

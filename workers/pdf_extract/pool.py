@@ -177,8 +177,8 @@ class _Running:
 def _collect(running: _Running, fd: int) -> dict[str, Any] | None:
     """Read a finished child's report and reap it; raise what it reported, or what killed it.
 
-    A child that crashed (SIGSEGV, SIGABRT, ...) after growing by most of its memory cap
-    ran out of it: ``out_of_memory``, for the page it was on. Growing: from the resident set
+    A child that crashed (SIGSEGV, SIGABRT, ...) after growing by OUT_OF_MEMORY_SHARE of its
+    memory cap ran out of it: ``out_of_memory``, for the page it was on. Growing: from the resident set
     it reported at its start, which holds what it shares with this process since the fork
     (not all of this one's: the kernel copies no mapping of a file it has not written). Any
     other crash died in native code on this input: a permanent ``decoder-crash``, as when the

@@ -165,7 +165,8 @@ def page_loops(docs: list[tuple[str, Path, int]], repeats: int) -> str:
     from workers.pdf_extract.budget import Budget
     from workers.pdf_extract.opening import open_document
     from workers.pdf_extract.options import parse
-    from workers.pdf_extract.pages import Engines, extract_page
+    from workers.pdf_extract.pages import PDFIUM, page_facts, record
+    from workers.pdf_extract.pdfium_text import PdfiumText
 
     def mupdf(path: Path) -> int:
         document = pymupdf.open(path)
@@ -175,12 +176,15 @@ def page_loops(docs: list[tuple[str, Path, int]], repeats: int) -> str:
         document = pypdfium2.PdfDocument(path)
         return sum(len(document[i].get_textpage().get_text_range()) for i in range(len(document)))
 
-    def worker(path: Path) -> int:
+    def worker(path: Path) -> int:  # both halves of each page, one after the other, in one process
         options, data = parse({}), path.read_bytes()
-        engines = Engines(open_document(io.BytesIO(data), options, path, data), options)
+        doc, text = open_document(io.BytesIO(data), options, path, data), PdfiumText(data, None)
         budget = Budget(Deadline(None), options.max_page_seconds, options.max_seconds)
-        total = sum(extract_page(engines, i, options, budget)["chars"] for i in range(engines.doc.page_count))
-        engines.close()
+        total = 0
+        for i in range(doc.page_count):
+            facts = page_facts(doc.reader, i, options, budget)
+            total += record(facts, text.read(i)[0], PDFIUM, False, options)["chars"]
+        text.close()
         return total
 
     rows = ["| document | pages | worker page loop s | PyMuPDF s | pypdfium2 s | worker vs PyMuPDF (paired) | "
@@ -275,8 +279,9 @@ def cold_start(repeats: int) -> str:
     rows = ["| cold start (whole process, with .pyc) | ours s | bare import s | ratio of medians | paired ratio |",
             "|---|---:|---:|---:|---:|"]
     for what, code in (("import handler", "import workers.pdf_extract.handler"),
-                       ("import handler + core (first input)",
-                        "import workers.pdf_extract.handler, workers.pdf_extract.core")):
+                       ("import handler + what the first input imports (core, pypdf's side, PDFium's)",
+                        "import workers.pdf_extract.handler, workers.pdf_extract.core, workers.pdf_extract.document, "
+                        "workers.pdf_extract.pdfium_text")):
         probe = (code + "; import sys, json, sysconfig; p = sysconfig.get_paths(); "
                  "print(json.dumps(sorted(n for n, m in list(sys.modules.items()) if (getattr(m, '__file__', None) "
                  "or '').startswith((p['purelib'], p['platlib'])))))")

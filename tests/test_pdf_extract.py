@@ -21,7 +21,7 @@ from shared.paths import input_from_path
 from shared.runtime import execute
 from shared.worker import Deadline
 from workers import cli
-from workers.pdf_extract import SPEC, sniff
+from workers.pdf_extract import SPEC, sniff, structure
 from workers.pdf_extract import core as pdf_core
 from workers.pdf_extract import pages as pdf_pages
 from workers.pdf_extract.options import parse, parse_pages
@@ -148,7 +148,7 @@ def test_document_json_structure(mount: Path, run: Any) -> None:
     ("yesterday", None),
 ], ids=["offset", "negative", "zulu", "partial", "no-prefix", "invalid-month", "garbage"])
 def test_pdf_dates_to_iso(raw: str, iso: str | None) -> None:
-    assert pdf_core.pdf_date(raw) == iso
+    assert structure.pdf_date(raw) == iso
 
 
 def test_images_option_writes_images(mount: Path, run: Any) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import io
 import json
 import mmap
 import signal
@@ -205,16 +206,16 @@ def pdfium_hangs_on_marker(monkeypatch: pytest.MonkeyPatch) -> None:
     """PDFium stuck inside one native call on a page whose text holds HANG-ME: a libc sleep
     with SIGALRM blocked, so the page timer's Python handler cannot end it (as in a real
     native loop); only the page process's watchdog can."""
-    real = pdfium_text.PdfiumText.text
+    real = pdfium_text.PdfiumText.read
 
-    def hanging(self: pdfium_text.PdfiumText, index: int) -> str:
-        text = real(self, index)
+    def hanging(self: pdfium_text.PdfiumText, index: int) -> tuple[str, dict[str, Any]]:
+        text, box = real(self, index)
         if "HANG-ME" in text:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
             ctypes.CDLL(None).sleep(60)
-        return text
+        return text, box
 
-    monkeypatch.setattr(pdfium_text.PdfiumText, "text", hanging)
+    monkeypatch.setattr(pdfium_text.PdfiumText, "read", hanging)
 
 
 @pytest.mark.usefixtures("pdfium_hangs_on_marker")
@@ -297,3 +298,66 @@ def test_a_crash_with_little_memory_in_use_is_still_a_decoder_crash(mount: Path,
     assert code == 3, record
     assert record["error"]["code"] == "decoder-crash", record
     assert len(ballast) == 160 << 20
+
+
+# ----------------------------------------------------------- the two halves, overlapped
+
+REPO = Path(__file__).resolve().parents[1]
+
+_FIRST_FORK_PROBE = """
+import json, sys
+from pathlib import Path
+from workers.pdf_extract import forks
+real, seen = forks.fork, []
+def fork(work, memory_mb):
+    seen.append(sorted(m for m in ("pypdf", "pypdfium2") if m in sys.modules))
+    return real(work, memory_mb)
+forks.fork = fork
+from workers import cli
+code = cli.main(["run", "pdf-extract", "ingest/p.pdf", "--root", sys.argv[1], "--no-isolation"])
+print(json.dumps({"code": code, "imported_at_first_fork": seen[0]}))
+"""
+
+
+def test_pdfium_page_process_starts_before_pypdf_is_imported(tmp_path: Path) -> None:
+    """The overlap that makes a cold run faster: the first page process is forked before this
+    process imports pypdf (or pypdfium2, which only the page processes need)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "ingest").mkdir()
+    (tmp_path / "ingest" / "p.pdf").write_bytes(build_pdf([text_page("overlapped")]))
+    out = subprocess.run([sys.executable, "-c", _FIRST_FORK_PROBE, str(tmp_path)], cwd=REPO, check=True,
+                         capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "imported_at_first_fork": []}, out.stderr
+
+
+def _lines(pdf: bytes, workers: int, plan_workers: int | None = None) -> list[dict[str, Any]]:
+    from shared.worker import Deadline
+    from workers.pdf_extract.budget import Budget
+    from workers.pdf_extract.options import parse
+    from workers.pdf_extract.text_pages import PdfiumPages
+
+    options = parse({"parallel": workers})
+    pages = PdfiumPages(pdf, options, Budget(Deadline(None), 30, 900), 0, None, workers=workers)
+    try:
+        if plan_workers is not None:
+            pages.plan(len(PdfReader(io.BytesIO(pdf)).pages), plan_workers)
+        pages.finish()
+        assert pages.started == max(workers, plan_workers or 0)
+        return list(pages.parts())
+    finally:
+        pages.close()
+
+
+@pytest.mark.parametrize(("workers", "plan_workers"), [(1, None), (2, None), (3, None), (1, 3)])
+def test_page_processes_take_every_page_once_in_order(workers: int, plan_workers: int | None) -> None:
+    """Chunks go to whichever process is free (a token each on one pipe), also to those the
+    automatic mode adds once pypdf has counted the pages: every page comes out once, in order."""
+    count = 70  # five chunks
+    pdf = build_pdf([text_page(f"page {n}") for n in range(1, count + 1)])
+    lines = _lines(pdf, workers, plan_workers)
+    assert [line["page"] for line in lines] == list(range(1, count + 1))
+    assert [line["text"] for line in lines] == [f"page {n}" for n in range(1, count + 1)]
+    assert all(line["box"] == {"width": 612.0, "height": 792.0, "rotation": 0} for line in lines)

@@ -29,7 +29,7 @@ from shared.errors import (
     MountworksError,
     UnsupportedInput,
 )
-from workers.pdf_extract.options import Options
+from workers.pdf_extract.options import Options, short
 
 HEADER_SCAN_BYTES = 1024  # readers accept junk before %PDF- within the first KiB
 IN_MEMORY_MAX_BYTES = 64 << 20  # smaller files are read into memory once (faster); larger ones stream
@@ -83,11 +83,6 @@ def translated(doing: str) -> Iterator[None]:
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError,
             NotImplementedError, zlib.error, EOFError) as exc:
         raise CorruptInput(f"{doing}: malformed or truncated PDF ({type(exc).__name__}: {short(exc)})") from exc
-
-
-def short(value: object, limit: int = 300) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def pypdf_limits(options: Options) -> dict[str, Any]:

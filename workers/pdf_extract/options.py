@@ -47,6 +47,12 @@ ENGINES = ("pdfium", "pypdf")  # text engines; the first is the default
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:(-)\s*(\d*)\s*)?$")
 
 
+def short(value: object, limit: int = 300) -> str:
+    """A message's detail, cut to ``limit`` characters."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def add_engine_page(ranges: dict[str, list[list[int]]], engine: str | None, first: int,
                     last: int | None = None) -> None:
     """Record that ``engine`` produced the text of pages ``first..last`` (ranges kept coalesced)."""

@@ -10,160 +10,168 @@ produced its text, and the manifest's facts list the pages of each engine.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from pypdf.errors import LimitReachedError
 
 from shared.errors import LIMIT_EXCEEDED, PAGE_ERROR, DeadlineReached, MountworksError
-from workers.pdf_extract.budget import Budget, NativeWatchdog, PageTimeout, page_timer
-from workers.pdf_extract.opening import OpenDocument, is_cycle, limit_name, short
-from workers.pdf_extract.options import FORM_FEED, MAX_LINKS, Options, add_engine_page
+from workers.pdf_extract.budget import Budget, PageTimeout, page_timer
+from workers.pdf_extract.opening import is_cycle, limit_name
+from workers.pdf_extract.options import FORM_FEED, MAX_LINKS, Options, add_engine_page, short
 from workers.pdf_extract.structure import content_problem, draws_images, page_box, page_links
 
 PYPDF = "pypdf"
+PDFIUM = "pdfium"
 
 
-class Engines:
-    """The text engines of one process. PDFium is opened on first use, in the process that
-    uses it (a forked page process: :mod:`workers.pdf_extract.pool`), never before a fork."""
+@dataclass
+class PageFacts:
+    """pypdf's half of a page record: its box, links and flags, and an error that leaves the
+    page without text (a content stream over the limit, a malformed page, its timer)."""
 
-    def __init__(self, doc: OpenDocument, options: Options, watchdog: NativeWatchdog | None = None) -> None:
-        self.doc, self.options, self.watchdog = doc, options, watchdog
-        self._pdfium: Any = None
-        self.pdfium_problem: str | None = None
-
-    def pdfium(self) -> Any:
-        """The PDFium document, or None when PDFium cannot open it (pypdf reads the text then)."""
-        if self._pdfium is None and self.pdfium_problem is None:
-            from workers.pdf_extract.pdfium_text import PdfiumText
-
-            try:
-                self._pdfium = PdfiumText(self.doc.pdfium_source, self.options.password)
-            except MountworksError as exc:
-                if self.doc.reader is None:
-                    raise
-                self.pdfium_problem = exc.message
-        return self._pdfium
-
-    def text(self, index: int, page: Any, seconds: float) -> tuple[str, str]:
-        """The page's text and the engine that produced it (PDFium under the watchdog, if any)."""
-        if self.options.engine == "pdfium" or page is None:
-            from workers.pdf_extract.pdfium_text import ENGINE, PdfiumPageError
-
-            pdfium = self.pdfium()
-            if pdfium is not None:
-                try:
-                    if self.watchdog is None:
-                        return pdfium.text(index), ENGINE
-                    with self.watchdog.guard(seconds):
-                        return pdfium.text(index), ENGINE
-                except PdfiumPageError:
-                    if page is None:
-                        raise
-        return page.extract_text() or "", PYPDF
-
-    def close(self) -> None:
-        if self._pdfium is not None:
-            self._pdfium.close()
-            self._pdfium = None
-
-
-def extract_page(engines: Engines, index: int, options: Options, budget: Budget) -> dict[str, Any]:
-    """One page's record; any failure is recorded on the page, never raised (but the deadline)."""
-    number = index + 1
-    budget.check(number)
-    flags: list[str] = []
+    number: int
+    box: dict[str, Any] = field(default_factory=lambda: {"width": None, "height": None, "rotation": 0})
+    links: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None
-    text = ""
-    engine: str | None = None
-    box: dict[str, Any] = {"width": None, "height": None, "rotation": 0}
-    links: list[str] = []
-    has_images = False
-    reader = engines.doc.reader
+
+
+@contextlib.contextmanager
+def contained(facts: PageFacts, options: Options, budget: Budget) -> Iterator[None]:
+    """Run a step of page ``facts.number`` under the page timer; any failure is recorded on
+    the page (its flags and error), never raised, but the invocation's deadline."""
+    number = facts.number
     seconds, deadline_bound = budget.page_seconds()
     try:
         with page_timer(seconds):
-            page = reader.pages[index] if reader is not None else None
-            problem = None
-            if page is not None:
-                box = page_box(page, flags)
-                links = page_links(page)
-                problem = content_problem(page, options.max_decompressed_bytes)
-            else:
-                box = engines.pdfium().box(index)
-            if problem is not None and problem[0] == "limit":
-                flags.append("limit")
-                error = {"code": LIMIT_EXCEEDED, "limit": "MAX_DECOMPRESSED_BYTES",
-                         "message": f"page {number}: {problem[1]}; raise option max_decompressed_bytes"}
-            elif problem is not None:
-                flags.append("error")
-                error = {"code": PAGE_ERROR, "message": f"page {number}: {problem[1]}"}
-            else:
-                text, engine = engines.text(index, page, seconds)
-                if not text.strip():
-                    has_images = draws_images(page.get("/Resources"), 0, set()) if page is not None \
-                        else engines.pdfium().draws_images(index)
+            yield
     except PageTimeout:
         if deadline_bound:
             raise DeadlineReached(f"stopped during page {number}: the invocation's time is nearly up") from None
-        flags.append("timeout")
-        error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
-                 "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
+        facts.flags.append("timeout")
+        facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
+                       "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
     except LimitReachedError as exc:
         if is_cycle(exc):
-            flags.append("error")
-            error = {"code": PAGE_ERROR, "message": f"page {number}: cyclic references ({short(exc)})"}
+            facts.flags.append("error")
+            facts.error = {"code": PAGE_ERROR, "message": f"page {number}: cyclic references ({short(exc)})"}
         else:
-            flags.append("limit")
-            error = {"code": LIMIT_EXCEEDED, "limit": limit_name(exc),
-                     "message": f"page {number}: a safety limit was reached ({short(exc)})"}
+            facts.flags.append("limit")
+            facts.error = {"code": LIMIT_EXCEEDED, "limit": limit_name(exc),
+                           "message": f"page {number}: a safety limit was reached ({short(exc)})"}
     except MountworksError:
         raise
     except Exception as exc:  # a malformed page: record it here, keep the other pages
-        flags.append("error")
-        error = {"code": PAGE_ERROR, "message": f"page {number}: {type(exc).__name__}: {short(exc)}"}
-    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # no lone surrogates
+        facts.flags.append("error")
+        facts.error = {"code": PAGE_ERROR, "message": f"page {number}: {type(exc).__name__}: {short(exc)}"}
+
+
+def page_facts(reader: Any, index: int, options: Options, budget: Budget) -> PageFacts:
+    """pypdf's half of page ``index``: box, links, and the content-size check that gives a
+    flate bomb its ``limit`` flag whatever the text engine."""
+    facts = PageFacts(index + 1)
+    budget.check(facts.number)
+    with contained(facts, options, budget):
+        page = reader.pages[index]
+        facts.box = page_box(page, facts.flags)
+        facts.links = page_links(page)
+        problem = content_problem(page, options.max_decompressed_bytes)
+        if problem is not None and problem[0] == "limit":
+            facts.flags.append("limit")
+            facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_DECOMPRESSED_BYTES",
+                           "message": f"page {facts.number}: {problem[1]}; raise option max_decompressed_bytes"}
+        elif problem is not None:
+            facts.flags.append("error")
+            facts.error = {"code": PAGE_ERROR, "message": f"page {facts.number}: {problem[1]}"}
+    return facts
+
+
+def pypdf_text(reader: Any, facts: PageFacts, options: Options, budget: Budget) -> tuple[str, bool]:
+    """pypdf's text of the page (option ``engine=pypdf``, or where PDFium cannot read it), and
+    whether a page without text draws images."""
+    text, has_images = "", False
+    with contained(facts, options, budget):
+        page = reader.pages[facts.number - 1]
+        text = page.extract_text() or ""
+        if not text.strip():
+            has_images = draws_images(page.get("/Resources"), 0, set())
+    return (text, has_images) if facts.error is None else ("", False)
+
+
+def record(facts: PageFacts, text: str, engine: str | None, has_images: bool, options: Options) -> dict[str, Any]:
+    """The page's record from its facts and its text (cut to MAX_PAGE_CHARS, no lone surrogates)."""
+    flags = list(facts.flags)
+    if facts.error is not None:
+        text, engine, has_images = "", None, False
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     if len(text) > options.max_page_chars:
         text = text[: options.max_page_chars]
         flags.append("text_truncated")
-    if error is None and not text.strip() and has_images:
+    if facts.error is None and not text.strip() and has_images:
         flags.append("needs_ocr")
-    return {"page": number, "text": text, "chars": len(text), "flags": flags, "error": error,
-            "box": box, "links": links, "engine": engine if error is None else None}
+    return {"page": facts.number, "text": text, "chars": len(text), "flags": flags, "error": facts.error,
+            "box": facts.box, "links": facts.links, "engine": engine}
 
 
-def stopped_record(engines: Engines, index: int, *, options: Options, why: str, memory_mb: float) -> dict[str, Any]:
+def extract_page(reader: Any, index: int, options: Options, budget: Budget) -> dict[str, Any]:
+    """One page's record with pypdf's text (option ``engine=pypdf``)."""
+    facts = page_facts(reader, index, options, budget)
+    text, has_images = pypdf_text(reader, facts, options, budget) if facts.error is None else ("", False)
+    return record(facts, text, PYPDF, has_images, options)
+
+
+def with_pdfium_text(reader: Any, facts: PageFacts, part: dict[str, Any] | None, stopped: str | None,
+                     options: Options, budget: Budget, memory_mb: float) -> dict[str, Any]:
+    """A page's record from pypdf's facts and PDFium's half (``part``, from a page process:
+    see :mod:`workers.pdf_extract.text_pages`). A page PDFium could not read gets pypdf's
+    text; a page whose process was stopped on it (``stopped``) gets none."""
+    if facts.error is not None:  # the facts decide: PDFium's text of a flate-bomb page is not kept
+        return record(facts, "", None, False, options)
+    if stopped is not None:
+        return stopped_record(facts, why=stopped, options=options, memory_mb=memory_mb)
+    if part is not None and part.get("timeout"):
+        facts.flags.append("timeout")
+        facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS", "message": f"page {facts.number} took "
+                       f"longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
+        return record(facts, "", None, False, options)
+    if part is not None and "text" in part:
+        text, has_images = part["text"], False
+        if reader is None:
+            facts.box, has_images = part["box"], bool(part.get("images"))
+        elif not text.strip():  # whether it needs OCR: pypdf's answer, as with engine=pypdf
+            with contained(facts, options, budget):
+                has_images = draws_images(reader.pages[facts.number - 1].get("/Resources"), 0, set())
+        return record(facts, text, PDFIUM, has_images, options)
+    if reader is not None:  # PDFium could not load the page (or does not count it): pypdf reads it
+        text, has_images = pypdf_text(reader, facts, options, budget)
+        return record(facts, text, PYPDF, has_images, options)
+    facts.flags.append("error")
+    facts.error = {"code": PAGE_ERROR, "message": f"page {facts.number}: PdfiumPageError: " + (
+        part["error"] if part is not None and "error" in part else "PDFium does not count this page")}
+    return record(facts, "", None, False, options)
+
+
+def stopped_record(facts: PageFacts, *, why: str, options: Options, memory_mb: float) -> dict[str, Any]:
     """The record of a page whose process ended inside a native call: stopped by the
     NativeWatchdog (``why="hung"``: flagged ``timeout``, as a page the page timer stopped) or
-    out of its memory cap (``"out_of_memory"``: flagged ``limit``). Its box and links are
-    read again with pypdf here."""
-    flags: list[str] = []
-    box: dict[str, Any] = {"width": None, "height": None, "rotation": 0}
-    links: list[str] = []
-    reader = engines.doc.reader
-    if reader is not None:
-        try:
-            page = reader.pages[index]
-            box, links = page_box(page, flags), page_links(page)
-        except Exception:  # the box is a fact worth having, not worth failing for
-            pass
-    number = index + 1
+    out of its memory cap (``"out_of_memory"``: flagged ``limit``)."""
+    number = facts.number
     if why == "hung":
-        flags.append("timeout")
-        error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
-                 "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s "
-                            "(inside PDFium: its process was stopped)"}
+        facts.flags.append("timeout")
+        facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
+                       "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s "
+                                  "(inside PDFium: its process was stopped)"}
     else:
-        flags.append("limit")
-        error = {"code": LIMIT_EXCEEDED, "limit": "memory",
-                 "message": f"page {number}: PDFium needed more than the {memory_mb:,.0f} MB its process may use "
-                            "(the function's memory less the run's own); give the function more memory, or set "
-                            "option memory_mb higher, and process the document again"}
-    return {"page": number, "text": "", "chars": 0, "flags": flags, "error": error,
-            "box": box, "links": links, "engine": None}
+        facts.flags.append("limit")
+        facts.error = {"code": LIMIT_EXCEEDED, "limit": "memory",
+                       "message": f"page {number}: PDFium needed more than the {memory_mb:,.0f} MB its process may "
+                                  "use (the function's memory less the run's own); give the function more memory, "
+                                  "or set option memory_mb higher, and process the document again"}
+    return record(facts, "", None, False, options)
 
 
 # ------------------------------------------------------------------------- writing
@@ -214,8 +222,8 @@ class PageWriter:
                 self.links.append({"page": record["page"], "uri": uri})
 
 
-def serial(engines: Engines, indexes: range, options: Options, budget: Budget,
+def serial(reader: Any, indexes: range, options: Options, budget: Budget,
            sink: Callable[[dict[str, Any]], None]) -> None:
     for index in indexes:
-        sink(extract_page(engines, index, options, budget))
+        sink(extract_page(reader, index, options, budget))
 

@@ -2,7 +2,7 @@
 
 PDFium gives maths symbols, CJK, vertical and right-to-left text as written, several
 times faster than pypdf's pure-Python interpreter. It is native code, so it runs only in
-forked page processes (:mod:`workers.pdf_extract.pool`): a crash on a hostile file ends
+forked page processes (:mod:`workers.pdf_extract.text_pages`): a crash on a hostile file ends
 that input as ``decoder-crash`` and never the process that commits (in Lambda, the only
 one). This is the one module that imports pypdfium2, and the one place its errors are
 translated.
@@ -19,7 +19,7 @@ import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
 
 from shared.errors import PASSWORD_REQUIRED, WRONG_PASSWORD, CorruptInput, EncryptedInput
-from workers.pdf_extract.opening import short
+from workers.pdf_extract.options import short
 
 ENGINE = "pdfium"
 
@@ -65,9 +65,11 @@ class PdfiumText:
         finally:
             page.close()
 
-    def text(self, index: int) -> str:
-        """The page's text in reading order; line breaks as ``\\n`` (PDFium writes ``\\r\\n``)."""
+    def read(self, index: int) -> tuple[str, dict[str, Any]]:
+        """The page's text in reading order (line breaks as ``\\n``: PDFium writes ``\\r\\n``)
+        and its box, from one load of the page."""
         with self._page(index) as page:
+            box = _box(page)
             try:
                 textpage = page.get_textpage()
             except pdfium.PdfiumError as exc:
@@ -76,14 +78,15 @@ class PdfiumText:
                 text: str = textpage.get_text_range()
             finally:
                 textpage.close()
-        return text.replace("\r\n", "\n").replace("\r", "\n")
+        return text.replace("\r\n", "\n").replace("\r", "\n"), box
+
+    def text(self, index: int) -> str:
+        return self.read(index)[0]
 
     def box(self, index: int) -> dict[str, Any]:
         """Width, height (points) and rotation, for documents pypdf cannot open."""
         with self._page(index) as page:
-            width, height = page.get_size()
-            return {"width": round(float(width), 3), "height": round(float(height), 3),
-                    "rotation": int(page.get_rotation()) % 360}
+            return _box(page)
 
     def draws_images(self, index: int) -> bool:
         with self._page(index) as page:
@@ -91,3 +94,9 @@ class PdfiumText:
 
     def close(self) -> None:
         self.doc.close()
+
+
+def _box(page: Any) -> dict[str, Any]:
+    width, height = page.get_size()
+    return {"width": round(float(width), 3), "height": round(float(height), 3),
+            "rotation": int(page.get_rotation()) % 360}

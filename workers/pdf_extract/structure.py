@@ -26,8 +26,8 @@ from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, StreamO
 from shared.errors import MountworksError
 from shared.runs import OutputDir
 from workers.pdf_extract.budget import Budget, PageTimeout, page_timer
-from workers.pdf_extract.opening import MAX_FORM_FIELDS, MAX_OUTLINE_ENTRIES, short
-from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, MAX_LINKS, Options
+from workers.pdf_extract.opening import MAX_FORM_FIELDS, MAX_OUTLINE_ENTRIES
+from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, MAX_LINKS, Options, short
 
 MAX_PAGE_POINTS = 14_400.0  # PDF 1.7 (Annex C): 200 inches; larger boxes are flagged absurd
 MAX_META_CHARS = 4_096  # one metadata value, one URI, one field value

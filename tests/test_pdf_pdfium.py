@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import io
 import json
 import mmap
 import signal
@@ -333,7 +332,7 @@ def test_pdfium_page_process_starts_before_pypdf_is_imported(tmp_path: Path) -> 
     assert result == {"code": 0, "imported_at_first_fork": []}, out.stderr
 
 
-def _lines(pdf: bytes, workers: int, plan_workers: int | None = None) -> list[dict[str, Any]]:
+def _lines(pdf: bytes, count: int, workers: int, plan_workers: int | None = None) -> list[dict[str, Any] | None]:
     from shared.worker import Deadline
     from workers.pdf_extract.budget import Budget
     from workers.pdf_extract.options import parse
@@ -343,10 +342,11 @@ def _lines(pdf: bytes, workers: int, plan_workers: int | None = None) -> list[di
     pages = PdfiumPages(pdf, options, Budget(Deadline(None), 30, 900), 0, None, workers=workers)
     try:
         if plan_workers is not None:
-            pages.plan(len(PdfReader(io.BytesIO(pdf)).pages), plan_workers)
+            pages.plan(count, plan_workers)
+        lines = [line for line, _stopped in pages.in_order(range(count))]
         pages.finish()
         assert pages.started == max(workers, plan_workers or 0)
-        return list(pages.parts())
+        return lines
     finally:
         pages.close()
 
@@ -357,7 +357,7 @@ def test_page_processes_take_every_page_once_in_order(workers: int, plan_workers
     automatic mode adds once pypdf has counted the pages: every page comes out once, in order."""
     count = 70  # five chunks
     pdf = build_pdf([text_page(f"page {n}") for n in range(1, count + 1)])
-    lines = _lines(pdf, workers, plan_workers)
-    assert [line["page"] for line in lines] == list(range(1, count + 1))
-    assert [line["text"] for line in lines] == [f"page {n}" for n in range(1, count + 1)]
-    assert all(line["box"] == {"width": 612.0, "height": 792.0, "rotation": 0} for line in lines)
+    lines = _lines(pdf, count, workers, plan_workers)
+    assert [line and line["page"] for line in lines] == list(range(1, count + 1))
+    assert [line and line["text"] for line in lines] == [f"page {n}" for n in range(1, count + 1)]
+    assert all(line and line["box"] == {"width": 612.0, "height": 792.0, "rotation": 0} for line in lines)

@@ -65,15 +65,8 @@ def _pdfium_records(doc: OpenDocument, pdfium: PdfiumPages, indexes: range, work
         if page.error is not None:
             pdfium.skip(index)
         facts.append(page)
-    pdfium.finish()
-    parts = pdfium.parts()
-    part = next(parts, None)
-    for page in facts:
-        index = page.number - 1
-        while part is not None and part["page"] - 1 < index:
-            part = next(parts, None)
-        here = part if part is not None and part["page"] - 1 == index else None
-        writer.add(with_pdfium_text(reader, page, here, pdfium.stops.get(index), options, budget, pdfium.memory_mb))
+    for page, (part, stopped) in zip(facts, pdfium.in_order(indexes), strict=True):
+        writer.add(with_pdfium_text(reader, page, part, stopped, options, budget, pdfium.memory_mb))
 
 
 def extract(source: InputFile, out: OutputDir, options: Options, budget: Budget, stream: IO[bytes],

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -44,7 +45,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from shared import memory
 from shared.errors import CorruptInput, DeadlineReached, LimitExceeded, MountworksError
@@ -75,6 +76,16 @@ def chunk_pages(pages: int) -> int:
 
 def chunk_file(folder: Path, start: int) -> Path:
     return folder / f"{start:08d}.jsonl"
+
+
+@dataclass
+class _Chunk:
+    """A chunk a process took: pages ``start..stop-1``; lines for ``start..complete-1`` once
+    it is done (or its process was stopped on page ``complete``)."""
+
+    start: int
+    stop: int
+    complete: int | None = None
 
 
 class _Control:
@@ -155,7 +166,9 @@ def _child(source: bytes | Path, options: Options, folder: Path, work: _Work,
 
         def chunk(start: int, stop: int) -> None:
             say("chunk", f"{start} {stop}")
-            with chunk_file(folder, start).open("a", encoding="utf-8") as f:
+            fd = os.open(chunk_file(folder, start), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            index = start
+            try:
                 for index in range(start, stop):
                     control.read()
                     if control.past(index):
@@ -179,8 +192,11 @@ def _child(source: bytes | Path, options: Options, folder: Path, work: _Work,
                                 raise DeadlineReached(f"stopped during page {index + 1}: the invocation's time "
                                                       "is nearly up")
                             part = {"page": index + 1, "timeout": True}
-                    f.write(json.dumps(part, ensure_ascii=False) + "\n")
-                    f.flush()
+                    os.write(fd, (json.dumps(part) + "\n").encode())  # ASCII: a lone surrogate travels as \\udXXX
+                index = stop
+            finally:
+                os.close(fd)
+                say("done", f"{start} {index}")  # lines for pages start..index-1
 
         if work.first_chunk is not None:
             chunk(*work.first_chunk)
@@ -211,12 +227,17 @@ class PdfiumPages:
         self.running: dict[int, forks.Child] = {}
         self._controls: dict[int, int] = {}  # child pid -> write end of its control pipe
         self.stops: dict[int, str] = {}  # page index -> why its process was stopped on it
-        self.starts: list[int] = []  # the first page of every chunk file
+        self.chunks: dict[int, _Chunk] = {}  # by first page: the chunk files, as the processes take them
         self.count: int | None = None  # PDFium's page count, once the leader has opened the document
         self.problem: Exception | None = None  # why PDFium cannot open the document
         self.upto: int | None = None
         self.started = 0
         self.memory_mb = page_process_memory_mb(options, workers)
+        # While page processes share this process's memory (copy-on-write), the collector leaves
+        # the objects of the fork alone: a full collection writes to every one of them, and the
+        # kernel then copies the pages they sit on (that doubled the time pypdf takes to open a
+        # document beside a page process). Unfrozen in close().
+        gc.freeze()
         self._work_read, work_write = os.pipe()
         try:
             self._start(tokens=(first, last, work_write))
@@ -291,7 +312,10 @@ class PdfiumPages:
         while (chunk := child.take("chunk")) is not None:
             start, stop = (int(n) for n in chunk.split())
             child.share = (start, stop)
-            self.starts.append(start)
+            self.chunks[start] = _Chunk(start, stop)
+        while (done := child.take("done")) is not None:
+            start, end = (int(n) for n in done.split())
+            self.chunks[start].complete = end
 
     def _ended(self, child: forks.Child, end: forks.Report) -> None:
         os.close(self._controls.pop(child.pid))
@@ -311,19 +335,43 @@ class PdfiumPages:
             done = sum(1 for _ in f)
         stuck = start + done
         self.stops[stuck] = end["kind"]
+        self.chunks[start].complete = stuck
         self._start(first_chunk=(stuck + 1, stop) if stuck + 1 < stop else None)
+
+    def in_order(self, indexes: range) -> Iterator[tuple[dict[str, Any] | None, str | None]]:
+        """For each page of ``indexes`` in order: its line (None where no process read it:
+        PDFium cannot open the document, or does not count the page) and, for a page whose
+        process was stopped on it, why. Each chunk is handed out as soon as it is complete,
+        so the records are written while the processes work on the next chunks."""
+        chunk: _Chunk | None = None
+        lines: IO[str] | None = None
+        try:
+            for index in indexes:
+                while True:
+                    if index in self.stops:
+                        yield None, self.stops[index]
+                        break
+                    if chunk is not None and lines is not None and chunk.start <= index < (chunk.complete or 0):
+                        yield json.loads(lines.readline()), None
+                        break
+                    found = self.chunks.get(index)
+                    if found is not None and found.complete is not None and found.complete > index:
+                        if lines is not None:
+                            lines.close()
+                        chunk, lines = found, chunk_file(self.folder, found.start).open(encoding="utf-8")
+                        continue
+                    if not self.running:  # no process read it, and none will
+                        yield None, None
+                        break
+                    self._step()
+        finally:
+            if lines is not None:
+                lines.close()
 
     def finish(self) -> None:
         """Wait for every page process (holding the deadline and MAX_SECONDS)."""
         while self.running:
             self._step()
-
-    def parts(self) -> Iterator[dict[str, Any]]:
-        """Every page's line, in page order (after :meth:`finish`)."""
-        for start in sorted(set(self.starts)):
-            with chunk_file(self.folder, start).open(encoding="utf-8") as f:
-                for line in f:
-                    yield json.loads(line)
 
     def close(self) -> None:
         for fd in self._controls.values():
@@ -333,4 +381,5 @@ class PdfiumPages:
         if self._work_read >= 0:
             os.close(self._work_read)
             self._work_read = -1
+            gc.unfreeze()
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -23,8 +23,7 @@ from workers.pdf_extract.budget import Budget
 from workers.pdf_extract.opening import OpenDocument, check_page_count, open_document, pypdf_limits
 from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, Options
 from workers.pdf_extract.pages import PageFacts, PageWriter, page_facts, serial, with_pdfium_text
-from workers.pdf_extract.pool import extract_pages, workers_for
-from workers.pdf_extract.text_pages import PdfiumPages
+from workers.pdf_extract.text_pages import PdfiumPages, workers_for
 
 
 def _open(stream: IO[bytes], source: InputFile, data: bytes | None, options: Options,
@@ -97,7 +96,9 @@ def _extract(source: InputFile, out: OutputDir, options: Options, budget: Budget
             _pdfium_records(doc, pdfium, indexes, workers, options, budget, writer)
         elif workers == 1:
             serial(reader, indexes, options, budget, writer.add)
-        elif indexes:
+        elif indexes:  # pypdf's text in page ranges: the one path that needs pool.py
+            from workers.pdf_extract.pool import extract_pages
+
             extract_pages(doc, indexes, options, budget, workers, writer.add)
     out.update_facts("pages.jsonl", pages=writer.count)
     out.update_facts("text.txt", chars=writer.chars)

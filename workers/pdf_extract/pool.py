@@ -15,7 +15,6 @@ import functools
 import io
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from workers.pdf_extract.options import Options
 from workers.pdf_extract.pages import extract_page, page_facts, stopped_record
 from workers.pdf_extract.text_pages import page_process_memory_mb
 
-PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
 CHUNK_PAGES = 16  # pages per unit of work handed to a process
 
 
@@ -131,16 +129,3 @@ def extract_pages(doc: OpenDocument, indexes: range, options: Options, budget: B
     finally:
         forks.stop(running)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def workers_for(options: Options, pages: int) -> int:
-    """Processes for ``pages`` pages: as asked, or one per idle CPU above PARALLEL_MIN_PAGES.
-
-    Only the speed depends on this: the result is the same for any number of processes."""
-    if options.parallel >= 1:
-        return max(1, min(options.parallel, pages))
-    if pages < PARALLEL_MIN_PAGES:
-        return 1
-    cpus = len(os.sched_getaffinity(0))
-    idle = cpus - os.getloadavg()[0]  # a backfill may already run one input per CPU: do not pile on
-    return max(1, min(cpus, round(idle), pages // CHUNK_PAGES))

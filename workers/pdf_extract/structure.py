@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import mimetypes
 import re
 import zlib
 from collections.abc import Callable
@@ -308,6 +307,12 @@ def form_fields(reader: PdfReader) -> tuple[list[dict[str, Any]], str | None]:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _media_type(name: Any) -> str:
+    import mimetypes  # only documents with files or images need it
+
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
 def safe_name(name: str, fallback: str) -> str:
     """An untrusted embedded name as one harmless path component (no separators, no dot-files)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -338,7 +343,7 @@ def attachments(reader: PdfReader, out: OutputDir, options: Options, budget: Bud
             if content is None:
                 continue
             target = f"attachments/{index:03d}-{safe_name(name, 'attachment')}"
-            media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            media_type = _media_type(name)
             out.write_bytes(target, content, media_type, original_name=name)
             entry["path"] = target
     except LimitReachedError as exc:
@@ -429,7 +434,7 @@ def images(reader: PdfReader, indexes: range, out: OutputDir, options: Options,
             suffix = Path(entry["name"]).suffix.lower() if "." in entry["name"] else ".png"
             suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,5}", suffix) else ".bin"
             target = f"images/p{index + 1:05d}-{n + 1:02d}{suffix}"
-            media_type = mimetypes.guess_type(target)[0] or "application/octet-stream"
+            media_type = _media_type(target)
             out.write_bytes(target, data, media_type, page=index + 1)
             entry["path"] = target
             written += 1

@@ -58,6 +58,7 @@ PARENT_RESERVE_MB = 96  # kept back for this process: pypdf's reader, document.j
 MIN_PAGE_PROCESS_MB = 128  # a page process may always grow this much (PDFium's working set on normal pages)
 HEAP_KEPT_MB, HEAP_MMAP_MB = 64, 1  # PDFium's per-page working set stays in the heap: memory.keep_freed_heap
 CHUNK_PAGES = 16  # pages per token (more for documents that would need over MAX_TOKENS)
+PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
 MAX_TOKENS = 2048  # all of them fit the pipe at once (64 KiB), so the leader never waits to write them
 _TOKEN = 16  # bytes: "START STOP\n", fixed width, so that every read takes one whole token
 _BATCH = 256  # tokens per write: 4 KiB, PIPE_BUF, written atomically
@@ -68,6 +69,19 @@ def page_process_memory_mb(options: Options, processes: int) -> float:
     memory (or option ``memory_mb``) less this process's own and PARENT_RESERVE_MB."""
     return memory.share_mb(processes, reserve_mb=PARENT_RESERVE_MB, floor_mb=MIN_PAGE_PROCESS_MB,
                            budget_mb=options.memory_mb)
+
+
+def workers_for(options: Options, pages: int) -> int:
+    """Processes for ``pages`` pages: as asked, or one per idle CPU above PARALLEL_MIN_PAGES.
+
+    Only the speed depends on this: the result is the same for any number of processes."""
+    if options.parallel >= 1:
+        return max(1, min(options.parallel, pages))
+    if pages < PARALLEL_MIN_PAGES:
+        return 1
+    cpus = len(os.sched_getaffinity(0))
+    idle = cpus - os.getloadavg()[0]  # a backfill may already run one input per CPU: do not pile on
+    return max(1, min(cpus, round(idle), pages // CHUNK_PAGES))
 
 
 def chunk_pages(pages: int) -> int:

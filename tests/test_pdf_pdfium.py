@@ -361,3 +361,33 @@ def test_page_processes_take_every_page_once_in_order(workers: int, plan_workers
     assert [line and line["page"] for line in lines] == list(range(1, count + 1))
     assert [line and line["text"] for line in lines] == [f"page {n}" for n in range(1, count + 1)]
     assert all(line and line["box"] == {"width": 612.0, "height": 792.0, "rotation": 0} for line in lines)
+
+
+def test_the_leader_never_waits_to_hand_out_its_chunks() -> None:
+    """Where a pipe holds fewer tokens than a document has chunks (a small pipe buffer), the
+    leader keeps the rest and does them itself: it must not block writing before reading."""
+    import fcntl
+    import os
+
+    from workers.pdf_extract import text_pages
+
+    read_fd, write_fd = os.pipe()
+    try:
+        fcntl.fcntl(write_fd, 1031, 4096)  # F_SETPIPE_SZ: one page, 256 tokens
+        tokens = text_pages._Tokens(write_fd, 0, 16 * 1000)  # 1000 chunks
+        own, others = [], []
+        while (token := tokens.take_own()) is not None:
+            own.append(token)
+            if len(own) % 100 == 0:  # another process takes what the pipe holds meanwhile
+                os.set_blocking(read_fd, False)
+                with contextlib.suppress(BlockingIOError):
+                    while (token := text_pages._next_token(read_fd)) is not None:
+                        others.append(token)
+                os.set_blocking(read_fd, True)
+        assert tokens.fd == -1  # all handed out: the write end is closed
+        while (token := text_pages._next_token(read_fd)) is not None:
+            others.append(token)
+        assert own, "the pipe took every token: the test did not exercise the leftover path"
+        assert sorted(own + others) == [(n * 16, n * 16 + 16) for n in range(1000)]
+    finally:
+        os.close(read_fd)

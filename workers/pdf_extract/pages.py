@@ -183,7 +183,8 @@ _LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": 
 def _jsonl(value: Any) -> str:
     """One JSON Lines record: UTF-8 text kept readable, but no character that a reader
     splitting on Unicode line breaks (``str.splitlines``) would cut the record at."""
-    return json.dumps(value, ensure_ascii=False).translate(_LINE_BREAKS)
+    line = json.dumps(value, ensure_ascii=False)
+    return line.translate(_LINE_BREAKS) if "\u2028" in line or "\u2029" in line or "\x85" in line else line
 
 
 @dataclass

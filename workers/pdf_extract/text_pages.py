@@ -40,6 +40,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -61,7 +62,7 @@ CHUNK_PAGES = 16  # pages per token (more for documents that would need over MAX
 PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
 MAX_TOKENS = 2048  # all of them fit the pipe at once (64 KiB), so the leader never waits to write them
 _TOKEN = 16  # bytes: "START STOP\n", fixed width, so that every read takes one whole token
-_BATCH = 256  # tokens per write: 4 KiB, PIPE_BUF, written atomically
+_BATCH = 16  # tokens per write: 256 bytes, under PIPE_BUF, so each write is whole (or EAGAIN)
 
 
 def page_process_memory_mb(options: Options, processes: int) -> float:
@@ -128,11 +129,37 @@ class _Control:
         return self.upto is not None and index >= self.upto
 
 
-def _write_tokens(fd: int, first: int, stop: int) -> None:
-    size = chunk_pages(stop - first)
-    tokens = [f"{start:07d} {min(start + size, stop):07d}\n".encode() for start in range(first, stop, size)]
-    for n in range(0, len(tokens), _BATCH):
-        os.write(fd, b"".join(tokens[n:n + _BATCH]))
+class _Tokens:
+    """The leader's tokens, one per chunk, in page order: written to the work pipe as far as
+    it takes them without waiting (normally all at once: MAX_TOKENS fit a default pipe);
+    those left over, where a pipe is smaller, the leader does itself, from the last."""
+
+    def __init__(self, fd: int, first: int, stop: int) -> None:
+        os.set_blocking(fd, False)
+        size = chunk_pages(stop - first)
+        self.fd = fd
+        self.pending = [f"{start:07d} {min(start + size, stop):07d}\n".encode() for start in range(first, stop, size)]
+        self.top_up()
+
+    def top_up(self) -> None:
+        while self.pending and self.fd >= 0:
+            batch = self.pending[:_BATCH]
+            try:
+                os.write(self.fd, b"".join(batch))  # at most PIPE_BUF: all of it, or EAGAIN
+            except BlockingIOError:
+                return
+            del self.pending[:len(batch)]
+        if self.fd >= 0:  # all handed out: the pipe ends when the processes have read them
+            os.close(self.fd)
+            self.fd = -1
+
+    def take_own(self) -> tuple[int, int] | None:
+        """A token the pipe had no room for, or None once they are all in the pipe."""
+        self.top_up()
+        if not self.pending:
+            return None
+        start, stop = self.pending.pop().split()
+        return int(start), int(stop)
 
 
 def _next_token(fd: int) -> tuple[int, int] | None:
@@ -171,11 +198,11 @@ def _child(source: bytes | Path, options: Options, folder: Path, work: _Work,
             say("count", json.dumps(forks.error_report(exc)))
             return None
         count = pdf.page_count()
+        tokens = None
         if work.tokens is not None:
             first, last, write_fd = work.tokens
             say("count", str(count))
-            _write_tokens(write_fd, first, count if last is None else min(last, count))
-            os.close(write_fd)
+            tokens = _Tokens(write_fd, first, count if last is None else min(last, count))
         watchdog = NativeWatchdog()
 
         def chunk(start: int, stop: int) -> None:
@@ -214,7 +241,11 @@ def _child(source: bytes | Path, options: Options, folder: Path, work: _Work,
 
         if work.first_chunk is not None:
             chunk(*work.first_chunk)
-        while (token := _next_token(work.work_fd)) is not None:
+        def next_token() -> tuple[int, int] | None:
+            own = tokens.take_own() if tokens is not None else None
+            return own if own is not None else _next_token(work.work_fd)
+
+        while (token := next_token()) is not None:
             control.read()
             if not control.past(token[0]):
                 chunk(*token)
@@ -377,6 +408,7 @@ class PdfiumPages:
                     if not self.running:  # no process read it, and none will
                         yield None, None
                         break
+                    self._idle()
                     self._step()
         finally:
             if lines is not None:
@@ -385,7 +417,16 @@ class PdfiumPages:
     def finish(self) -> None:
         """Wait for every page process (holding the deadline and MAX_SECONDS)."""
         while self.running:
+            self._idle()
             self._step()
+
+    @staticmethod
+    def _idle() -> None:
+        """This process is about to wait for its page processes: the first time, it loads
+        PDFium (never calling it), so that the page processes of the next input (a warm
+        invocation, a backfill's next file) inherit it instead of each loading it (~20 ms)."""
+        if "pypdfium2" not in sys.modules:
+            import workers.pdf_extract.pdfium_text  # noqa: F401
 
     def close(self) -> None:
         for fd in self._controls.values():

@@ -1,11 +1,12 @@
-"""The page loop of pdf-extract: one record per page, under the page timer, in page order.
+"""One page's record of pdf-extract, from its two halves, and the writer of the records.
 
-Text comes from one of two engines (option ``engine``): PDFium (default: fast, and maths,
-CJK and right-to-left scripts come out as written) or pypdf (pure Python). The page's
-structure (box, links, whether it draws images, the size of its content) is always read
-with pypdf when pypdf can open the document, so page flags mean the same with either
-engine. A page PDFium cannot load falls back to pypdf; each record says which engine
-produced its text, and the manifest's facts list the pages of each engine.
+pypdf's half (:func:`page_facts`): the page's box, links, and the decoded size of its
+content streams (and of the forms it draws), under the page timer; always read with pypdf
+when pypdf can open the document, so page flags mean the same with either text engine. The
+text: PDFium's (default), read in page processes (:mod:`.text_pages`) and joined here by
+:func:`with_pdfium_text`, or pypdf's (option ``engine=pypdf``: :func:`extract_page`). A page
+PDFium cannot load gets pypdf's text; each record says which engine produced it, and the
+manifest's facts list the pages of each engine.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ def _child(source: bytes | Path, options: Options, folder: Path, work: _Work,
                                 raise DeadlineReached(f"stopped during page {index + 1}: the invocation's time "
                                                       "is nearly up")
                             part = {"page": index + 1, "timeout": True}
-                    os.write(fd, (json.dumps(part) + "\n").encode())  # ASCII: a lone surrogate travels as \\udXXX
+                    os.write(fd, (json.dumps(part) + "\n").encode())  # ASCII: a lone surrogate travels escaped
                 index = stop
             finally:
                 os.close(fd)
@@ -241,6 +241,7 @@ def _child(source: bytes | Path, options: Options, folder: Path, work: _Work,
 
         if work.first_chunk is not None:
             chunk(*work.first_chunk)
+
         def next_token() -> tuple[int, int] | None:
             own = tokens.take_own() if tokens is not None else None
             return own if own is not None else _next_token(work.work_fd)
@@ -261,8 +262,8 @@ class PdfiumPages:
     """The page processes of one document, from the leader's fork to the last line read.
 
     Use: start it, read the document with pypdf meanwhile (:meth:`skip` the pages the
-    content-size check rejects; :meth:`plan` once pypdf has counted the pages), then
-    :meth:`finish` and read :meth:`parts` in page order. Always :meth:`close`.
+    content-size check rejects; :meth:`plan` once pypdf has counted the pages), then take
+    the pages' lines from :meth:`in_order` as they come. Always :meth:`close`.
     """
 
     def __init__(self, source: bytes | Path, options: Options, budget: Budget, first: int, last: int | None,

@@ -391,3 +391,35 @@ def test_the_leader_never_waits_to_hand_out_its_chunks() -> None:
         assert sorted(own + others) == [(n * 16, n * 16 + 16) for n in range(1000)]
     finally:
         os.close(read_fd)
+
+
+def test_a_running_page_process_can_be_given_a_smaller_share() -> None:
+    """The automatic mode adds page processes once pypdf has counted the pages: the running
+    ones were forked with the whole share, and must give up what the new ones get."""
+    import os
+    import resource
+
+    from workers.pdf_extract import forks
+
+    hold_read, hold_write = os.pipe()
+
+    def wait(say: forks.Say) -> forks.Report:
+        os.read(hold_read, 1)
+        return None
+
+    pid, fd = forks.fork(wait, 500)
+    child = forks.Child(pid, fd, "a test child", 500)
+    try:
+        while child.started_mb is None:  # its cap is set once it has said its resident set
+            child.pump()
+        before, _ = resource.prlimit(pid, resource.RLIMIT_DATA)
+        child.lower_cap(200)
+        after, _ = resource.prlimit(pid, resource.RLIMIT_DATA)
+        assert before - after == 300 << 20 and child.memory_mb == 200
+    finally:
+        os.write(hold_write, b"x")
+        while child.pump():
+            pass
+        assert forks.reap(child) is None
+        os.close(hold_read)
+        os.close(hold_write)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared import memory
+from shared.config import in_lambda
 from shared.errors import CorruptInput, DeadlineReached, LimitExceeded, MountworksError
 from shared.worker import Deadline
 from workers.pdf_extract import forks
@@ -421,12 +422,13 @@ class PdfiumPages:
             self._idle()
             self._step()
 
-    @staticmethod
-    def _idle() -> None:
+    def _idle(self) -> None:
         """This process is about to wait for its page processes: the first time, it loads
         PDFium (never calling it), so that the page processes of the next input (a warm
-        invocation, a backfill's next file) inherit it instead of each loading it (~20 ms)."""
-        if "pypdfium2" not in sys.modules:
+        invocation, a backfill's next file) inherit it instead of each loading it (~20 ms).
+        Only where it costs no page process its CPU (an idle one), or pays back (Lambda: a
+        function serves invocation after invocation)."""
+        if "pypdfium2" not in sys.modules and (len(self.running) < len(os.sched_getaffinity(0)) or in_lambda()):
             import workers.pdf_extract.pdfium_text  # noqa: F401
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from shared.children import CRASH_SIGNALS, die_with_parent
 from shared.config import MountConfig
 from shared.errors import WORKER_KILLED, MountworksError
 from shared.events import WorkItem
@@ -27,20 +28,6 @@ from shared.runtime import commit_crash, run_item
 from shared.worker import WorkerSpec
 
 MAX_INPUTS_PER_CHILD = 500  # a child is replaced after this many inputs (bounds any library leak)
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this child when its parent dies (a kill -9 of a backfill must
-    not leave children of ~100 MB each behind), and exit now if that already happened."""
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: closing the pipe ends (below) still works
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(0)
 
 
 def _child_loop(conn: Connection, inherited: list[Connection], parent_pid: int, cfg: MountConfig,
@@ -55,7 +42,7 @@ def _child_loop(conn: Connection, inherited: list[Connection], parent_pid: int, 
     """
     for end in inherited:
         end.close()
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     for _ in range(MAX_INPUTS_PER_CHILD):
         try:
@@ -196,9 +183,6 @@ class IsolatedPool:
 
 # How native code dies on a bad input: SIGTRAP too, since Chromium's code (PDFium) ends a
 # failed CHECK with an int3 (IMMEDIATE_CRASH) before its ud2 (SIGILL).
-CRASH_SIGNALS = {signal.SIGABRT, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, signal.SIGTRAP}
-
-
 def _crashed(run: _Child, cfg: MountConfig, retry_failed: bool) -> Outcome:
     """A child that died without reporting: a native crash is a permanent input error
     (committed as ``decoder-crash``); a kill from outside (OOM killer, operator) is retryable."""

@@ -423,3 +423,39 @@ def test_a_running_page_process_can_be_given_a_smaller_share() -> None:
         assert forks.reap(child) is None
         os.close(hold_read)
         os.close(hold_write)
+
+
+_ORPHAN_PROBE = """
+import ctypes, os, sys, time
+from pathlib import Path
+from workers.pdf_extract import forks
+
+def stuck(say):
+    ctypes.CDLL(None).sleep(60)  # inside native code, as a page process in PDFium
+    return None
+
+pid, fd = forks.fork(stuck, 256)
+print(pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_page_processes_die_with_their_parent(tmp_path: Path) -> None:
+    """A kill -9 of the command (or of a backfill's pool child) must not leave page processes
+    of ~100 MB each behind, working on for minutes."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    with subprocess.Popen([sys.executable, "-c", _ORPHAN_PROBE], cwd=REPO, stdout=subprocess.PIPE, text=True) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()
+    for _ in range(100):
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        pytest.fail("the page process outlived its parent")

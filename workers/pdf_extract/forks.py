@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import memory
+from shared import children, memory
 from shared.errors import (
     DECODER_CRASH,
     CorruptInput,
@@ -52,10 +52,12 @@ def fork(work: Callable[[Say], Report], memory_mb: float) -> tuple[int, int]:
     """Run ``work(say)`` in a child that may grow by ``memory_mb``; return its pid and the
     read end of its pipe. The child never returns into the caller's stack (``os._exit``)."""
     read_fd, write_fd = os.pipe()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child
         status = 0
         try:
+            children.die_with_parent(parent)
             os.close(read_fd)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             memory.cap_data_growth(memory_mb)
@@ -141,9 +143,7 @@ def reap(child: Child) -> dict[str, Any] | None:
         raise_from_report(report)
     if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == HUNG_EXIT:
         return {"kind": "hung"}
-    from shared.isolation import CRASH_SIGNALS
-
-    crashed = os.WIFSIGNALED(status) and os.WTERMSIG(status) in CRASH_SIGNALS
+    crashed = os.WIFSIGNALED(status) and os.WTERMSIG(status) in children.CRASH_SIGNALS
     started_mb = child.started_mb if child.started_mb is not None else memory.peak_mb(usage)
     if crashed and memory.peak_mb(usage) - started_mb >= OUT_OF_MEMORY_SHARE * child.memory_mb:
         return {"kind": "out_of_memory"}

@@ -136,7 +136,29 @@ def template_resources(worker: Worker) -> str:
                  batch_size=d.batch_size, visibility=min(6 * d.timeout_seconds, 43200),
                  max_concurrency=d.max_concurrency,
                  rules="".join(_event_rule(worker, case, keys) for case, keys in
-                               (("lower", lower), ("upper", [e.upper() for e in lower]))))
+                               (("lower", lower), ("upper", [e.upper() for e in lower]))),
+                 alarms=_alarms(worker))
+
+
+def _alarms(worker: Worker) -> str:
+    """The worker's alarms: its dead-letter queue, its function's errors, and two of the
+    metrics it emits (inputs failed for good, internal errors)."""
+    ours = f"        - Name: service\n          Value: mountworks\n        - Name: worker\n          Value: {worker.name}"
+    alarms = [
+        ("DeadLetter", f'!Sub "{worker.name} messages failed ${{MaxReceiveCount}} deliveries and sit in the dead-letter queue"',
+         "", "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+         f"        - Name: QueueName\n          Value: !GetAtt {worker.logical}DeadLetterQueue.QueueName", "Maximum", 0),
+        ("Errors", f"{worker.name} invocations raised (bugs or retryable errors)", "", "AWS/Lambda", "Errors",
+         f"        - Name: FunctionName\n          Value: !Ref {worker.logical}Function", "Sum", 0),
+        ("Failed", f"{worker.name} inputs failed for good (error.json) more than FailedInputsThreshold times in 5 "
+         "minutes", _EMF, "mountworks", "Failed", ours, "Sum", "!Ref FailedInputsThreshold"),
+        ("InternalErrors", f"{worker.name} hit internal errors (bugs), see the function log", _EMF, "mountworks",
+         "InternalErrors", ours, "Sum", 0),
+    ]
+    return "\n".join(_fill(_ALARM, Logical=worker.logical, name=name, description=description, comment=comment,
+                           namespace=namespace, metric=metric, dimensions=dimensions, statistic=statistic,
+                           threshold=threshold)
+                     for name, description, comment, namespace, metric, dimensions, statistic, threshold in alarms)
 
 
 def _event_rule(worker: Worker, case: str, extensions: Sequence[str]) -> str:
@@ -550,92 +572,30 @@ _WORKER_RESOURCES = """\
               ArnEquals:
                 aws:SourceArn: [!GetAtt {{Logical}}LowerCaseRule.Arn, !GetAtt {{Logical}}UpperCaseRule.Arn]
 
-{{rules}}  {{Logical}}DeadLetterAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      Tags:
-        - Key: app
-          Value: mountworks
-      AlarmDescription: {{worker}} messages failed {MaxReceiveCount} deliveries and sit in the dead-letter queue
-      Namespace: AWS/SQS
-      MetricName: ApproximateNumberOfMessagesVisible
-      Dimensions:
-        - Name: QueueName
-          Value: !GetAtt {{Logical}}DeadLetterQueue.QueueName
-      Statistic: Maximum
-      Period: 300
-      EvaluationPeriods: 1
-      Threshold: 0
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
+{{rules}}{{alarms}}"""
 
-  {{Logical}}ErrorsAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      Tags:
-        - Key: app
-          Value: mountworks
-      AlarmDescription: {{worker}} invocations raised (bugs or retryable errors)
-      Namespace: AWS/Lambda
-      MetricName: Errors
-      Dimensions:
-        - Name: FunctionName
-          Value: !Ref {{Logical}}Function
-      Statistic: Sum
-      Period: 300
-      EvaluationPeriods: 1
-      Threshold: 0
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
 
-  {{Logical}}FailedAlarm:
+_ALARM = """\
+  {{Logical}}{{name}}Alarm:
     Type: AWS::CloudWatch::Alarm
     Properties:
       Tags:
         - Key: app
           Value: mountworks
-      AlarmDescription: {{worker}} inputs failed for good (error.json) more than FailedInputsThreshold times in 5 minutes
-      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.
-      Namespace: mountworks
-      MetricName: Failed
+      AlarmDescription: {{description}}
+{{comment}}      Namespace: {{namespace}}
+      MetricName: {{metric}}
       Dimensions:
-        - Name: service
-          Value: mountworks
-        - Name: worker
-          Value: {{worker}}
-      Statistic: Sum
+{{dimensions}}
+      Statistic: {{statistic}}
       Period: 300
       EvaluationPeriods: 1
-      Threshold: !Ref FailedInputsThreshold
-      ComparisonOperator: GreaterThanThreshold
-      TreatMissingData: notBreaching
-      AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
-
-  {{Logical}}InternalErrorsAlarm:
-    Type: AWS::CloudWatch::Alarm
-    Properties:
-      Tags:
-        - Key: app
-          Value: mountworks
-      AlarmDescription: {{worker}} hit internal errors (bugs), see the function log
-      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.
-      Namespace: mountworks
-      MetricName: InternalErrors
-      Dimensions:
-        - Name: service
-          Value: mountworks
-        - Name: worker
-          Value: {{worker}}
-      Statistic: Sum
-      Period: 300
-      EvaluationPeriods: 1
-      Threshold: 0
+      Threshold: {{threshold}}
       ComparisonOperator: GreaterThanThreshold
       TreatMissingData: notBreaching
       AlarmActions: !If [HasAlarmTopic, [!Ref AlarmTopicArn], !Ref AWS::NoValue]
 """
+_EMF = "      # An EMF metric the worker emits (shared/observability.py): dimensions service and worker.\n"
 
 _EVENT_RULE = """\
   # Object Created under the ingest prefix with one of {{worker}}'s suffixes ({{case}}).

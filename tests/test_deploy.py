@@ -747,3 +747,33 @@ def test_locked_wheels_exist_for_lambda_python(worker: str, arch: str, tmp_path:
     assert run.returncode == 0, f"{worker} on {arch}:\n{run.stderr[-3000:]}"
     wheels = {_norm(p.name.split("-")[0]) for p in tmp_path.glob("*.whl")}
     assert wheels == set(_lock(worker))
+
+
+def _plain_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string of the template that CloudFormation takes as it is (not under Fn::Sub)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key != "Fn::Sub":
+                yield from _plain_strings(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            yield from _plain_strings(item, f"{path}[{n}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def test_no_placeholder_is_left_in_a_plain_string(template: dict[str, Any]) -> None:
+    """A parameter written as {Name} or ${Name} outside !Sub reaches AWS as those characters
+    (the dead-letter alarms said "failed {MaxReceiveCount} deliveries")."""
+    names = set(template.get("Parameters", {})) | set(template["Resources"])
+    left = []
+    for logical, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        substituted = set(properties.get("DefinitionSubstitutions", {}))  # a state machine's own ${...}
+        for path, text in _plain_strings(resource, logical):
+            allowed = substituted if "/Properties/Definition/" in path else set()
+            for name in names:
+                legitimate = name in allowed and f"${{{name}}}" in text
+                if f"{{{name}}}" in text and not legitimate:
+                    left.append((path, text))
+    assert not left, left

@@ -90,6 +90,14 @@ def run(mount: Path) -> Run:
     return _run
 
 
+def video_packet_times(path: Path) -> list[float]:
+    """The presentation times of the video stream's packets, sorted (display order)."""
+    times = subprocess.run([str(FFPROBE), "-v", "error", "-select_streams", "v", "-show_entries",
+                            "packet=pts_time", "-of", "csv=p=0", str(path)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    return sorted(float(t) for t in times)
+
+
 def outputs(mount: Path, outcome: Outcome) -> dict[str, Path]:
     assert outcome.record is not None
     return {o["path"].rsplit("/", 1)[-1]: mount / o["path"] for o in outcome.record["outputs"]}
@@ -236,10 +244,7 @@ def test_variable_frame_rate_is_detected_and_output_at_a_constant_rate(mount: Pa
     assert outcome.status == "done", outcome.message
     assert outcome.record["facts"]["probe"]["video"]["variable_frame_rate"] is True  # type: ignore[index]
     out = outputs(mount, outcome)["240p.mp4"]
-    times = subprocess.run([str(FFPROBE), "-v", "error", "-select_streams", "v", "-show_entries",
-                            "packet=pts_time", "-of", "csv=p=0", str(out)], capture_output=True, text=True,
-                           check=True).stdout.split()
-    pts = sorted(float(t) for t in times)
+    pts = video_packet_times(out)
     deltas = {round(b - a, 4) for a, b in itertools.pairwise(pts)}
     assert len(deltas) == 1 and abs(deltas.pop() - 1 / 30) < 0.0002
     duration = float(ffprobe(out)["format"]["duration"])
@@ -692,10 +697,7 @@ def test_variable_frame_rate_becomes_the_nearest_standard_rate(mount: Path, clip
     assert facts["probe"]["video"]["variable_frame_rate"] is True
     assert facts["output_frame_rate"] == "24000/1001"
     out = outputs(mount, outcome)["240p.mp4"]
-    times = subprocess.run([str(FFPROBE), "-v", "error", "-select_streams", "v", "-show_entries",
-                            "packet=pts_time", "-of", "csv=p=0", str(out)], capture_output=True, text=True,
-                           check=True).stdout.split()
-    pts = sorted(float(t) for t in times)
+    pts = video_packet_times(out)
     deltas = {round(b - a, 3) for a, b in itertools.pairwise(pts)}
     assert deltas <= {round(1001 / 24000, 3), round(1001 / 24000, 3) + 0.001}  # constant, 23.976 fps
     assert abs(len(pts) - 3 * 24000 / 1001) <= 2  # frames duplicated by timestamp: the length is kept

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:  # this checkout's code, whatever else is installe
     sys.path.insert(0, str(ROOT))
 
 from shared.deploy import COMMON_REQUIREMENTS, DeployParts  # noqa: E402
+from shared.worker import is_worker_name  # noqa: E402
 
 TEMPLATE = "template.yaml"
 DOCKERFILE = "container/Dockerfile"
@@ -100,7 +101,7 @@ def load_workers(registry: Mapping[str, str]) -> list[Worker]:
 
 
 def _validate(worker: Worker) -> None:
-    if not re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", worker.name):
+    if not is_worker_name(worker.name):
         raise ValueError(f"{worker.name}: a worker name is lowercase words joined by '-'")
     if not worker.extensions or not all(re.fullmatch(r"\.[a-z0-9]+", e) for e in worker.extensions):
         raise ValueError(f"{worker.name}: SPEC.extensions must be lowercase suffixes such as '.jpg'")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +42,7 @@ from shared.runs import (
     parse_record,
     run_id_for,
 )
-from shared.worker import WorkerSpec
+from shared.worker import WorkerSpec, is_worker_name
 
 READ_CHUNK = 1 << 20
 
@@ -70,7 +69,7 @@ DONE, FAILED, IN_PROGRESS, NOT_COMMITTED = str(Status.DONE), str(Status.FAILED),
 
 def _worker_name(worker: str) -> str:
     """A worker name is one lowercase path component (it names ``workspace/<worker>/``)."""
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", worker):
+    if not is_worker_name(worker):
         raise UsageError(f"{worker!r} is not a worker name (lowercase words joined by '-')")
     return worker
 

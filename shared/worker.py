@@ -10,6 +10,7 @@ The heavy library (Pillow, pypdf, ffmpeg, pyarrow) lives only in the worker's
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -113,11 +114,21 @@ class WorkerSpec(NamedTuple):
 PROCESS_PARAMETERS = ("source", "out", "options", "ctx")
 
 
+# A worker's name: lowercase words joined by '-'. It names a workspace folder, a CLI argument,
+# a metric dimension and (CamelCased) the template's resources, so one rule serves them all.
+WORKER_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+
+
+def is_worker_name(name: object) -> bool:
+    return isinstance(name, str) and WORKER_NAME.fullmatch(name) is not None
+
+
 def spec_problems(spec: WorkerSpec) -> list[str]:
     """What makes a registration unusable, found without importing its core (cheap)."""
     problems = []
-    if not spec.name or spec.name != spec.name.strip() or "/" in spec.name or spec.name.startswith((".", "_")):
-        problems.append(f"name {spec.name!r} must be a plain folder name such as 'image-resize'")
+    if not is_worker_name(spec.name):
+        problems.append(f"name {spec.name!r} must be lowercase words joined by '-' (a plain folder name such as "
+                        "'image-resize')")
     if not isinstance(spec.version, str) or not spec.version:
         problems.append("version must be a non-empty string (it is part of every run-id)")
     bad = sorted(e for e in spec.extensions if not (isinstance(e, str) and e.startswith(".") and e == e.lower()))

@@ -93,12 +93,13 @@ def _spec(**changes: Any) -> WorkerSpec:
 @pytest.mark.parametrize(("changes", "problem"), [
     ({"name": "a/b"}, "plain folder name"),
     ({"name": ""}, "plain folder name"),
+    ({"name": "Text_Stats"}, "lowercase words joined by '-'"),  # the template could not name its resources
     ({"version": ""}, "version must be"),
     ({"extensions": frozenset({"txt"})}, "lower-case suffixes"),
     ({"extensions": frozenset({".TXT"})}, "lower-case suffixes"),
     ({"sniff": None}, "sniff must be callable"),
     ({"core_module": ""}, "core_module"),
-], ids=["slash", "empty-name", "no-version", "no-dot", "upper-case", "sniff", "core"])
+], ids=["slash", "empty-name", "not-kebab-case", "no-version", "no-dot", "upper-case", "sniff", "core"])
 def test_a_malformed_spec_is_named_before_any_run(site: Path, changes: dict[str, Any], problem: str) -> None:
     problems = spec_problems(_spec(**changes))
     assert len(problems) == 1 and problem in problems[0]

@@ -40,6 +40,7 @@ from shared.runs import (
     is_run_dir_name,
     newest_first,
     parse_record,
+    run_attempt,
     run_id_for,
 )
 from shared.worker import WorkerSpec, is_worker_name
@@ -291,8 +292,8 @@ class S3Reader:
         for chunk in iter(lambda: body.read(READ_CHUNK), b""):
             digest.update(chunk)
         run_id = run_id_for(spec.name, spec.version, normalized, digest.hexdigest())
-        matching = [c for c in runs if c.run_id.partition(".")[0] == run_id]
-        latest = max(matching, key=lambda c: int(c.run_id.partition(".")[2] or 1), default=None)  # its last attempt
+        attempts = [(parsed[1], c) for c in runs if (parsed := run_attempt(c.run_id)) and parsed[0] == run_id]
+        latest = max(attempts, key=lambda a: a[0], default=(0, None))[1]  # its last attempt
         return Result(_status(latest), latest, hashed=True)
 
     def open_output(self, commit: Commit, name: str) -> VerifiedStream:

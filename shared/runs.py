@@ -833,10 +833,20 @@ class FoundManifest(NamedTuple):
     problem: str | None
 
 
+def run_attempt(name: str) -> tuple[str, int] | None:
+    """``<run-id>`` -> (run-id, 1), ``<run-id>.<n>`` -> (run-id, n); None for anything else
+    (not a run directory: ``_seen``, an output, a claim)."""
+    base, dot, attempt = name.partition(".")
+    if len(base) != RUN_ID_HEX or not all(c in "0123456789abcdef" for c in base):
+        return None
+    if not dot:
+        return base, 1
+    return (base, int(attempt)) if attempt.isdigit() else None
+
+
 def is_run_dir_name(name: str) -> bool:
     """``<run-id>`` or ``<run-id>.<n>``: a run directory (not ``_seen``, not an output)."""
-    base, _, attempt = name.partition(".")
-    return len(base) == RUN_ID_HEX and all(c in "0123456789abcdef" for c in base) and (not attempt or attempt.isdigit())
+    return run_attempt(name) is not None
 
 
 def manifests_under(top: Path) -> Iterator[FoundManifest]:

@@ -344,7 +344,6 @@ def _lines(pdf: bytes, count: int, workers: int, plan_workers: int | None = None
         if plan_workers is not None:
             pages.plan(count, plan_workers)
         lines = [line for line, _stopped in pages.in_order(range(count))]
-        pages.finish()
         assert pages.started == max(workers, plan_workers or 0)
         return lines
     finally:

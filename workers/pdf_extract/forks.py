@@ -140,7 +140,7 @@ def reap(child: Child) -> dict[str, Any] | None:
     if isinstance(report, dict):
         if report.get("kind") in ("ok", "out_of_memory"):
             return report
-        raise_from_report(report)
+        raise error_from_report(report)
     if os.WIFEXITED(status) and os.waitstatus_to_exitcode(status) == HUNG_EXIT:
         return {"kind": "hung"}
     crashed = os.WIFSIGNALED(status) and os.WTERMSIG(status) in children.CRASH_SIGNALS
@@ -195,10 +195,6 @@ def error_from_report(report: dict[str, Any]) -> Exception:
     if kind in classes:
         return classes[kind](message, code=code)
     return RuntimeError(f"a page process failed: {message}")
-
-
-def raise_from_report(report: dict[str, Any]) -> None:
-    raise error_from_report(report)
 
 
 def exit_text(status: int) -> str:

@@ -80,14 +80,6 @@ class PdfiumText:
                 textpage.close()
         return text.replace("\r\n", "\n").replace("\r", "\n"), box
 
-    def text(self, index: int) -> str:
-        return self.read(index)[0]
-
-    def box(self, index: int) -> dict[str, Any]:
-        """Width, height (points) and rotation, for documents pypdf cannot open."""
-        with self._page(index) as page:
-            return _box(page)
-
     def draws_images(self, index: int) -> bool:
         with self._page(index) as page:
             return any(True for _ in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=4))

@@ -416,12 +416,6 @@ class PdfiumPages:
             if lines is not None:
                 lines.close()
 
-    def finish(self) -> None:
-        """Wait for every page process (holding the deadline and MAX_SECONDS)."""
-        while self.running:
-            self._idle()
-            self._step()
-
     def _idle(self) -> None:
         """This process is about to wait for its page processes: the first time, it loads
         PDFium (never calling it), so that the page processes of the next input (a warm

@@ -75,7 +75,8 @@ def _worker_name(worker: str) -> str:
     return worker
 
 
-def _status(commit: Commit | None) -> str:
+def commit_status(commit: Commit | None) -> str:
+    """``done``, ``failed`` or ``not-committed`` (no commit)."""
     return NOT_COMMITTED if commit is None else FAILED if commit.failed else DONE
 
 
@@ -183,7 +184,7 @@ class MountReader:
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{input_path} is not a regular file")
         found = run.find(path, st)
-        status = IN_PROGRESS if found.commit is None and found.claim is not None else _status(found.commit)
+        status = IN_PROGRESS if found.commit is None and found.claim is not None else commit_status(found.commit)
         return Result(status, found.commit, found.hashed)
 
     def runs(self, worker: str, input_path: str) -> list[Commit]:
@@ -282,9 +283,9 @@ class S3Reader:
         for commit in ours:  # identity recorded from the trigger: no content read
             recorded = commit.record.get("input") or {}
             if version and version != "null" and recorded.get("version_id") == version:
-                return Result(_status(commit), commit, hashed=False)
+                return Result(commit_status(commit), commit, hashed=False)
             if not recorded.get("version_id") and etag and recorded.get("etag") == etag:
-                return Result(_status(commit), commit, hashed=False)
+                return Result(commit_status(commit), commit, hashed=False)
         import hashlib
 
         body = self.s3.get_object(Bucket=self.bucket, Key=self._key(input_path), IfMatch=head["ETag"])["Body"]
@@ -294,7 +295,7 @@ class S3Reader:
         run_id = run_id_for(spec.name, spec.version, normalized, digest.hexdigest())
         attempts = [(parsed[1], c) for c in runs if (parsed := run_attempt(c.run_id)) and parsed[0] == run_id]
         latest = max(attempts, key=lambda a: a[0], default=(0, None))[1]  # its last attempt
-        return Result(_status(latest), latest, hashed=True)
+        return Result(commit_status(latest), latest, hashed=True)
 
     def open_output(self, commit: Commit, name: str) -> VerifiedStream:
         entry = listed(commit, name)

@@ -166,15 +166,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     """The committed record for the input's current content (shared.reader does the look-up)."""
     from shared.errors import EXIT_NOT_COMMITTED
     from shared.outcomes import STATUS_TABLE
-    from shared.reader import IN_PROGRESS, NOT_COMMITTED, MountReader
+    from shared.reader import IN_PROGRESS, NOT_COMMITTED, MountReader, commit_status
 
     spec = get_worker(args.worker)
     reader = MountReader(_config(args))
     if args.all:
         runs = reader.runs(spec.name, args.input)
         _print_json({"worker": spec.name, "input": args.input,
-                     "runs": [{"run_id": c.run_id, "status": "failed" if c.failed else "done", "record": c.record}
-                              for c in runs]})
+                     "runs": [{"run_id": c.run_id, "status": commit_status(c), "record": c.record} for c in runs]})
         return 0 if runs else _fail(f"{args.input}: no run of {spec.name} is committed", EXIT_NOT_COMMITTED)
     result = reader.result(spec, args.input, options_for(spec.name, parse_cli_options(args.option)))
     if result.hashed:

@@ -332,6 +332,42 @@ def test_pdfium_page_process_starts_before_pypdf_is_imported(tmp_path: Path) -> 
     assert result == {"code": 0, "imported_at_first_fork": []}, out.stderr
 
 
+_IDLE_PROBE = """
+import json, os, sys
+from pdfgen import build_pdf, text_page
+from shared.worker import Deadline
+from workers.pdf_extract.budget import Budget
+from workers.pdf_extract.options import parse
+from workers.pdf_extract.text_pages import PdfiumPages
+count, wait_for_leader = int(sys.argv[1]), sys.argv[2] == "done"
+pdf = build_pdf([text_page(f"page {n}") for n in range(1, count + 1)])
+pages = PdfiumPages(pdf, parse({"parallel": 1}), Budget(Deadline(None), 30, 900), 0, None, workers=1)
+if wait_for_leader:  # as after a cold import of pypdf: the leader has written every line and left
+    leader = next(iter(pages.running.values()))
+    os.waitid(os.P_PID, leader.pid, os.WEXITED | os.WNOWAIT)
+lines = [line for line, _stopped in pages.in_order(range(count))]
+pages.close()
+print(json.dumps({"pages": sum(1 for line in lines if line), "loaded": "pypdfium2" in sys.modules}))
+"""
+
+
+@pytest.mark.parametrize(("count", "leader", "loaded"), [(3, "done", False), (400, "working", True)])
+def test_pdfium_is_loaded_for_the_next_input_only_in_a_wait(count: int, leader: str, loaded: bool) -> None:
+    """The committing process loads PDFium (~20 ms) for the next input's page processes only
+    while it would wait for this input's: not after a leader that is done already (a short
+    document on a cold start, where that load was the last thing between the text and the
+    commit)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "probe",  # where it pays back, whatever the CPUs
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    out = subprocess.run([sys.executable, "-c", _IDLE_PROBE, str(count), leader], cwd=REPO, check=True,
+                         capture_output=True, text=True, env=env)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"pages": count, "loaded": loaded}, out.stderr
+
+
 def _lines(pdf: bytes, count: int, workers: int, plan_workers: int | None = None) -> list[dict[str, Any] | None]:
     from shared.worker import Deadline
     from workers.pdf_extract.budget import Budget

@@ -167,6 +167,11 @@ def wait(running: dict[int, Child], budget: Budget, timeout: float = POLL_SECOND
     return ended
 
 
+def news(running: dict[int, Child]) -> bool:
+    """Whether a child has written something (or ended) that is not read yet: no wait."""
+    return bool(select.select(list(running), [], [], 0)[0])
+
+
 def stop(running: dict[int, Child]) -> None:
     """Kill and reap every child still running."""
     for child in running.values():

@@ -421,8 +421,12 @@ class PdfiumPages:
         PDFium (never calling it), so that the page processes of the next input (a warm
         invocation, a backfill's next file) inherit it instead of each loading it (~20 ms).
         Only where it costs no page process its CPU (an idle one), or pays back (Lambda: a
-        function serves invocation after invocation)."""
-        if "pypdfium2" not in sys.modules and (len(self.running) < len(os.sched_getaffinity(0)) or in_lambda()):
+        function serves invocation after invocation), and only when there is a wait to fill:
+        a page process that has already written its news (a short document, done while pypdf
+        was imported) is read at once, not after ~20 ms of loading."""
+        if "pypdfium2" in sys.modules or not (len(self.running) < len(os.sched_getaffinity(0)) or in_lambda()):
+            return
+        if not forks.news(self.running):
             import workers.pdf_extract.pdfium_text  # noqa: F401
 
     def close(self) -> None:

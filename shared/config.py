@@ -6,6 +6,7 @@ explicit argument (what the CLI and tests use); an explicit argument always wins
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,7 +38,7 @@ PILLOW_ALLOCATOR_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")  # Pillow's ow
 # they apply (or leaves them to their defaults), never in Globals.
 PER_FUNCTION_ENV = frozenset({ENV_WORKER, ENV_POWERTOOLS_LOG_LEVEL, ENV_SERVICE_NAME, ENV_METRICS_NAMESPACE,
                               ENV_VIDEO_JOBS, ENV_VIDEO_SEGMENT_FUNCTION, ENV_VIDEO_MAX_FANOUT, ENV_FFMPEG,
-                              ENV_FFPROBE, ENV_LAMBDA_MEMORY})  # the last one: set by Lambda, read by image-resize
+                              ENV_FFPROBE, ENV_LAMBDA_MEMORY})  # the last one: set by Lambda (memory and CPU shares)
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
 DEFAULT_INGEST_PREFIX = "ingest"
@@ -73,11 +74,11 @@ def metrics_namespace(default: str, environ: Mapping[str, str] | None = None) ->
 
 
 def video_jobs(environ: Mapping[str, str] | None = None) -> int:
-    """Local segment encodes at once: ``MOUNTWORKS_VIDEO_JOBS``, else one per CPU."""
+    """Local segment encodes at once: ``MOUNTWORKS_VIDEO_JOBS``, else one per CPU (:func:`function_cpus`)."""
     try:
         return max(1, int(_env(environ).get(ENV_VIDEO_JOBS, "")))
     except ValueError:
-        return os.cpu_count() or 1
+        return max(1, round(function_cpus(environ)))
 
 
 def video_segment_function(default: str, environ: Mapping[str, str] | None = None) -> str:
@@ -134,6 +135,36 @@ def function_memory_mb(environ: Mapping[str, str] | None = None) -> int:
     except OSError:
         pass
     return max(1, (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20)
+
+
+LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a function one vCPU per 1,769 MB of memory
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def function_cpus(environ: Mapping[str, str] | None = None, cgroup: Path = CGROUP_ROOT) -> float:
+    """The CPUs this process can keep busy: in Lambda the function's share (one vCPU per
+    1,769 MB: 2 GB is 1.16, whatever the CPUs it sees); locally the container's CPU quota
+    (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), never more than the CPUs it may run
+    on. A container limited to 2 CPUs on a 64-CPU host would otherwise start 64 of anything."""
+    visible = float(len(os.sched_getaffinity(0)))
+    try:
+        return max(1.0, min(visible, int(_env(environ).get(ENV_LAMBDA_MEMORY, "")) / LAMBDA_MB_PER_VCPU))
+    except ValueError:
+        pass
+    quota = _cgroup_quota(cgroup)
+    return max(1.0, min(visible, quota)) if quota is not None else visible
+
+
+def _cgroup_quota(cgroup: Path) -> float | None:
+    """CPUs of the cgroup's quota (quota over period), None where it sets none."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]  # v2: "max 100000" or "200000 100000"
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        v1_quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())  # -1: none
+        v1_period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        return v1_quota / v1_period if v1_quota > 0 and v1_period > 0 else None
+    return None
 
 
 def worker_from_env(environ: Mapping[str, str] | None = None) -> str:

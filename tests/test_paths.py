@@ -162,3 +162,27 @@ def test_in_lambda_the_root_must_be_under_mnt(tmp_path: Path) -> None:
         MountConfig.load(tmp_path, environ=lambda_env)
     with pytest.raises(UsageError, match="no mount root"):
         MountConfig.load(environ={})
+
+
+@pytest.mark.parametrize(("files", "environ", "cpus"), [
+    ({}, {}, None),  # no quota: the CPUs it may run on
+    ({"cpu.max": "max 100000\n"}, {}, None),
+    ({"cpu.max": "150000 100000\n"}, {}, 1.5),  # cgroup v2: docker run --cpus 1.5
+    ({"cpu.max": "50000 100000\n"}, {}, 1.0),  # never less than one
+    ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, {}, 2.0),  # cgroup v1
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, {}, None),
+    ({"cpu.max": "150000 100000\n"}, {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "2048"}, 2048 / 1769),  # Lambda's share
+    ({}, {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024"}, 1.0),
+])
+def test_function_cpus_is_what_the_process_can_keep_busy(tmp_path: Path, files: dict[str, str],
+                                                         environ: dict[str, str], cpus: float | None) -> None:
+    """A container's CPU quota or Lambda's share of a vCPU per 1,769 MB, not the CPUs the
+    machine shows (a 2-CPU container on a 64-CPU host would start 64 page processes or jobs)."""
+    from shared.config import function_cpus
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    visible = float(len(os.sched_getaffinity(0)))
+    expected = visible if cpus is None else min(visible, cpus)
+    assert function_cpus(environ, cgroup=tmp_path) == pytest.approx(max(1.0, expected))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shared import observability as obs
-from shared.config import MountConfig, cli_log_level, key_layout, mount_configured
+from shared.config import MountConfig, cli_log_level, function_cpus, key_layout, mount_configured
 from shared.errors import (
     EXIT_INTERNAL,
     EXIT_RETRYABLE,
@@ -335,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "Walk ingest/, route each file to the workers that accept it, skip committed runs, "
                      "show progress and a table on stderr, and print a JSON summary on stdout.")
     bf.add_argument("--worker", action="append", default=[], metavar="NAME", help=f"only these workers ({names})")
-    bf.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="parallel inputs (default: CPUs)")
+    bf.add_argument("--jobs", "-j", type=int, default=max(1, round(function_cpus())),
+                    help="parallel inputs (default: the CPUs this process can use, within a container's quota)")
     bf.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
     bf.add_argument("--dry-run", action="store_true", help="route and count, process nothing")
     bf.add_argument("--retry-failed", action="store_true", help="process again inputs that failed for good")

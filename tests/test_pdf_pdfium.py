@@ -11,7 +11,7 @@ import json
 import mmap
 import signal
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -368,34 +368,66 @@ def test_pdfium_is_loaded_for_the_next_input_only_in_a_wait(count: int, leader: 
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {"pages": count, "loaded": loaded}, out.stderr
 
 
-def _lines(pdf: bytes, count: int, workers: int, plan_workers: int | None = None) -> list[dict[str, Any] | None]:
+def _page_processes(pdf: bytes, parallel: int) -> Any:
     from shared.worker import Deadline
     from workers.pdf_extract.budget import Budget
     from workers.pdf_extract.options import parse
     from workers.pdf_extract.text_pages import PdfiumPages
 
-    options = parse({"parallel": workers})
-    pages = PdfiumPages(pdf, options, Budget(Deadline(None), 30, 900), 0, None, workers=workers)
-    try:
-        if plan_workers is not None:
-            pages.plan(count, plan_workers)
-        lines = [line for line, _stopped in pages.in_order(range(count))]
-        assert pages.started == max(workers, plan_workers or 0)
-        return lines
-    finally:
-        pages.close()
+    return PdfiumPages(pdf, parse({"parallel": parallel}), Budget(Deadline(None), 30, 900), 0, None,
+                       workers=max(1, parallel))
 
 
-@pytest.mark.parametrize(("workers", "plan_workers"), [(1, None), (2, None), (3, None), (1, 3)])
-def test_page_processes_take_every_page_once_in_order(workers: int, plan_workers: int | None) -> None:
+@pytest.fixture
+def free_cpus(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Set the free CPUs the automatic mode sees (the machine's other processes are not ours to set)."""
+    from workers.pdf_extract import text_pages
+
+    return lambda cpus: monkeypatch.setattr(text_pages, "free_cpus", lambda: cpus)
+
+
+@pytest.mark.parametrize(("parallel", "free", "processes"), [(1, None, 1), (2, None, 2), (3, None, 3), (0, 2.0, 3)])
+def test_page_processes_take_every_page_once_in_order(parallel: int, free: float | None, processes: int,
+                                                      free_cpus: Callable[[float], None]) -> None:
     """Chunks go to whichever process is free (a token each on one pipe), also to those the
     automatic mode adds once pypdf has counted the pages: every page comes out once, in order."""
-    count = 70  # five chunks
+    count = 70
     pdf = build_pdf([text_page(f"page {n}") for n in range(1, count + 1)])
-    lines = _lines(pdf, count, workers, plan_workers)
+    if free is not None:
+        free_cpus(free)
+    pages = _page_processes(pdf, parallel)
+    try:
+        assert pages.plan(count) == processes
+        lines = [line for line, _stopped in pages.in_order(range(count))]
+        assert pages.started == processes
+    finally:
+        pages.close()
     assert [line and line["page"] for line in lines] == list(range(1, count + 1))
     assert [line and line["text"] for line in lines] == [f"page {n}" for n in range(1, count + 1)]
     assert all(line and line["box"] == {"width": 612.0, "height": 792.0, "rotation": 0} for line in lines)
+
+
+@pytest.mark.parametrize(("count", "leader_done", "processes"),
+                         [(60, False, 4), (12, False, 2), (60, True, 1), (5, False, 1)])
+def test_the_automatic_mode_adds_page_processes_for_the_pages_left(
+        count: int, leader_done: bool, processes: int, free_cpus: Callable[[float], None]) -> None:
+    """A process is added only for pages no process has taken yet (HELPER_PAGES each): a warm
+    run of a short document splits it; on a cold start the leader is done with it by the time
+    pypdf has counted, and a fork then would cost the commit its time for nothing."""
+    import os
+
+    free_cpus(3.0)
+    pages = _page_processes(build_pdf([text_page(f"page {n}") for n in range(1, count + 1)]), 0)
+    try:
+        if leader_done:
+            leader = next(iter(pages.running.values()))
+            os.waitid(os.P_PID, leader.pid, os.WEXITED | os.WNOWAIT)
+        assert pages.plan(count) == processes
+        assert pages.started == processes
+        lines = [line for line, _stopped in pages.in_order(range(count))]
+        assert [line and line["text"] for line in lines] == [f"page {n}" for n in range(1, count + 1)]
+    finally:
+        pages.close()
 
 
 def test_the_leader_never_waits_to_hand_out_its_chunks() -> None:

@@ -49,10 +49,11 @@ def _open(stream: IO[bytes], source: InputFile, data: bytes | None, options: Opt
         return doc, pdfium
 
 
-def _pdfium_records(doc: OpenDocument, pdfium: PdfiumPages, indexes: range, workers: int, options: Options,
-                    budget: Budget, writer: PageWriter) -> None:
-    """pypdf's facts of every page while PDFium's processes read the text, then the records."""
-    pdfium.plan(indexes.stop, workers)
+def _pdfium_records(doc: OpenDocument, pdfium: PdfiumPages, indexes: range, options: Options,
+                    budget: Budget, writer: PageWriter) -> int:
+    """pypdf's facts of every page while PDFium's processes read the text, then the records;
+    returns how many page processes read the text."""
+    processes = pdfium.plan(indexes.stop)
     reader = doc.reader
     facts: list[PageFacts] = []
     for index in indexes:
@@ -66,6 +67,7 @@ def _pdfium_records(doc: OpenDocument, pdfium: PdfiumPages, indexes: range, work
         facts.append(page)
     for page, (part, stopped) in zip(facts, pdfium.in_order(indexes), strict=True):
         writer.add(with_pdfium_text(reader, page, part, stopped, options, budget, pdfium.memory_mb))
+    return processes
 
 
 def extract(source: InputFile, out: OutputDir, options: Options, budget: Budget, stream: IO[bytes],
@@ -87,14 +89,13 @@ def _extract(source: InputFile, out: OutputDir, options: Options, budget: Budget
                                   f"({doc.page_count})", code=PAGE_RANGE_OUT_OF_BOUNDS)
     last = min(last, doc.page_count)
     indexes = range(first - 1, last)
-    workers = workers_for(options, len(indexes))
 
     with out.open("pages.jsonl", "application/x-ndjson") as pages_file, \
             out.open("text.txt", "text/plain; charset=utf-8") as text_file:
         writer = PageWriter(pages_file, text_file)
         if pdfium is not None:
-            _pdfium_records(doc, pdfium, indexes, workers, options, budget, writer)
-        elif workers == 1:
+            workers = _pdfium_records(doc, pdfium, indexes, options, budget, writer)
+        elif (workers := workers_for(options, len(indexes))) == 1:
             serial(reader, indexes, options, budget, writer.add)
         elif indexes:  # pypdf's text in page ranges: the one path that needs pool.py
             from workers.pdf_extract.pool import extract_pages

@@ -125,7 +125,7 @@ class Options(NamedTuple):
     ranges: tuple[PageRange, ...] = ()  # merge these committed page-range runs (see merge.py)
     images: bool = False
     engine: str = ENGINES[0]
-    parallel: int = 0  # page processes; 0: one per idle core above PARALLEL_MIN_PAGES pages
+    parallel: int = 0  # page processes; 0: one per idle CPU for the pages left (text_pages.auto_processes)
     max_pages: int = MAX_PAGES
     max_decompressed_bytes: int = MAX_DECOMPRESSED_BYTES
     max_page_seconds: float = MAX_PAGE_SECONDS

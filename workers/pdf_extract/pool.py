@@ -1,7 +1,7 @@
 """pypdf's page processes (option ``engine=pypdf`` with page ranges): forked children that
 extract pages with the reader they inherit, merged in page order.
 
-With option ``parallel`` (automatic above PARALLEL_MIN_PAGES pages) the selected pages are
+With option ``parallel`` (automatic: :func:`.text_pages.workers_for`) the selected pages are
 split over processes; this process takes one share of the chunks while each child takes
 another. Every share is written as chunk files to a private temporary folder, then merged
 in page order through the very same writer, so the result is byte-for-byte the same for

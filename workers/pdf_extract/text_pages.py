@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared import memory
-from shared.config import in_lambda
+from shared.config import function_cpus, in_lambda
 from shared.errors import CorruptInput, DeadlineReached, LimitExceeded, MountworksError
 from shared.worker import Deadline
 from workers.pdf_extract import forks
@@ -59,8 +59,10 @@ from workers.pdf_extract.options import Options
 PARENT_RESERVE_MB = 96  # kept back for this process: pypdf's reader, document.json, the commit
 MIN_PAGE_PROCESS_MB = 128  # a page process may always grow this much (PDFium's working set on normal pages)
 HEAP_KEPT_MB, HEAP_MMAP_MB = 64, 1  # PDFium's per-page working set stays in the heap: memory.keep_freed_heap
-CHUNK_PAGES = 16  # pages per token (more for documents that would need over MAX_TOKENS)
-PARALLEL_MIN_PAGES = 64  # automatic page-range parallelism only pays off above this
+CHUNK_PAGES = 16  # pages per token at most (more only for documents that would need over MAX_TOKENS)
+SHORT_CHUNKS = 8  # a short document is cut in this many chunks: a page process added late still finds some
+HELPER_PAGES = 6  # pages left per page process the automatic mode adds: below, its fork and its open of
+#                   the document cost more than its share of the pages saves
 MAX_TOKENS = 2048  # all of them fit the pipe at once (64 KiB), so the leader never waits to write them
 _TOKEN = 16  # bytes: "START STOP\n", fixed width, so that every read takes one whole token
 _BATCH = 16  # tokens per write: 256 bytes, under PIPE_BUF, so each write is whole (or EAGAIN)
@@ -73,21 +75,38 @@ def page_process_memory_mb(options: Options, processes: int) -> float:
                            budget_mb=options.memory_mb)
 
 
+def free_cpus() -> float:
+    """CPUs nobody keeps busy now: the function's (:func:`~shared.config.function_cpus`) less
+    the processes runnable at this moment besides this one (a backfill may already run one
+    input per CPU; this run's page processes count too). The instant count of
+    ``/proc/loadavg``, not its 1-minute average: the choice holds for the next moments, and
+    the average also counts this very run."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            runnable = int(f.read().split()[3].partition("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return function_cpus() - max(0, runnable - 1)
+
+
+def auto_processes(pages_left: int, running: int = 0) -> int:
+    """Page processes worth running (the automatic mode) for ``pages_left`` pages no process
+    has taken yet, ``running`` of them running already: one more per free CPU, as long as each
+    has HELPER_PAGES pages at least."""
+    return max(1, running, min(running + round(free_cpus()), math.ceil(pages_left / HELPER_PAGES)))
+
+
 def workers_for(options: Options, pages: int) -> int:
-    """Processes for ``pages`` pages: as asked, or one per idle CPU above PARALLEL_MIN_PAGES.
+    """Processes for ``pages`` pages: as asked (option ``parallel``), else :func:`auto_processes`.
 
     Only the speed depends on this: the result is the same for any number of processes."""
     if options.parallel >= 1:
         return max(1, min(options.parallel, pages))
-    if pages < PARALLEL_MIN_PAGES:
-        return 1
-    cpus = len(os.sched_getaffinity(0))
-    idle = cpus - os.getloadavg()[0]  # a backfill may already run one input per CPU: do not pile on
-    return max(1, min(cpus, round(idle), pages // CHUNK_PAGES))
+    return auto_processes(pages)
 
 
 def chunk_pages(pages: int) -> int:
-    return max(CHUNK_PAGES, math.ceil(pages / MAX_TOKENS))
+    return max(1, min(CHUNK_PAGES, math.ceil(pages / SHORT_CHUNKS)), math.ceil(pages / MAX_TOKENS))
 
 
 def chunk_file(folder: Path, start: int) -> Path:
@@ -269,7 +288,7 @@ class PdfiumPages:
 
     def __init__(self, source: bytes | Path, options: Options, budget: Budget, first: int, last: int | None,
                  workers: int = 1) -> None:
-        self.source, self.options, self.budget = source, options, budget
+        self.source, self.options, self.budget, self.first = source, options, budget, first
         self.folder = Path(tempfile.mkdtemp(prefix="mountworks-pdf-"))
         self.running: dict[int, forks.Child] = {}
         self._controls: dict[int, int] = {}  # child pid -> write end of its control pipe
@@ -320,18 +339,34 @@ class PdfiumPages:
         for child in self.running.values():
             self._tell(child, f"skip {index}")
 
-    def plan(self, upto: int, workers: int) -> None:
-        """pypdf counts ``upto`` pages (no process reads past them), and ``workers`` processes
-        are worth running: start those missing (the automatic mode)."""
+    def plan(self, upto: int) -> int:
+        """pypdf counts ``upto`` pages: no process reads past them. In the automatic mode
+        (option ``parallel=0``), add the page processes worth running for the pages no process
+        has taken yet (:func:`auto_processes`): on a cold start the leader is often done with
+        a short document by now, on a warm one it has barely begun. Returns how many page
+        processes read the document."""
         self.upto = upto
         for child in self.running.values():
             self._tell(child, f"upto {upto}")
-        if workers > self.started:
-            self.memory_mb = page_process_memory_mb(self.options, workers)
-            for child in self.running.values():  # forked for fewer processes: their shares shrink
-                child.lower_cap(self.memory_mb)
-            for _ in range(workers - self.started):
-                self._start()
+        if self.options.parallel == 0:
+            self._news()
+            wanted = auto_processes(upto - self.first - self._taken(), len(self.running))
+            if wanted > self.started:
+                self.memory_mb = page_process_memory_mb(self.options, wanted)
+                for child in self.running.values():  # forked for fewer processes: their shares shrink
+                    child.lower_cap(self.memory_mb)
+                for _ in range(wanted - self.started):
+                    self._start()
+        return max(1, min(self.started, upto - self.first))  # parallel=N on fewer pages: some had none
+
+    def _news(self) -> None:
+        """Read what the page processes have written so far, without waiting."""
+        if forks.news(self.running):
+            self._step(timeout=0)
+
+    def _taken(self) -> int:
+        """Pages the running processes have taken (in chunks) or the leader will do itself."""
+        return sum(chunk.stop - chunk.start for chunk in self.chunks.values())
 
     def page_count(self) -> int:
         """PDFium's page count (pypdf cannot open the document); raise why PDFium cannot either."""
@@ -343,8 +378,8 @@ class PdfiumPages:
             raise CorruptInput("PDFium did not open the document")
         return self.count
 
-    def _step(self) -> None:
-        for child, end in forks.wait(self.running, self.budget):
+    def _step(self, timeout: float = forks.POLL_SECONDS) -> None:
+        for child, end in forks.wait(self.running, self.budget, timeout):
             self._read_messages(child)
             self._ended(child, end)
         for child in list(self.running.values()):
@@ -424,7 +459,7 @@ class PdfiumPages:
         function serves invocation after invocation), and only when there is a wait to fill:
         a page process that has already written its news (a short document, done while pypdf
         was imported) is read at once, not after ~20 ms of loading."""
-        if "pypdfium2" in sys.modules or not (len(self.running) < len(os.sched_getaffinity(0)) or in_lambda()):
+        if "pypdfium2" in sys.modules or not (len(self.running) < round(function_cpus()) or in_lambda()):
             return
         if not forks.news(self.running):
             import workers.pdf_extract.pdfium_text  # noqa: F401

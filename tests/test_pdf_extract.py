@@ -4,6 +4,7 @@ deadline, secrets, and page-range parallelism; end to end through the CLI and a 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zlib
@@ -514,6 +515,36 @@ def test_parallel_on_a_streamed_file_equals_serial(tmp_path: Path, run: Any,
         assert code == 0, record
         results[mode] = _result_bytes(root, record)
     assert results["1"] == results["2"]
+
+
+def test_a_page_tree_that_promises_more_pages_than_it_holds(mount: Path, run: Any) -> None:
+    """/Count says 9, the tree holds 3: the 3 come out, and document.json says what is missing."""
+    pdf = re.sub(rb"/Count \d+", b"/Count 9", build_pdf([text_page(f"p{i}") for i in range(1, 4)]))
+    code, record = run("short.pdf", pdf)
+    assert code == 0, record
+    assert [p["text"] for p in pages_of(mount, record)] == ["p1", "p2", "p3"]
+    assert document_of(mount, record)["problems"] == ["pages: the page tree says 9 pages (/Count); 3 can be read"]
+
+
+def test_a_page_tree_whose_pages_are_all_missing_is_not_an_empty_success(mount: Path, run: Any) -> None:
+    """pypdf finds none of the pages /Count promises (their objects are gone): not a run of no
+    pages, which would hide the loss. PDFium counts them and cannot load one: each page is an
+    error, and document.json says why."""
+    pdf = re.sub(rb"/Kids \[[^\]]*\]", b"/Kids [90 0 R 91 0 R]", build_pdf([text_page("a"), text_page("b")]))
+    code, record = run("hollow.pdf", pdf)
+    assert code == 0, record
+    assert record["facts"]["pages"] == 2 and record["facts"]["page_errors"] == 2, record["facts"]
+    assert all(p["flags"] == ["error"] for p in pages_of(mount, record))
+    problem = document_of(mount, record)["problems"][0]
+    assert "the page tree says the document has 2 pages (/Count), but none of them can be read" in problem
+
+
+def test_a_document_that_says_it_has_no_pages_is_an_empty_run(mount: Path, run: Any) -> None:
+    """/Count 0 and no kids: nothing is missing, so a run of no pages (not an error)."""
+    code, record = run("empty.pdf", build_pdf([]))
+    assert code == 0, record
+    assert record["facts"]["pages"] == 0 and pages_of(mount, record) == []
+    assert document_of(mount, record)["problems"] == []
 
 
 def test_page_range_option_selects_pages(mount: Path, run: Any) -> None:

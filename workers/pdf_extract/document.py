@@ -117,6 +117,7 @@ def _extract(source: InputFile, out: OutputDir, options: Options, budget: Budget
         version, metadata = None, structure.metadata(None)
     problems = [p for p in (doc.problem and f"structure: pypdf cannot open the document, PDFium read "
                                             f"its text ({doc.problem})",
+                            doc.pages_problem and f"pages: {doc.pages_problem}",
                             outline_error and f"outline: {outline_error}",
                             fields_error and f"form fields: {fields_error}") if p]
     document: dict[str, Any] = {

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError, PyPdfError
+from pypdf.generic import DictionaryObject
 
 from shared.errors import (
     EMPTY_INPUT,
@@ -118,6 +119,7 @@ class OpenDocument:
     path: Path
     data: bytes | None = None
     problem: str | None = None
+    pages_problem: str | None = None  # the page tree promises more pages than it holds
 
     @property
     def pdfium_source(self) -> bytes | Path:
@@ -149,7 +151,24 @@ def open_document(stream: IO[bytes], options: Options, path: Path, data: bytes |
                 raise EncryptedInput("the password supplied does not open this document", code=WRONG_PASSWORD)
         page_count = len(reader.pages)
     check_page_count(page_count, options)
+    declared = declared_page_count(reader)
+    if page_count == 0 and declared != 0:  # a run of no pages would hide the loss; /Count 0 says it is empty
+        raise CorruptInput(f"the page tree says the document has {declared} pages (/Count), but none of them "
+                           "can be read (their page objects are missing or broken)" if declared else
+                           "no page of the document can be read (its page tree is missing or broken)")
+    if declared is not None and declared > page_count:
+        return OpenDocument(reader, encrypted, page_count, path, data,
+                            pages_problem=f"the page tree says {declared} pages (/Count); {page_count} can be read")
     return OpenDocument(reader, encrypted, page_count, path, data)
+
+
+def declared_page_count(reader: PdfReader) -> int | None:
+    """The page count the root of the page tree states (``/Count``), or None where it states none."""
+    with contextlib.suppress(Exception):  # a malformed root: the pages found are all there is
+        pages = reader.root_object["/Pages"].get_object()
+        count = pages["/Count"] if isinstance(pages, DictionaryObject) else None
+        return int(count) if isinstance(count, int) else None
+    return None
 
 
 def check_page_count(page_count: int, options: Options) -> None:

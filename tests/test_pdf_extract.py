@@ -539,6 +539,18 @@ def test_a_page_tree_whose_pages_are_all_missing_is_not_an_empty_success(mount: 
     assert "the page tree says the document has 2 pages (/Count), but none of them can be read" in problem
 
 
+def test_a_structure_pypdf_refuses_as_unsafe_is_read_by_pdfium(mount: Path, run: Any) -> None:
+    """A cross-reference table declared larger than the file is pypdf's safety limit, not a
+    limit an option raises: malformed input, so PDFium reads the text (it once ended as
+    limit-exceeded, PYPDF_SAFETY_LIMIT, with nothing extracted)."""
+    pdf = re.sub(rb"(xref\s+0 )\d+", rb"\g<1>65535", build_pdf([text_page("kept by PDFium")]))
+    code, record = run("oversized-xref.pdf", pdf)
+    assert code == 0, record
+    assert [p["text"] for p in pages_of(mount, record)] == ["kept by PDFium"]
+    problem = document_of(mount, record)["problems"][0]
+    assert problem.startswith("structure: pypdf cannot open the document") and "refuses its structure" in problem
+
+
 def test_a_document_that_says_it_has_no_pages_is_an_empty_run(mount: Path, run: Any) -> None:
     """/Count 0 and no kids: nothing is missing, so a run of no pages (not an error)."""
     code, record = run("empty.pdf", build_pdf([]))

@@ -73,6 +73,10 @@ def translated(doing: str) -> Iterator[None]:
         if is_cycle(exc):
             raise CorruptInput(f"{doing}: malformed PDF with cyclic references ({short(exc)})") from exc
         limit = limit_name(exc)
+        if limit == "PYPDF_SAFETY_LIMIT":  # pypdf's sanity checks of the structure (a cross-reference
+            # table larger than the file): malformed input, not big input, that no option raises and
+            # that PDFium may still read
+            raise CorruptInput(f"{doing}: pypdf refuses its structure ({short(exc)})") from exc
         hint = {"MAX_PAGES": "; raise option max_pages", "MAX_DECOMPRESSED_BYTES": "; raise option "
                 "max_decompressed_bytes"}.get(limit, "")
         raise LimitExceeded(f"{doing}: {limit} was reached ({short(exc)}){hint}", limit=limit) from exc

@@ -14,6 +14,10 @@ PDF (``--pages`` pages of dense prose). Contenders, each a fresh ``python`` proc
 - ``worker parallel=2`` (documents of 64+ pages): page ranges over 2 processes,
 - ``worker engine=pypdf`` (documents of 10+ pages, unless ``--no-pypdf``): the old text path.
 
+Warm runs (as a warm invocation: libraries imported) add the worker in its automatic mode
+(``parallel=0``, the default: page processes added for the pages left, one per free CPU)
+and a generated 48-page document.
+
 Timing is bench/harness.py's: contenders interleaved, order rotated, one warm-up round;
 medians, ratios of medians and paired ratios. Peak RSS is each contender's own process
 tree (``wait4``). Then a text-quality table (characters, words, control characters of
@@ -239,14 +243,16 @@ def warm_runs(docs: list[tuple[str, Path, int]], root: Path, repeats: int) -> st
     def fresh() -> None:
         shutil.rmtree(root / "workspace", ignore_errors=True)
 
-    rows = ["| document | pages | worker s | parallel=2 s | PyMuPDF s | pypdfium2 s | worker vs pypdfium2 (paired) "
-            "| worker vs PyMuPDF (paired) | parallel=2 speed-up (paired) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| document | pages | worker s | parallel=2 s | automatic s | PyMuPDF s | pypdfium2 s "
+            "| worker vs pypdfium2 (paired) | worker vs PyMuPDF (paired) | parallel=2 speed-up (paired) "
+            "| automatic speed-up (paired) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, path, pages in docs:
         if pages < 10:
             continue
         contenders = [Contender("PyMuPDF", partial(mupdf, path)), Contender("pypdfium2", partial(pdfium, path)),
-                      Contender("worker", partial(worker, path, 1), setup=fresh)]
+                      Contender("worker", partial(worker, path, 1), setup=fresh),
+                      Contender("worker automatic", partial(worker, path, 0), setup=fresh)]
         if pages >= 64:
             contenders.append(Contender("worker parallel=2", partial(worker, path, 2), setup=fresh))
         results = compare(contenders, anchor="PyMuPDF", repeats=repeats, progress=False)
@@ -254,9 +260,12 @@ def warm_runs(docs: list[tuple[str, Path, int]], root: Path, repeats: int) -> st
         if pages >= 64:
             speedup = 1 / results.paired("worker parallel=2", "worker")
             parallel = (f"{results['worker parallel=2'].median:.3f}", f"{speedup:.2f}x")
+        auto = 1 / results.paired("worker automatic", "worker")
         rows.append(f"| {label} | {pages} | {results['worker'].median:.3f} | {parallel[0]} | "
+                    f"{results['worker automatic'].median:.3f} | "
                     f"{results['PyMuPDF'].median:.3f} | {results['pypdfium2'].median:.3f} | "
-                    f"{results.paired('worker', 'pypdfium2'):.2f}x | {results.paired('worker'):.2f}x | {parallel[1]} |")
+                    f"{results.paired('worker', 'pypdfium2'):.2f}x | {results.paired('worker'):.2f}x | {parallel[1]} | "
+                    f"{auto:.2f}x |")
     fresh()
     return "\n".join(rows)
 
@@ -370,7 +379,9 @@ def main() -> int:
     fresh()
     quality = quality_table(docs, root)
     loops = page_loops(docs, args.repeats)
-    warm = warm_runs(docs, root, args.repeats)
+    medium = root / "ingest" / "text-heavy-48.pdf"  # a short document the automatic mode may split, warm
+    medium.write_bytes(text_heavy(48))
+    warm = warm_runs([*docs, ("generated text-heavy", medium, 48)], root, args.repeats)
     load_mid = os.getloadavg()
     cold = cold_start(args.cold_repeats)
     load_after = os.getloadavg()

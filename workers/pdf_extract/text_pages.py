@@ -365,7 +365,7 @@ class PdfiumPages:
             self._step(timeout=0)
 
     def _taken(self) -> int:
-        """Pages the running processes have taken (in chunks) or the leader will do itself."""
+        """Pages the page processes have taken so far (their chunks)."""
         return sum(chunk.stop - chunk.start for chunk in self.chunks.values())
 
     def page_count(self) -> int:

@@ -391,7 +391,7 @@ def test_page_processes_take_every_page_once_in_order(parallel: int, free: float
                                                       free_cpus: Callable[[float], None]) -> None:
     """Chunks go to whichever process is free (a token each on one pipe), also to those the
     automatic mode adds once pypdf has counted the pages: every page comes out once, in order."""
-    count = 70
+    count = 130
     pdf = build_pdf([text_page(f"page {n}") for n in range(1, count + 1)])
     if free is not None:
         free_cpus(free)
@@ -407,16 +407,16 @@ def test_page_processes_take_every_page_once_in_order(parallel: int, free: float
     assert all(line and line["box"] == {"width": 612.0, "height": 792.0, "rotation": 0} for line in lines)
 
 
-@pytest.mark.parametrize(("count", "leader_done", "processes"),
-                         [(60, False, 4), (12, False, 2), (60, True, 1), (5, False, 1)])
+@pytest.mark.parametrize(("count", "free", "leader_done", "processes"),
+                         [(400, 3.0, False, 4), (400, 1.0, False, 2), (200, 3.0, True, 1), (40, 3.0, False, 1)])
 def test_the_automatic_mode_adds_page_processes_for_the_pages_left(
-        count: int, leader_done: bool, processes: int, free_cpus: Callable[[float], None]) -> None:
-    """A process is added only for pages no process has taken yet (HELPER_PAGES each): a warm
-    run of a short document splits it; on a cold start the leader is done with it by the time
-    pypdf has counted, and a fork then would cost the commit its time for nothing."""
+        count: int, free: float, leader_done: bool, processes: int, free_cpus: Callable[[float], None]) -> None:
+    """A process is added only for pages no process has taken yet, HELPER_PAGES each, one per
+    free CPU: none once the leader is done (a cold start of a short document: a fork then
+    would cost the commit its time for nothing), none for 40 pages."""
     import os
 
-    free_cpus(3.0)
+    free_cpus(free)
     pages = _page_processes(build_pdf([text_page(f"page {n}") for n in range(1, count + 1)]), 0)
     try:
         if leader_done:

@@ -61,8 +61,9 @@ MIN_PAGE_PROCESS_MB = 128  # a page process may always grow this much (PDFium's 
 HEAP_KEPT_MB, HEAP_MMAP_MB = 64, 1  # PDFium's per-page working set stays in the heap: memory.keep_freed_heap
 CHUNK_PAGES = 16  # pages per token at most (more only for documents that would need over MAX_TOKENS)
 SHORT_CHUNKS = 8  # a short document is cut in this many chunks: a page process added late still finds some
-HELPER_PAGES = 6  # pages left per page process the automatic mode adds: below, its fork and its open of
-#                   the document cost more than its share of the pages saves
+HELPER_PAGES = 32  # pages left per page process the automatic mode runs: below, a process added once pypdf
+#                    has counted (its fork, its start beside two busy ones, its own open of the document
+#                    and first page) costs more than its share saves (48 pages, warm: 0.91x)
 MAX_TOKENS = 2048  # all of them fit the pipe at once (64 KiB), so the leader never waits to write them
 _TOKEN = 16  # bytes: "START STOP\n", fixed width, so that every read takes one whole token
 _BATCH = 16  # tokens per write: 256 bytes, under PIPE_BUF, so each write is whole (or EAGAIN)
@@ -93,7 +94,7 @@ def auto_processes(pages_left: int, running: int = 0) -> int:
     """Page processes worth running (the automatic mode) for ``pages_left`` pages no process
     has taken yet, ``running`` of them running already: one more per free CPU, as long as each
     has HELPER_PAGES pages at least."""
-    return max(1, running, min(running + round(free_cpus()), math.ceil(pages_left / HELPER_PAGES)))
+    return max(1, running, min(running + round(free_cpus()), pages_left // HELPER_PAGES))
 
 
 def workers_for(options: Options, pages: int) -> int:

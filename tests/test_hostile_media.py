@@ -1,7 +1,7 @@
 """video-transcode on media (and non-media) written by other tools that once got a wrong
-permanent record: UTF-16 text sniffed as MP3, one-frame videos without a poster, and a
-codec ffmpeg cannot decode recorded as a damaged file. Inputs are made with ffmpeg, or
-by editing the bytes of a file it made."""
+permanent record: UTF-16 text sniffed as MP3, one-frame videos without a poster, a codec
+ffmpeg cannot decode recorded as a damaged file, and damaged files recorded as our bug or as
+an unsupported codec. Inputs are made with ffmpeg, or by editing the bytes of a file it made."""
 
 from __future__ import annotations
 
@@ -184,3 +184,80 @@ def test_an_xhe_aac_stream_is_an_unsupported_codec_with_ffmpegs_words(kind: str,
     assert record["error"]["code"] == "unsupported-codec"
     assert "object type 42" in record["error"]["message"]
     assert " @ 0x" not in record["error"]["message"]  # no pointer addresses: the same message on every retry
+
+
+# ------------------------------------------------------------------ damage is the input's
+
+
+def test_a_failure_after_decoding_began_is_the_inputs_not_a_bug() -> None:
+    """ffmpeg 5.1's words on a damaged phone capture (the corpus' fire2.mp4 with 1,239 bytes
+    repeated at 1,006,527: the test below): its AAC decodes to 31 channels mid-stream and the
+    filter graph ends with "Invalid argument", one of the words of a command we got wrong.
+    Once ffmpeg is decoding, the failure is the input's: corrupt-input, not an internal error;
+    and "Gain control is not implemented" among decoding errors is damage read as a feature,
+    not a codec to re-encode."""
+    from shared.errors import CorruptInput
+    from workers.video_transcode.core import check_result
+    from workers.video_transcode.runner import Result
+
+    lines = ["[h264 @ 0x1] Invalid NAL unit size (-1980199158 > 52528).",
+             "[h264 @ 0x1] missing picture in access unit with size 52532",
+             "Error while decoding stream #0:0: Invalid data found when processing input",
+             "[aac @ 0x2] Gain control is not implemented. Update your FFmpeg version to the newest one from Git.",
+             "[auto_aresample_0 @ 0x3] [SWR @ 0x4] Rematrix is needed between 31 channels and mono but there is "
+             "not enough information to do it",
+             "Error reinitializing filters!",
+             "Failed to inject frame into filter network: Invalid argument",
+             "Error while processing the decoded data for stream #0:1",
+             "Conversion failed!"]
+    result = Result(argv=["ffmpeg"], returncode=1, stdout=b"", head=lines, decode_errors=3)
+    with pytest.raises(CorruptInput, match="looks damaged"):
+        check_result(result, "transcode", expect_frames=True)
+    refused = Result(argv=["ffmpeg"], returncode=1, stdout=b"",
+                     head=["[libx264 @ 0x1] Error setting option nosuch to value 1.", "Invalid argument"])
+    with pytest.raises(RuntimeError, match="a bug in mountworks"):  # a command we got wrong stays ours
+        check_result(refused, "transcode", expect_frames=True)
+
+
+@pytest.mark.corpus
+def test_a_damaged_phone_capture_is_corrupt_input(corpus: Path, tmp_path: Path, put: Put, cli: Cli) -> None:
+    data = (corpus / "video" / "fire2.mp4").read_bytes()
+    at, length = 1_006_527, 1_239
+    damaged = tmp_path / "fire2-damaged.mp4"
+    damaged.write_bytes(data[:at] + data[at:at + length] * 2 + data[at:])
+    code, record = cli.run("video-transcode", put(damaged.name, damaged), isolate=False)
+    assert code == 3, record
+    assert record["error"]["code"] == "corrupt-input", record["error"]
+
+
+@pytest.mark.slow
+def test_seeded_damage_of_a_clip_ends_classified(tmp_path: Path, put: Put, cli: Cli, mount: Path) -> None:
+    """Cuts, overwritten bytes, repeated and swapped regions of a clip ffmpeg made, in one
+    backfill: each ends as outputs or a classified permanent error, never an internal error."""
+    import random
+
+    clip = tmp_path / "clip.mp4"
+    ff("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=2", "-f", "lavfi", "-i", "sine=d=2", "-c:v", "libx264",
+       "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip))
+    data = clip.read_bytes()
+    for seed in range(18):
+        rng = random.Random(f"clip-{seed}")
+        start, end = sorted(rng.randrange(64, len(data)) for _ in range(2))
+        kind = seed % 3
+        if kind == 0:
+            damaged = data[:start] + data[start:start + 2000] * 3 + data[start:]
+        elif kind == 1:
+            flipped = bytearray(data)
+            for _ in range(64):
+                flipped[rng.randrange(64, len(data))] = rng.randrange(256)
+            damaged = bytes(flipped)
+        else:
+            damaged = data[:start] + data[end:] + data[start:end]
+        put(f"damaged/clip-{seed:02d}.mp4", damaged)
+    code, summary = cli("backfill", "--root", str(mount), "--worker", "video-transcode", "--jobs", "2",
+                        "--no-progress", "-o", "preset=ultrafast")
+    totals = summary["totals"]
+    assert code == 0 and totals["internal_error"] == totals["retryable"] == 0, (totals, summary["failures"])
+    assert totals["done"] + totals["failed"] + summary["unrouted"] == 18, totals
+    assert {f["error"]["code"] for f in summary["failures"]} <= {"corrupt-input", "unsupported-format",
+                                                                 "unsupported-codec"}, summary["failures"]

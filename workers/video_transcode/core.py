@@ -57,6 +57,15 @@ MAX_SPRITE_THUMBS = 100
 MAX_DECODE_ERROR_RATIO = 0.1  # more decode errors than this per written frame: corrupt input
 _OUR_FAULT = ("unrecognized option", "option not found", "error parsing", "invalid argument",
               "error initializing filter", "no such filter", "unknown encoder", "error setting option")
+# ffmpeg's words once it is past the command and into the data: a failure after them is the
+# input's, however it is worded (damaged AAC that decodes to 31 channels ends the filter graph
+# with "Failed to inject frame into filter network: Invalid argument")
+_INTO_THE_DATA = ("error while decoding stream", "error while processing the decoded data",
+                  "error reinitializing filters", "failed to inject frame into filter network")
+# ffmpeg's words for a damaged bitstream: with them, a feature "not implemented" is random bits
+# read as a feature (damaged AAC "uses" gain control), not a codec to re-encode from
+_DAMAGED = ("invalid nal", "concealing", "error splitting the input", "decode_slice_header error", "corrupt",
+            "missing picture", "invalid data found", "error while decoding mb")
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".jpg": "image/jpeg", ".vtt": "text/vtt",
                ".m3u8": "application/vnd.apple.mpegurl", ".m4s": "video/iso.segment"}
@@ -131,11 +140,12 @@ def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> No
         fault = environment_fault_in_text(result.stderr_lines, doing=what)
         if fault is not None:  # "No space left on device" writing an output: the disk's, not the input's
             raise fault
-        if any(marker in text for marker in _OUR_FAULT):
+        into_the_data = result.decode_errors > 0 or any(marker in text for marker in _INTO_THE_DATA)
+        if any(marker in text for marker in _OUR_FAULT) and not into_the_data:
             raise RuntimeError(f"ffmpeg refused the {what} command (a bug in mountworks): {_describe(lines)}")
         if "encrypt" in text:
             raise EncryptedInput(f"{what}: the media is encrypted: {_describe(lines)}")
-        if _lacks_decoder(text):
+        if _lacks_decoder(text) and not any(marker in text for marker in _DAMAGED):
             raise unsupported_codec(what, lines)
         raise CorruptInput(f"{what} failed, the input looks damaged: {_describe(lines)}")
     if expect_frames and result.progress and result.frames == 0:

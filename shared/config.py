@@ -4,8 +4,8 @@ Every setting has an environment variable (what Lambda uses) and can be passed a
 explicit argument (what the CLI and tests use); an explicit argument always wins.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 import contextlib
 import os
 from collections.abc import Mapping
@@ -218,7 +218,7 @@ class MountConfig(NamedTuple):
         claim_lease_seconds: float | None = None,
         event_bus: str | None = None,
         environ: Mapping[str, str] | None = None,
-    ) -> "MountConfig":
+    ) -> MountConfig:
         """Build the configuration: explicit arguments, then ``MOUNTWORKS_*``, then defaults."""
         env = os.environ if environ is None else environ
         lambda_mode = in_lambda(env)

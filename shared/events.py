@@ -15,8 +15,8 @@ A key that is unsafe becomes a *refused* item; one outside the ingest prefix a *
 item. Both are reported and logged by the runtime, never processed, never retried.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 import json
 from collections.abc import Mapping
 from types import MappingProxyType

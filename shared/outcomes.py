@@ -6,8 +6,8 @@ committed, and the commit event put for it (when commit events are on).
 They all read :data:`STATUS_TABLE`; nothing else maps a status.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType

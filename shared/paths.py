@@ -6,8 +6,8 @@ the code handles :class:`InputRef` values, never raw strings, and every open is
 preceded by a containment check against the real (symlink-resolved) mount.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 import contextlib
 import errno
 import fcntl

@@ -21,8 +21,8 @@ Why this shape:
   record. No renames, no hard links, no deletes of anything a reader may trust.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 import contextlib
 import importlib
 import json
@@ -232,7 +232,7 @@ class Lookup(NamedTuple):
     """What :meth:`Run.find` found: a commit, else a live claim (in progress), else nothing."""
 
     commit: Commit | None
-    claim: "Claim | None"  # defined below
+    claim: Claim | None
     hashed: bool  # the ``_seen`` pointer did not match, so the input's content was read
 
 
@@ -517,7 +517,7 @@ class Run:
         return os.path.join(self.cfg.root, self.cfg.workspace_prefix, self.worker, self.ref.name.as_posix(),
                             SEEN_DIR, fingerprint + ".json")
 
-    def with_options(self, options: Mapping[str, Any]) -> "Run":
+    def with_options(self, options: Mapping[str, Any]) -> Run:
         """The run of the same input content with other options (a merge reads its range runs)."""
         other = Run(self.cfg, self.worker, self.version, self.ref, options, invocation=self.invocation)
         if self.sha256 is not None:

@@ -7,8 +7,8 @@ The heavy library (Pillow, pypdf, ffmpeg, pyarrow) lives only in the worker's
 ``core`` module, imported the first time an input is processed.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 import importlib
 import re
 import time
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # the shapes a worker plugs in; for the type checker only (no
         """
 
         def process(
-            self, source: "InputFile", out: OutputDir, options: OptionsT_contra, ctx: "RunContext"
+            self, source: InputFile, out: OutputDir, options: OptionsT_contra, ctx: RunContext
         ) -> dict[str, Any]:
             """Write outputs into ``out``; return facts about the input for the manifest."""
             ...
@@ -91,7 +91,7 @@ class WorkerSpec(NamedTuple):
     version: str
     extensions: frozenset[str]
     sniff: Callable[[bytes], bool]
-    parse_options: Callable[[Mapping[str, Any] | None], "WorkerOptions"]
+    parse_options: Callable[[Mapping[str, Any] | None], WorkerOptions]
     core_module: str
     companions: tuple[str, ...] = ()  # name endings of files that configure inputs (never inputs)
     sniff_bytes: int = SNIFF_BYTES  # how much of the head ``sniff`` sees: more only where a format needs it
@@ -99,7 +99,7 @@ class WorkerSpec(NamedTuple):
     def is_companion(self, name: str) -> bool:
         return name.lower().endswith(self.companions) if self.companions else False
 
-    def core(self) -> "WorkerCore[Any]":
+    def core(self) -> WorkerCore[Any]:
         module: Any = importlib.import_module(self.core_module)
         return module  # type: ignore[no-any-return]
 

@@ -17,8 +17,8 @@ invocations committed with ``pages=1-500`` and so on (the same other options): s
 :mod:`workers.pdf_extract.merge`. It is normalized, so the same ranges give the same run-id.
 """
 
-# Annotations here are evaluated, not postponed (no `from __future__ import annotations`): typing.NamedTuple
-# compiles each string annotation at import, and this module is on every handler's cold start.
+from __future__ import annotations
+
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -146,7 +146,7 @@ class Options(NamedTuple):
     def ranges_text(self) -> str:
         return ",".join(r.text() or "1-" for r in self.ranges)
 
-    def for_range(self, page_range: PageRange) -> "Options":
+    def for_range(self, page_range: PageRange) -> Options:
         """The options a range run was (or will be) committed with: these, with ``pages`` set."""
         return self._replace(pages=page_range, ranges=())
 

@@ -219,6 +219,19 @@ def test_a_failure_after_decoding_began_is_the_inputs_not_a_bug() -> None:
         check_result(refused, "transcode", expect_frames=True)
 
 
+def test_audio_in_a_layout_aac_cannot_carry_is_unsupported_not_damaged(tmp_path: Path, put: Put, cli: Cli) -> None:
+    """A valid 31-channel WAV (no known layout): the AAC encoder refuses it. Not damage."""
+    wav = tmp_path / "31-channels.wav"
+    labels = "".join(f"[c{n}]" for n in range(31))
+    ff("-f", "lavfi", "-i", "sine=duration=1", "-filter_complex",
+       f"[0]asplit=31{labels};{labels}join=inputs=31:channel_layout=0x7FFFFFFF[out]", "-map", "[out]",
+       "-c:a", "pcm_s16le", str(wav))
+    code, record = cli.run("video-transcode", put(wav.name, wav), isolate=False)
+    assert code == 3, record
+    assert record["error"]["code"] == "unsupported-format", record["error"]
+    assert "channel layout" in record["error"]["message"] and "downmix" in record["error"]["message"]
+
+
 @pytest.mark.corpus
 def test_a_damaged_phone_capture_is_corrupt_input(corpus: Path, tmp_path: Path, put: Put, cli: Cli) -> None:
     data = (corpus / "video" / "fire2.mp4").read_bytes()

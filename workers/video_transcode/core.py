@@ -147,6 +147,9 @@ def check_result(result: runner.Result, what: str, *, expect_frames: bool) -> No
             raise EncryptedInput(f"{what}: the media is encrypted: {_describe(lines)}")
         if _lacks_decoder(text) and not any(marker in text for marker in _DAMAGED):
             raise unsupported_codec(what, lines)
+        if "unsupported channel layout" in text:  # valid audio (a 31-channel WAV) that AAC cannot carry
+            raise UnsupportedInput(f"{what}: the audio's channel layout cannot be encoded to AAC (at most 8 "
+                                   f"channels, in a known layout); downmix it first: {_describe(lines)}")
         raise CorruptInput(f"{what} failed, the input looks damaged: {_describe(lines)}")
     if expect_frames and result.progress and result.frames == 0:
         raise CorruptInput(f"{what}: not a single video frame could be decoded: {_describe(lines)}")

@@ -241,36 +241,3 @@ def test_a_damaged_phone_capture_is_corrupt_input(corpus: Path, tmp_path: Path, 
     code, record = cli.run("video-transcode", put(damaged.name, damaged), isolate=False)
     assert code == 3, record
     assert record["error"]["code"] == "corrupt-input", record["error"]
-
-
-@pytest.mark.slow
-def test_seeded_damage_of_a_clip_ends_classified(tmp_path: Path, put: Put, cli: Cli, mount: Path) -> None:
-    """Cuts, overwritten bytes, repeated and swapped regions of a clip ffmpeg made, in one
-    backfill: each ends as outputs or a classified permanent error, never an internal error."""
-    import random
-
-    clip = tmp_path / "clip.mp4"
-    ff("-f", "lavfi", "-i", "testsrc2=s=160x120:r=25:d=2", "-f", "lavfi", "-i", "sine=d=2", "-c:v", "libx264",
-       "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(clip))
-    data = clip.read_bytes()
-    for seed in range(18):
-        rng = random.Random(f"clip-{seed}")
-        start, end = sorted(rng.randrange(64, len(data)) for _ in range(2))
-        kind = seed % 3
-        if kind == 0:
-            damaged = data[:start] + data[start:start + 2000] * 3 + data[start:]
-        elif kind == 1:
-            flipped = bytearray(data)
-            for _ in range(64):
-                flipped[rng.randrange(64, len(data))] = rng.randrange(256)
-            damaged = bytes(flipped)
-        else:
-            damaged = data[:start] + data[end:] + data[start:end]
-        put(f"damaged/clip-{seed:02d}.mp4", damaged)
-    code, summary = cli("backfill", "--root", str(mount), "--worker", "video-transcode", "--jobs", "2",
-                        "--no-progress", "-o", "preset=ultrafast")
-    totals = summary["totals"]
-    assert code == 0 and totals["internal_error"] == totals["retryable"] == 0, (totals, summary["failures"])
-    assert totals["done"] + totals["failed"] + summary["unrouted"] == 18, totals
-    assert {f["error"]["code"] for f in summary["failures"]} <= {"corrupt-input", "unsupported-format",
-                                                                 "unsupported-codec"}, summary["failures"]

@@ -2,7 +2,8 @@
 about their lengths, page counts and cross-references, as a bucket of millions of files
 holds them. Every one must end as a committed run or as a classified error record of its
 own (the run goes on with the next): never an internal error, a retry that would fail the
-same way, a claim left behind, or a run without its outputs.
+same way, a claim left behind, or a run without its outputs. Beyond tests/test_damage.py
+(every worker's sample), this damages a PDF's own structure and checks each run's outputs.
 
 The damage is deterministic (seeded), so a failure names a file that fails again."""
 
@@ -10,66 +11,41 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Cli
+from damage import KINDS, Damage, damaged
 from pdfgen import Page, build_pdf, decorate, text_page
-
-Mutation = Callable[[bytes, random.Random], bytes]
 
 # What a damaged document may end as: the classified, permanent errors of the README.
 PERMANENT = {"corrupt-input", "password-required", "limit-exceeded", "unsupported-format", "empty-input",
              "decoder-crash"}
 
 
-def _flips(count: int) -> Mutation:
-    def flip(data: bytes, rng: random.Random) -> bytes:
-        damaged = bytearray(data)
-        for _ in range(count):
-            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-        return bytes(damaged)
-
-    return flip
+def _sub(pattern: bytes, replacement: bytes) -> Damage:
+    return lambda data, _rng: re.sub(pattern, replacement, data)
 
 
-def _cut(fraction: float) -> Mutation:
-    return lambda data, _rng: data[:int(len(data) * fraction)]
-
-
-def _sub(pattern: bytes, replacement: bytes, count: int = 0) -> Mutation:
-    return lambda data, _rng: re.sub(pattern, replacement, data, count=count)
-
-
-MUTATIONS: dict[str, Mutation] = {
-    "cut-at-10pc": _cut(0.1),
-    "cut-at-half": _cut(0.5),
-    "cut-at-90pc": _cut(0.9),
-    "last-byte-gone": _cut(0.999),
-    "one-byte-flipped": _flips(1),
-    "four-bytes-flipped": _flips(4),
-    "32-bytes-flipped": _flips(32),
+# Damage of a PDF's own structure, beside the kinds every file gets (tests/damage.py).
+PDF_DAMAGE: dict[str, Damage] = {
     "startxref-zero": _sub(rb"startxref\s*\d+", b"startxref\n0"),
     "endobj-gone": lambda data, _rng: data.replace(b"endobj", b"", 3),
     "first-half-twice": lambda data, _rng: data[:len(data) // 2] + data,
-    "middle-zeroed": lambda data, _rng: data[:len(data) // 3] + bytes(len(data) // 3) + data[2 * len(data) // 3:],
     "page-count-lie": _sub(rb"/Count\s+\d+", b"/Count 999999"),
     "page-count-negative": _sub(rb"/Count\s+\d+", b"/Count -5"),
     "stream-length-lie": _sub(rb"/Length\s+\d+", b"/Length 99999999"),
     "stream-length-zero": _sub(rb"/Length\s+\d+", b"/Length 0"),
     "streams-unterminated": lambda data, _rng: data.replace(b"endstream", b"endstrea"),
-    "deflate-garbled": lambda data, rng: re.sub(
+    "stream-starts-garbled": lambda data, rng: re.sub(
         rb"stream\r?\n(.{8})", lambda m: b"stream\n" + bytes(rng.randrange(256) for _ in range(8)), data, flags=re.S),
 }
 
 
 def mutants(stem: str, data: bytes) -> dict[str, bytes]:
-    rng = random.Random(stem)  # the same damage on every run
-    return {f"{stem}--{name}.pdf": mutate(data, rng) for name, mutate in MUTATIONS.items()}
+    return damaged(stem, ".pdf", data, {**KINDS, **PDF_DAMAGE})
 
 
 def _generated() -> dict[str, bytes]:
@@ -88,8 +64,8 @@ def _backfill(cli: Cli, mount: Path, sources: dict[str, bytes]) -> dict[str, dic
     folder.mkdir(parents=True)
     names = {}
     for stem, data in sources.items():
-        for name, damaged in mutants(stem, data).items():
-            (folder / name).write_bytes(damaged)
+        for name, content in mutants(stem, data).items():
+            (folder / name).write_bytes(content)
             names[f"ingest/mutants/{name}"] = name
     code, summary = cli("backfill", "--root", str(mount), "--worker", "pdf-extract", "--jobs", "2", "--no-progress")
     totals = summary["totals"]

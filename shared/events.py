@@ -74,9 +74,12 @@ def _options(value: Any) -> Mapping[str, Any]:
 
 
 def is_sqs_event(event: Mapping[str, Any]) -> bool:
+    """SQS's own shape: every record from ``aws:sqs`` with its ``messageId``, the name a partial
+    batch response gives a failed message by (a record without one is a hand-made event)."""
     records = event.get("Records")
     return isinstance(records, list) and bool(records) and all(
-        isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" for r in records
+        isinstance(r, Mapping) and r.get("eventSource") == "aws:sqs" and isinstance(r.get("messageId"), str)
+        and r["messageId"] for r in records
     )
 
 

@@ -327,6 +327,16 @@ def test_sqs_reports_only_retryable_messages_as_batch_failures(mount: Path) -> N
     assert by_message == {"ok": "done", "late": "retryable", "junk": "refused", "escape": "refused"}
 
 
+def test_an_sqs_record_without_a_message_id_is_a_refused_event_not_a_crash(mount: Path) -> None:
+    """Only a hand-made event lacks messageId; a retryable message without one could not be
+    named in the partial batch response (Powertools raised KeyError: the handler crashed)."""
+    body = json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                    "s3": {"bucket": {"name": "b"}, "object": {"key": "ingest/missing.echo"}}}]})
+    event = {"Records": [{"receiptHandle": "h", "body": body, "eventSource": "aws:sqs"}]}
+    response = handler_response(mount, event, timeout=5.5)
+    assert response["results"] == [] and "not S3 notifications" in response["refused"]
+
+
 def test_invoke_command_runs_the_handler_on_an_event_file(mount: Path, tmp_path: Path, cli: Cli) -> None:
     (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
     event = tmp_path / "event.json"

@@ -72,7 +72,6 @@ def peak_mb(rusage: resource.struct_rusage) -> float:
     return rusage.ru_maxrss / 1024
 
 
-
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import Cli
 
 Damage = Callable[[bytes, random.Random], bytes]
 
@@ -64,6 +68,19 @@ KINDS: dict[str, Damage] = {
     "regions-swapped": swapped(),
     "middle-zeroed": zeroed,
 }
+
+
+def backfill_all_classified(cli: Cli, mount: Path, worker: str, count: int, *options: str) -> dict[str, Any]:
+    """One backfill of ``worker`` over the mount's ``count`` inputs: each ended committed (done,
+    or failed for good) or was not routed to the worker; never internal, retryable or refused.
+    Returns the summary."""
+    code, summary = cli("backfill", "--root", str(mount), "--worker", worker, "--jobs", "2", "--no-progress",
+                        *options)
+    totals = summary["totals"]
+    assert code == 0, (cli.err, totals)
+    assert totals["internal_error"] == totals["retryable"] == totals["refused"] == 0, (totals, summary["failures"])
+    assert totals["done"] + totals["failed"] + summary["unrouted"] == count, totals
+    return summary
 
 
 def damaged(stem: str, suffix: str, data: bytes, kinds: dict[str, Damage] = KINDS) -> dict[str, bytes]:

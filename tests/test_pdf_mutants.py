@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli
-from damage import KINDS, Damage, damaged
+from damage import KINDS, Damage, backfill_all_classified, damaged
 from pdfgen import Page, build_pdf, decorate, text_page
 
 # What a damaged document may end as: the classified, permanent errors of the README.
@@ -67,13 +67,9 @@ def _backfill(cli: Cli, mount: Path, sources: dict[str, bytes]) -> dict[str, dic
         for name, content in mutants(stem, data).items():
             (folder / name).write_bytes(content)
             names[f"ingest/mutants/{name}"] = name
-    code, summary = cli("backfill", "--root", str(mount), "--worker", "pdf-extract", "--jobs", "2", "--no-progress")
-    totals = summary["totals"]
-    assert code == 0, (cli.err, totals)
-    assert totals["internal_error"] == totals["retryable"] == totals["refused"] == 0, (cli.err, totals)
+    summary = backfill_all_classified(cli, mount, "pdf-extract", len(names))
     unrouted = summary["unrouted_files"]  # damage that hit the %PDF- header: no longer a PDF to route
     assert all(b"%PDF-" not in (mount / rel).read_bytes()[:1024] for rel in unrouted), unrouted
-    assert totals["done"] + totals["failed"] + len(unrouted) == len(names), totals
     for rel in unrouted:
         del names[rel]
     records = {}

@@ -107,6 +107,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = _config(args) if wants_mount else None
     specs = [get_worker(name) for name in args.worker] if args.worker else all_workers()
     options = _checked_options(args.option, specs)
+    if args.jobs is None:  # read here, not when the parser is built for every command
+        args.jobs = max(1, round(function_cpus()))
     progress = Progress(sys.stderr, enabled=not (args.no_progress or args.quiet))
     extra: dict[str, Any] = {}
     summary: Summary
@@ -334,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "Walk ingest/, route each file to the workers that accept it, skip committed runs, "
                      "show progress and a table on stderr, and print a JSON summary on stdout.")
     bf.add_argument("--worker", action="append", default=[], metavar="NAME", help=f"only these workers ({names})")
-    bf.add_argument("--jobs", "-j", type=int, default=max(1, round(function_cpus())),
+    bf.add_argument("--jobs", "-j", type=int, default=None,
                     help="parallel inputs (default: the CPUs this process can use, within a container's quota)")
     bf.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE", help=OPTION_HELP)
     bf.add_argument("--dry-run", action="store_true", help="route and count, process nothing")

@@ -9,7 +9,6 @@ error for the input; everything after opening is contained page by page.
 from __future__ import annotations
 
 import contextlib
-import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,19 +20,15 @@ from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedErr
 from pypdf.generic import DictionaryObject
 
 from shared.errors import (
-    EMPTY_INPUT,
     PASSWORD_REQUIRED,
     WRONG_PASSWORD,
     CorruptInput,
     EncryptedInput,
     LimitExceeded,
     MountworksError,
-    UnsupportedInput,
 )
 from workers.pdf_extract.options import Options, short
 
-HEADER_SCAN_BYTES = 1024  # readers accept junk before %PDF- within the first KiB
-IN_MEMORY_MAX_BYTES = 64 << 20  # smaller files are read into memory once (faster); larger ones stream
 MAX_OUTLINE_ENTRIES = 10_000
 MAX_FORM_FIELDS = 10_000
 
@@ -130,16 +125,6 @@ class OpenDocument:
         return self.data if self.data is not None else self.path
 
 
-def check_header(path: Path, size: int) -> None:
-    """Empty and not-a-PDF inputs, classified before pypdf sees them."""
-    if size == 0:
-        raise CorruptInput("the file is empty (0 bytes); a PDF starts with %PDF-", code=EMPTY_INPUT)
-    with path.open("rb") as f:
-        head = f.read(HEADER_SCAN_BYTES)
-    if b"%PDF-" not in head:
-        raise UnsupportedInput(f"not a PDF: no %PDF- header in the first {HEADER_SCAN_BYTES} bytes")
-
-
 def open_document(stream: IO[bytes], options: Options, path: Path, data: bytes | None) -> OpenDocument:
     """Open non-strictly, decrypt (empty password unless one is given), count the pages."""
     with translated("opening the document"):
@@ -160,10 +145,9 @@ def open_document(stream: IO[bytes], options: Options, path: Path, data: bytes |
         raise CorruptInput(f"the page tree says the document has {declared} pages (/Count), but none of them "
                            "can be read (their page objects are missing or broken)" if declared else
                            "no page of the document can be read (its page tree is missing or broken)")
-    if declared is not None and declared > page_count:
-        return OpenDocument(reader, encrypted, page_count, path, data,
-                            pages_problem=f"the page tree says {declared} pages (/Count); {page_count} can be read")
-    return OpenDocument(reader, encrypted, page_count, path, data)
+    short_of = declared is not None and declared > page_count
+    return OpenDocument(reader, encrypted, page_count, path, data, pages_problem=f"the page tree says {declared} "
+                        f"pages (/Count); {page_count} can be read" if short_of else None)
 
 
 def declared_page_count(reader: PdfReader) -> int | None:
@@ -179,12 +163,3 @@ def check_page_count(page_count: int, options: Options) -> None:
     if page_count > options.max_pages:
         raise LimitExceeded(f"the document has {page_count} pages, more than MAX_PAGES={options.max_pages}; "
                             "raise option max_pages or process page ranges (option pages)", limit="MAX_PAGES")
-
-
-@contextlib.contextmanager
-def opened(path: Path, size: int, options: Options) -> Iterator[OpenDocument]:
-    """The document, read into memory when small (fast) and streamed from the mount when large."""
-    with path.open("rb") as f:
-        data = f.read() if size <= IN_MEMORY_MAX_BYTES else None
-        stream: IO[bytes] = io.BytesIO(data) if data is not None else f
-        yield open_document(stream, options, path, data)

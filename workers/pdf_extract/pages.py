@@ -41,6 +41,14 @@ class PageFacts:
     error: dict[str, Any] | None = None
 
 
+def timed_out(facts: PageFacts, options: Options, where: str = "") -> None:
+    """Flag the page ``timeout``: it took longer than MAX_PAGE_SECONDS (``where``: how it was stopped)."""
+    facts.flags.append("timeout")
+    facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
+                   "message": f"page {facts.number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"
+                              + where}
+
+
 @contextlib.contextmanager
 def contained(facts: PageFacts, options: Options, budget: Budget) -> Iterator[None]:
     """Run a step of page ``facts.number`` under the page timer; any failure is recorded on
@@ -53,9 +61,7 @@ def contained(facts: PageFacts, options: Options, budget: Budget) -> Iterator[No
     except PageTimeout:
         if deadline_bound:
             raise DeadlineReached(f"stopped during page {number}: the invocation's time is nearly up") from None
-        facts.flags.append("timeout")
-        facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
-                       "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
+        timed_out(facts, options)
     except LimitReachedError as exc:
         if is_cycle(exc):
             facts.flags.append("error")
@@ -135,9 +141,7 @@ def with_pdfium_text(reader: Any, facts: PageFacts, part: dict[str, Any] | None,
     if stopped is not None:
         return stopped_record(facts, why=stopped, options=options, memory_mb=memory_mb)
     if part is not None and part.get("timeout"):
-        facts.flags.append("timeout")
-        facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS", "message": f"page {facts.number} took "
-                       f"longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s"}
+        timed_out(facts, options)
         return record(facts, "", None, False, options)
     if part is not None and "text" in part:
         text, has_images = part["text"], False
@@ -162,10 +166,7 @@ def stopped_record(facts: PageFacts, *, why: str, options: Options, memory_mb: f
     out of its memory cap (``"out_of_memory"``: flagged ``limit``)."""
     number = facts.number
     if why == "hung":
-        facts.flags.append("timeout")
-        facts.error = {"code": LIMIT_EXCEEDED, "limit": "MAX_PAGE_SECONDS",
-                       "message": f"page {number} took longer than MAX_PAGE_SECONDS={options.max_page_seconds:g}s "
-                                  "(inside PDFium: its process was stopped)"}
+        timed_out(facts, options, " (inside PDFium: its process was stopped)")
     else:
         facts.flags.append("limit")
         facts.error = {"code": LIMIT_EXCEEDED, "limit": "memory",

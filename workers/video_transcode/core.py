@@ -57,15 +57,14 @@ MAX_SPRITE_THUMBS = 100
 MAX_DECODE_ERROR_RATIO = 0.1  # more decode errors than this per written frame: corrupt input
 _OUR_FAULT = ("unrecognized option", "option not found", "error parsing", "invalid argument",
               "error initializing filter", "no such filter", "unknown encoder", "error setting option")
-# ffmpeg's words once it is past the command and into the data: a failure after them is the
-# input's, however it is worded (damaged AAC that decodes to 31 channels ends the filter graph
-# with "Failed to inject frame into filter network: Invalid argument")
-_INTO_THE_DATA = ("error while decoding stream", "error while processing the decoded data",
-                  "error reinitializing filters", "failed to inject frame into filter network")
-# ffmpeg's words for a damaged bitstream: with them, a feature "not implemented" is random bits
-# read as a feature (damaged AAC "uses" gain control), not a codec to re-encode from
-_DAMAGED = ("invalid nal", "concealing", "error splitting the input", "decode_slice_header error", "corrupt",
-            "missing picture", "invalid data found", "error while decoding mb")
+# ffmpeg's words once it is past the command and into the data (besides its decoding errors,
+# which runner counts): a failure after them is the input's, however it is worded (damaged AAC
+# that decodes to 31 channels ends the filter graph with "... filter network: Invalid argument")
+_INTO_THE_DATA = ("error while processing the decoded data", "error reinitializing filters",
+                  "failed to inject frame into filter network")
+# With a damaged bitstream, a feature "not implemented" is random bits read as a feature
+# (damaged AAC "uses" gain control), not a codec to re-encode from
+_DAMAGED = (*runner.BITSTREAM_DAMAGE_MARKERS, "invalid data found", "error while decoding mb")
 
 MEDIA_TYPES = {".mp4": "video/mp4", ".m4a": "audio/mp4", ".jpg": "image/jpeg", ".vtt": "text/vtt",
                ".m3u8": "application/vnd.apple.mpegurl", ".m4s": "video/iso.segment"}

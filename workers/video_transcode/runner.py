@@ -34,8 +34,10 @@ PROGRESS_LOG_SECONDS = 10.0  # one progress log line per this many seconds of a 
 POLL_SECONDS = 0.2  # also how often an ffmpeg's resident set is checked against its share
 RESERVE_MB = 128  # of the function's memory, kept for this process: probing, hashing, the commit
 FLOOR_MB = 256  # an ffmpeg may always hold this much (a 720p three-rung encode needs about that)
-DECODE_ERROR_MARKERS = ("error while decoding", "invalid nal", "concealing", "error splitting the input",
-                        "decode_slice_header error", "corrupt", "missing picture", "no frame!")
+# A decoder's words for a damaged bitstream, and (with them) every decoding error ffmpeg reports
+BITSTREAM_DAMAGE_MARKERS = ("invalid nal", "concealing", "error splitting the input", "decode_slice_header error",
+                            "corrupt", "missing picture")
+DECODE_ERROR_MARKERS = ("error while decoding", "no frame!", *BITSTREAM_DAMAGE_MARKERS)
 
 
 @lru_cache(maxsize=1)

@@ -299,8 +299,8 @@ def make_handler(spec: WorkerSpec) -> Callable[[dict[str, Any], Any], dict[str, 
     obs.enable_metrics(spec.name)
     state: dict[str, MountConfig] = {}
 
-    @obs.metrics.log_metrics(capture_cold_start_metric=True)
-    @obs.logger.inject_lambda_context(clear_state=True)
+    @obs.lambda_metrics().log_metrics(capture_cold_start_metric=True)
+    @obs.lambda_logger().inject_lambda_context(clear_state=True)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         obs.log_context(worker=spec.name)
         if "cfg" not in state:

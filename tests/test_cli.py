@@ -153,6 +153,30 @@ LAUNCH = (
 )
 
 
+def test_a_run_that_logs_nothing_at_its_level_never_loads_powertools(mount: Path, put: Put) -> None:
+    """Powertools costs ~25 ms to import, a sixth of a short document's whole command: a run
+    at WARNING that goes well never loads it, and a failed one still logs its JSON line."""
+    import json
+    import subprocess
+    import sys
+
+    put("good.echo", b"ECHO fine")
+    put("bad.echo", b"ECHO-BAD")
+    probe = LAUNCH.replace("raise SystemExit(main(sys.argv[1:]))",
+                           "rc = main(sys.argv[1:]); print('powertools' in ' '.join(sys.modules), file=sys.stderr); "
+                           "raise SystemExit(rc)")
+    for name, code, loaded in (("good", 0, "False"), ("bad", 3, "True")):
+        run = subprocess.run([sys.executable, "-c", probe, "run", "test-echo", f"ingest/{name}.echo", "--root",
+                              str(mount), "--no-isolation"], capture_output=True, text=True, timeout=60)
+        *lines, last = run.stderr.strip().splitlines()
+        assert (run.returncode, last) == (code, loaded), run.stderr
+        if name == "bad":  # the level's line, as Powertools writes it, with the run's keys and its caller
+            line = json.loads(lines[-1])
+            assert (line["level"], line["message"], line["worker"], line["input"]) == \
+                ("WARNING", "input failed", "test-echo", "ingest/bad.echo")
+            assert line["location"].startswith("run_item:") and line["code"] == "corrupt-input"
+
+
 def test_backfill_on_a_terminal_shows_a_bar_with_a_total_and_logs_never_land_inside_it(mount: Path,
                                                                                      put: Put) -> None:
     import os

@@ -437,13 +437,14 @@ def _emitted_dimensions() -> tuple[str, list[str]]:
     """(namespace, dimension names) of an EMF record as the worker emits it, by Powertools itself."""
     from shared import observability
 
-    observability.metrics.set_default_dimensions(worker="image-resize")
-    observability.metrics.add_metric(name="Processed", unit="Count", value=1)
+    metrics = observability.lambda_metrics()
+    metrics.set_default_dimensions(worker="image-resize")
+    metrics.add_metric(name="Processed", unit="Count", value=1)
     try:
-        blob = observability.metrics.serialize_metric_set()
+        blob = metrics.serialize_metric_set()
     finally:
-        observability.metrics.clear_metrics()
-        observability.metrics.clear_default_dimensions()
+        metrics.clear_metrics()
+        metrics.clear_default_dimensions()
     (directive,) = blob["_aws"]["CloudWatchMetrics"]
     (dimensions,) = directive["Dimensions"]
     return str(directive["Namespace"]), sorted(dimensions)

@@ -6,17 +6,23 @@ each :class:`~shared.outcomes.Outcome`. When a child dies without reporting, the
 it was on is classified by how it died: a crash signal inside a decoder (abort, segfault)
 is a permanent ``decoder-crash``, committed by the parent in the dead child's run; a kill
 from outside (the OOM killer, an operator) is retryable.
+
+A bare ``os.fork`` and two pipes per child, not ``multiprocessing``: its import and its
+process objects cost a one-shot ``mountworks run`` ~15 ms (an eighth of a small image's
+whole command), and Lambda has no ``/dev/shm`` for its queues anyway.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import select
 import signal
-from collections.abc import Iterable, Mapping
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from multiprocessing import get_context
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from shared.children import CRASH_SIGNALS, die_with_parent
@@ -28,25 +34,44 @@ from shared.runtime import commit_crash, run_item
 from shared.worker import WorkerSpec
 
 MAX_INPUTS_PER_CHILD = 500  # a child is replaced after this many inputs (bounds any library leak)
+_LENGTH = 8  # bytes of the decimal length before each pickled message
+CHILD_FAILED = 70  # a child's status when its own loop raised (EX_SOFTWARE): not a decoder's crash
 
 
-def _child_loop(conn: Connection, inherited: list[Connection], parent_pid: int, cfg: MountConfig,
-                specs: Mapping[str, WorkerSpec], retry_failed: bool, wait_seconds: float | None,
-                keep_records: bool) -> None:
-    """A pool child: run inputs sent by the parent until told to stop (None) or recycled.
+def send(fd: int, message: Any) -> None:
+    """Write one pickled message, its length first (whole: the reader waits for all of it)."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(b"%08x" % len(data) + data)
+    while view:
+        view = view[os.write(fd, view):]
 
-    ``specs`` came with the fork (a worker's sniff may be a lambda: it is never pickled).
-    ``inherited`` are the parent's ends of this child's pipe and of its siblings' pipes,
-    copied by the fork: they are closed first, so that the parent's death closes this
-    child's pipe (``recv`` ends) instead of leaving it waiting on an end it holds itself.
-    """
-    for end in inherited:
-        end.close()
-    die_with_parent(parent_pid)
+
+def receive(fd: int) -> Any:
+    """Read one message :func:`send` wrote; EOFError when the writer is gone before one is whole."""
+    size = int(_read_exactly(fd, _LENGTH), 16)
+    return pickle.loads(_read_exactly(fd, size))
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _child_loop(inbox: int, outbox: int, cfg: MountConfig, specs: Mapping[str, WorkerSpec],
+                retry_failed: bool, wait_seconds: float | None, keep_records: bool) -> None:
+    """A pool child: run inputs sent by the parent until told to stop (None), the parent's
+    end closes, or it is recycled. ``specs`` came with the fork (a worker's sniff may be a
+    lambda: it is never pickled)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C means
     for _ in range(MAX_INPUTS_PER_CHILD):
         try:
-            message = conn.recv()
+            message = receive(inbox)
         except EOFError:
             return
         if message is None:
@@ -54,18 +79,86 @@ def _child_loop(conn: Connection, inherited: list[Connection], parent_pid: int, 
         worker_name, item = message
         outcome = run_item(specs[worker_name], item, cfg, retry_failed=retry_failed,
                            wait_seconds=wait_seconds)
-        conn.send(outcome._replace(record=outcome.record if keep_records else None,
-                                   extra={k: v for k, v in outcome.extra.items() if k in ("bytes_in", "bytes_out")}))
+        send(outbox, outcome._replace(record=outcome.record if keep_records else None,
+                                      extra={k: v for k, v in outcome.extra.items() if k in ("bytes_in", "bytes_out")}))
 
 
 @dataclass
 class _Child:
-    process: Any
-    conn: Connection
+    """A forked child, its two pipe ends, and how it ended (once it has)."""
+
+    pid: int
+    to_child: int  # write end: inputs
+    from_child: int  # read end: outcomes (its end of file: the child has died)
     knows: frozenset[str]  # the workers it inherited when it was forked
     handled: int = 0
     spec: WorkerSpec | None = None  # the input it is working on, if any
     item: WorkItem | None = None
+    exitcode: int | None = None  # as multiprocessing's: -N for a signal
+
+    def alive(self) -> bool:
+        if self.exitcode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.exitcode = os.waitstatus_to_exitcode(status)
+        return self.exitcode is None
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the child to end; whether it has."""
+        deadline = time.monotonic() + timeout
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)
+        return True
+
+    def kill(self) -> None:
+        if self.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            _, status = os.waitpid(self.pid, 0)
+            self.exitcode = os.waitstatus_to_exitcode(status)
+
+    def close(self) -> None:
+        for fd in (self.to_child, self.from_child):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _fork(loop: Callable[[int, int], None], inherited: Iterable[int]) -> tuple[int, int, int]:
+    """Fork a child running ``loop(inbox, outbox)``; return its pid and the parent's two ends.
+
+    The child closes ``inherited`` (its siblings' parent ends, copied by the fork) first, so
+    that the parent's death ends this child's inbox instead of leaving it waiting on an end
+    it holds itself; it never returns into the caller's stack (``os._exit``)."""
+    inbox, to_child = os.pipe()
+    from_child, outbox = os.pipe()
+    for stream in (sys.stdout, sys.stderr):  # or the child would write the parent's buffer again
+        with contextlib.suppress(Exception):
+            stream.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            for fd in (to_child, from_child, *inherited):
+                os.close(fd)
+            die_with_parent(parent)
+            loop(inbox, outbox)
+        except BaseException:  # a bug in the loop itself: said on stderr, never a decoder-crash
+            status = CHILD_FAILED
+            with contextlib.suppress(Exception):
+                import traceback
+
+                traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            os._exit(status)
+    os.close(inbox)
+    os.close(outbox)
+    return pid, to_child, from_child
 
 
 class IsolatedPool:
@@ -86,7 +179,6 @@ class IsolatedPool:
         self.wait_seconds = wait_seconds
         self.cfg = cfg
         self.retry_failed = retry_failed
-        self.context = get_context("fork")
         self.children: list[_Child] = []
 
     @property
@@ -98,19 +190,19 @@ class IsolatedPool:
 
     def _idle_child(self, worker: str) -> _Child:
         for child in self.children:
-            if child.item is None and child.handled < MAX_INPUTS_PER_CHILD and child.process.is_alive() \
+            if child.item is None and child.handled < MAX_INPUTS_PER_CHILD and child.alive() \
                     and worker in child.knows:
                 return child
         for child in [c for c in self.children if c.item is None]:  # recycled, dead or unaware: replace
             self._retire(child)
-        parent_end, child_end = self.context.Pipe(duplex=True)
-        inherited = [parent_end, *(c.conn for c in self.children)]
-        args = (child_end, inherited, os.getpid(), self.cfg, self.specs, self.retry_failed, self.wait_seconds,
-                self.keep_records)
-        process = self.context.Process(target=_child_loop, args=args, daemon=True)
-        process.start()
-        child_end.close()
-        child = _Child(process, parent_end, knows=frozenset(self.specs))
+        specs = dict(self.specs)
+
+        def loop(inbox: int, outbox: int) -> None:
+            _child_loop(inbox, outbox, self.cfg, specs, self.retry_failed, self.wait_seconds, self.keep_records)
+
+        inherited = [fd for c in self.children for fd in (c.to_child, c.from_child)]
+        pid, to_child, from_child = _fork(loop, inherited)
+        child = _Child(pid, to_child, from_child, knows=frozenset(specs))
         self.children.append(child)
         return child
 
@@ -120,7 +212,7 @@ class IsolatedPool:
         child = self._idle_child(spec.name)
         child.spec, child.item = spec, item
         child.handled += 1
-        child.conn.send((spec.name, item))
+        send(child.to_child, (spec.name, item))
 
     def collect(self, block: bool) -> list[Outcome]:
         """Outcomes of the inputs that finished (at least one if ``block`` and any is running)."""
@@ -133,37 +225,34 @@ class IsolatedPool:
         busy = self.running
         if not busy:
             return []
-        waitables: list[Any] = [c.conn for c in busy] + [c.process.sentinel for c in busy]
-        ready = wait(waitables, timeout=None if block else 0)
+        poller = select.poll()  # not select(): a large backfill's descriptors may pass FD_SETSIZE
+        for child in busy:
+            poller.register(child.from_child, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(None if block else 0)}  # POLLHUP too: a dead child's end
         finished: list[Outcome] = []
         for child in busy:
-            if child.conn not in ready and child.process.sentinel not in ready:
+            if child.from_child not in ready:
                 continue
             assert child.spec is not None and child.item is not None
-            outcome: Outcome | None = None
-            with contextlib.suppress(EOFError, OSError):
-                if child.conn.poll():
-                    outcome = child.conn.recv()
-            if outcome is not None:
-                finished.append(outcome)
-                child.spec, child.item = None, None
-            else:  # its pipe closed: the child died (its exit status may lag a moment behind)
-                child.process.join(timeout=10)
-                if child.process.is_alive():
+            try:
+                outcome: Outcome = receive(child.from_child)
+            except (EOFError, OSError):  # its pipe closed: the child died (its exit status may lag a moment)
+                if not child.join(timeout=10):
                     continue
                 finished.append(_crashed(child, self.cfg, self.retry_failed))
-                child.conn.close()
+                child.close()
                 self.children.remove(child)
+            else:
+                finished.append(outcome)
+                child.spec, child.item = None, None
         return finished
 
     def _retire(self, child: _Child) -> None:
-        with contextlib.suppress(OSError, BrokenPipeError):
-            child.conn.send(None)
-        child.process.join(timeout=5)
-        if child.process.is_alive():
-            child.process.kill()
-            child.process.join()
-        child.conn.close()
+        with contextlib.suppress(OSError):
+            send(child.to_child, None)
+        if not child.join(timeout=5):
+            child.kill()
+        child.close()
         self.children.remove(child)
 
     def close(self) -> None:
@@ -174,10 +263,8 @@ class IsolatedPool:
     def stop(self) -> None:
         """Kill every child now (Ctrl-C): their claims are taken over by the next run."""
         for child in self.children:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.kill()
-            child.process.join()
-            child.conn.close()
+            child.kill()
+            child.close()
         self.children.clear()
 
 
@@ -187,7 +274,7 @@ def _crashed(run: _Child, cfg: MountConfig, retry_failed: bool) -> Outcome:
     """A child that died without reporting: a native crash is a permanent input error
     (committed as ``decoder-crash``); a kill from outside (OOM killer, operator) is retryable."""
     assert run.spec is not None and run.item is not None
-    code = run.process.exitcode or 0
+    code = run.exitcode or 0
     sig = signal.Signals(-code) if code < 0 else None
     how = f"was killed by {sig.name}" if sig else f"exited with status {code}"
     message = f"the process handling this input {how} inside the {run.spec.name} library"

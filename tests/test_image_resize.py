@@ -447,6 +447,56 @@ def _webp(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _bmp_variant(compression: int, bits: int) -> bytes:
+    """A valid BMP's headers rewritten to a variant Pillow has no decoder for."""
+    buf = io.BytesIO()
+    noise((16, 8)).save(buf, "BMP")
+    data = bytearray(buf.getvalue())
+    data[28:30] = bits.to_bytes(2, "little")  # BITMAPINFOHEADER biBitCount
+    data[30:34] = compression.to_bytes(4, "little")  # biCompression
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("compression", "bits"), [(6, 32), (4, 0), (0, 2)],
+                         ids=["alpha-bitfields", "embedded-jpeg", "2-bit"])
+def test_a_bmp_variant_pillow_cannot_read_is_unsupported_not_corrupt(mount: Path, run: Run, compression: int,
+                                                                     bits: int) -> None:
+    """Valid BMPs of the BMP suite's kinds (BI_ALPHABITFIELDS, an embedded JPEG, 2 bits per
+    pixel) that Pillow has no decoder for: the file is not damaged, and converting it helps."""
+    code, record = run("variant.bmp", _bmp_variant(compression, bits))
+    assert code == 3
+    assert record["error"]["code"] == "unsupported-format"
+    assert "Unsupported BMP" in record["error"]["message"] and "convert it" in record["error"]["message"]
+
+
+def _bmp_32_bit(alpha: int, size: tuple[int, int] = (16, 8)) -> bytes:
+    """A 32-bit BMP with an alpha mask (BITMAPV4HEADER, BI_BITFIELDS), every pixel's alpha
+    byte ``alpha``: colours from red to blue across, green down."""
+    width, height = size
+    pixels = b"".join(bytes((255 * x // (width - 1), 255 * y // (height - 1), 255 - 255 * x // (width - 1), alpha))
+                      for y in range(height) for x in range(width))  # B, G, R, A
+    info = struct.pack("<IiiHHIIiiII", 108, width, height, 1, 32, 3, len(pixels), 2835, 2835, 0, 0)
+    info += struct.pack("<4I", 0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000) + bytes(108 - 56)
+    return struct.pack("<2sIHHI", b"BM", 14 + len(info) + len(pixels), 0, 0, 14 + len(info)) + info + pixels
+
+
+def test_a_bmp_whose_alpha_is_zero_everywhere_is_opaque_not_blank(mount: Path, run: Run) -> None:
+    """Many writers leave a 32-bit BMP's fourth byte 0: read as transparency, each rendition
+    was blank (the background colour). Partial alpha in a BMP, and a fully transparent PNG,
+    keep their transparency."""
+    code, record = run("padded.bmp", _bmp_32_bit(alpha=0))
+    assert code == 0 and record["facts"]["source"]["has_alpha"] is False
+    for found in outputs(mount, record).values():
+        rgb = found["image"].convert("RGB")
+        left, right = rgb.getpixel((0, rgb.height // 2)), rgb.getpixel((rgb.width - 1, rgb.height // 2))
+        assert isinstance(left, tuple) and isinstance(right, tuple)
+        assert left[0] > 200 and left[2] < 60 and right[2] > 200 and right[0] < 60, (found["path"], left, right)
+    code, record = run("half.bmp", _bmp_32_bit(alpha=128))
+    assert code == 0 and record["facts"]["source"]["has_alpha"] is True
+    code, record = run("clear.png", png(Image.new("RGBA", (16, 8), (200, 30, 40, 0))))
+    assert code == 0 and record["facts"]["source"]["has_alpha"] is True
+
+
 def test_avif_and_png_outputs_round_trip(mount: Path, run: Run) -> None:
     from PIL import features
 

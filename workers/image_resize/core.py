@@ -96,6 +96,10 @@ def _translate_errors(fmt: str | None, options: Options) -> Iterator[None]:
         if fault is not None:  # a full disk or a failing mount is not a damaged image
             raise fault from exc
         text = str(exc)
+        if text.startswith("Unsupported "):  # Pillow's word for a variant it has no decoder for (BMP's)
+            raise UnsupportedInput(
+                f"Pillow cannot read this {what} ({text}): a variant it has no decoder for, or a damaged "
+                "header; convert it to PNG or JPEG to process it") from exc
         if "truncated" in text or "broken data stream" in text:
             raise CorruptInput(f"the {what} is truncated or damaged ({text}); no rendition was made") from exc
         raise CorruptInput(f"the {what} cannot be decoded: {text}") from exc
@@ -273,10 +277,17 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # CMYK without a profile, YCbCr, LAB, HSV, RGBX
 
 
-def _drop_opaque_alpha(im: Image.Image) -> Image.Image:
+# Formats whose fourth byte many writers leave 0 when they mean no alpha at all: read as
+# transparency, every rendition of such a 32-bit BMP came out blank. An alpha channel that is
+# 0 everywhere is padding there, as browsers (Chromium's BMP reader) take it.
+ZERO_ALPHA_IS_PADDING = frozenset({"BMP", "DIB"})
+
+
+def _drop_unused_alpha(im: Image.Image, fmt: str | None) -> Image.Image:
+    """RGB where the alpha channel says nothing: opaque everywhere, or a BMP's zero padding."""
     if im.mode == "RGBA":
-        alpha = im.getchannel("A").getextrema()
-        if alpha[0] == 255:
+        low, high = im.getchannel("A").getextrema()
+        if low == 255 or (high == 0 and fmt in ZERO_ALPHA_IS_PADDING):
             return im.convert("RGB")
     return im
 
@@ -285,7 +296,7 @@ def _normalize(im: Image.Image, orientation: int, facts: dict[str, Any]) -> Imag
     """Decoded pixels -> upright 8-bit sRGB L/RGB/RGBA."""
     if im.mode == "CMYK" or (im.mode in ("RGB", "RGBA", "L") and im.info.get("icc_profile")):
         im = _icc_to_srgb(im, facts)
-    im = _drop_opaque_alpha(_to_8bit(im))
+    im = _drop_unused_alpha(_to_8bit(im), facts.get("format"))
     if orientation in _TRANSPOSE:
         im = im.transpose(_TRANSPOSE[orientation])
     return im

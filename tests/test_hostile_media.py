@@ -104,6 +104,46 @@ def test_a_backfill_routes_utf16_tables_to_parquet_normalize_only(put: Put, moun
     assert code == 0
 
 
+# ------------------------------------------------------- 3b: transport streams
+
+
+def _transport_streams(folder: Path) -> dict[str, Path]:
+    """A broadcast TS (188-byte packets), a camcorder's AVCHD .mts and a Blu-ray .m2ts (192:
+    a timestamp first), and a recording cut mid-packet, as a recorder's split leaves it."""
+    clip = ["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=1", "-f", "lavfi", "-i",
+            "sine=duration=1"]
+    made = {"broadcast.ts": folder / "broadcast.ts", "camcorder.mts": folder / "camcorder.mts",
+            "bluray.m2ts": folder / "bluray.m2ts"}
+    ff(*clip, "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "mpegts", str(made["broadcast.ts"]))
+    for name in ("camcorder.mts", "bluray.m2ts"):
+        ff(*clip, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "ac3", "-f", "mpegts", "-mpegts_m2ts_mode", "1",
+           str(made[name]))
+    made["cut.ts"] = folder / "cut.ts"
+    made["cut.ts"].write_bytes(made["broadcast.ts"].read_bytes()[100 + 188 * 3:])
+    return made
+
+
+def test_transport_streams_are_sniffed_and_a_backfill_transcodes_them(tmp_path: Path, put: Put, mount: Path,
+                                                                     cli: Cli) -> None:
+    """.ts/.mts/.m2ts files have no magic: they were never routed, so a backfill of a bucket of
+    recordings listed every one of them as unrouted."""
+    made = _transport_streams(tmp_path)
+    for name, path in made.items():
+        assert is_media(path.read_bytes()[:SNIFF_BYTES]), name
+        put(name.replace(".", "-") + ".bin", path)  # routed by content alone: no name hints
+    code, summary = cli("backfill", "--root", str(mount), "--no-progress")
+    assert code == 0 and summary["unrouted"] == 0, summary
+    assert summary["workers"]["video-transcode"]["done"] == len(made), summary
+
+
+@pytest.mark.parametrize("text", [
+    b"import { x } from './y';\n" + b"export const G = 1;\n" * 400,  # TypeScript's .ts
+    (b"G" + b"fixed-width record ".ljust(186, b".") + b"\n") * 40,  # a 188-byte record starting with G
+], ids=["typescript", "fixed-width-text"])
+def test_text_is_not_a_transport_stream(text: bytes) -> None:
+    assert not is_media(text[:SNIFF_BYTES])
+
+
 # ------------------------------------------------------------- 4: one-frame videos
 
 

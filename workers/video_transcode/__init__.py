@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from shared.worker import WorkerSpec
 from workers.video_transcode import options
-from workers.video_transcode.sniff import SNIFF_BYTES, is_audio_stream
+from workers.video_transcode.sniff import SNIFF_BYTES, is_audio_stream, is_transport_stream
 
 # ISO-BMFF brands that are still images (HEIC/AVIF): those belong to image-resize.
 _IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis")
@@ -28,8 +28,8 @@ def is_media(head: bytes) -> bool:
     if head.startswith((b"OggS", b"fLaC", b"ID3", b"FLV\x01", b"\x00\x00\x01\xba", b"\x30\x26\xb2\x75")):
         return True  # Ogg, FLAC, MP3 with ID3, FLV, MPEG-PS, ASF/WMV
     # MP3 without ID3 or ADTS AAC: chained frame headers, not two bytes (a UTF-16 byte-order
-    # mark is a frame sync). MPEG-TS is not sniffed.
-    return is_audio_stream(head)
+    # mark is a frame sync); MPEG-TS: sync bytes at a packet size's stride.
+    return is_audio_stream(head) or is_transport_stream(head)
 
 
 SPEC = WorkerSpec(

@@ -1,4 +1,5 @@
-"""Content sniff for bare audio streams (MP3 without ID3, ADTS AAC), which have no magic.
+"""Content sniff for streams without magic: bare audio (MP3 without ID3, ADTS AAC) and
+MPEG transport streams (broadcast ``.ts``, camcorder and Blu-ray ``.mts``/``.m2ts``).
 
 A frame sync is 11 or 12 set bits: two bytes such as a UTF-16 byte-order mark (``FF FE``)
 pass for one. So a stream is claimed only when its first frame header is valid (no
@@ -76,4 +77,23 @@ def is_audio_stream(head: bytes) -> bool:
                 return False
             at, seen = at + frame[1], seen + 1
         return True
+    return False
+
+
+# MPEG transport streams: 188-byte packets; BDAV (.m2ts, AVCHD's .mts) puts a 4-byte
+# timestamp before each; DVB may add 16 Reed-Solomon bytes after each.
+TS_PACKET_SIZES = (188, 192, 204)
+TS_PACKETS = 8  # sync bytes in a row at one packet stride: fixed-width text does not line up so
+_TS_SYNC = 0x47
+_CONTROL = bytes(range(9))  # NUL..BS: a packet header has some (PIDs, stuffing), text has none
+
+
+def is_transport_stream(head: bytes) -> bool:
+    """True when TS_PACKETS packets of one size follow each other in ``head``, from a sync
+    byte within the first packet (a capture cut by a recorder may start mid-packet)."""
+    for size in TS_PACKET_SIZES:
+        span = (TS_PACKETS - 1) * size
+        for start in range(min(size, len(head) - span)):
+            if head[start] == _TS_SYNC and all(head[start + k * size] == _TS_SYNC for k in range(1, TS_PACKETS)):
+                return any(byte in _CONTROL for byte in head[start:start + span])
     return False

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -289,6 +290,49 @@ def test_audio_only_gives_an_aac_m4a(mount: Path, clips: Path, put_clip: PutClip
     audio, = streams(files["audio.m4a"], "audio")
     assert audio["codec_name"] == "aac" and audio["channels"] == 2
     assert outcome.record["facts"]["mode"] == "audio-only"  # type: ignore[index]
+
+
+def test_a_wav_header_without_samples_is_empty_input(clips: Path, put_clip: PutClip, run: Run) -> None:
+    """It was 'done', with a 0-second audio.m4a."""
+    wav = clips / "nothing.wav"
+    ff("-f", "lavfi", "-i", "anullsrc=r=44100:cl=stereo", "-t", "0", str(wav))
+    outcome = run(put_clip(wav))
+    assert (outcome.status, outcome.code) == ("failed", "empty-input"), outcome.message
+    assert "no audio samples" in (outcome.message or "")
+
+
+def _idet(path: Path) -> dict[str, int]:
+    """ffmpeg's interlace detector over the whole file: frames it finds combed (tff, bff) or not."""
+    run = subprocess.run([str(FFMPEG), "-hide_banner", "-i", str(path), "-vf", "idet", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True)
+    line = next(x for x in run.stderr.splitlines() if "Multi frame detection" in x)
+    numbers = map(int, re.findall(r"\d+", line.split(":", 1)[1]))
+    return dict(zip(("tff", "bff", "progressive", "undetermined"), numbers, strict=True))
+
+
+@pytest.mark.parametrize(("name", "codec"), [("broadcast.ts", ["-c:v", "mpeg2video", "-b:v", "4M"]),
+                                             ("camcorder.mts", ["-c:v", "libx264", "-x264opts", "tff=1"])],
+                         ids=["mpeg2-ts", "h264-avchd"])
+def test_interlaced_sources_are_deinterlaced_before_scaling(name: str, codec: list[str], mount: Path, clips: Path,
+                                                             put_clip: PutClip, run: Run) -> None:
+    """Fields of two moments woven into each frame (broadcast, DV, AVCHD camcorders): scaled as
+    they are, every moving edge comes out combed."""
+    source = clips / name
+    ff("-f", "lavfi", "-i", "testsrc2=size=720x576:rate=50:duration=1,tinterlace=mode=interleave_top,setfield=tff",
+       *codec, "-flags", "+ilme+ildct", "-top", "1", "-pix_fmt", "yuv420p", str(source))
+    assert _idet(source)["tff"] > 20  # the source really is combed
+    outcome = run(put_clip(source), ladder="576", poster=False)  # the source size: no scaling to hide combs
+    assert outcome.status == "done", outcome.message
+    facts = outcome.record["facts"]  # type: ignore[index]
+    assert facts["probe"]["video"]["field_order"] == "tt" and facts["deinterlaced"] is True
+    seen = _idet(outputs(mount, outcome)["576p.mp4"])
+    assert seen["progressive"] > 3 * (seen["tff"] + seen["bff"]), seen  # without: {tff: 25, progressive: 0}
+
+
+def test_progressive_sources_are_left_alone(clips: Path, put_clip: PutClip, run: Run) -> None:
+    outcome = run(put_clip(make_clip(clips / "progressive.mp4", seconds=1)), poster=False)
+    assert outcome.status == "done", outcome.message
+    assert outcome.record["facts"]["deinterlaced"] is False  # type: ignore[index]
 
 
 def test_poster_skips_a_black_opening(mount: Path, clips: Path, put_clip: PutClip, run: Run) -> None:

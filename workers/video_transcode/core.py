@@ -28,6 +28,7 @@ import ffmpeg
 from shared import config
 from shared import observability as obs
 from shared.errors import (
+    EMPTY_INPUT,
     UNSUPPORTED_CODEC,
     CorruptInput,
     DeadlineReached,
@@ -238,7 +239,11 @@ def _process(source: InputFile, out: OutputDir, options: Options, ctx: RunContex
         run_checked(encode.audio_argv(src, info.audio.index, options.audio_bitrate, "audio.m4a", options.threads,
                                       copy=copy_audio),
                     "audio encode", stop, cwd=out.run_dir, expect_frames=False)
-        out.update_facts("audio.m4a", **output_facts(out.run_dir / "audio.m4a"))
+        made = output_facts(out.run_dir / "audio.m4a")
+        if made.get("audio_codec") is None or made["duration"] <= 0:  # a WAV header with no samples
+            raise CorruptInput(f"the {info.container} file holds no audio samples (its duration is 0)",
+                               code=EMPTY_INPUT)
+        out.update_facts("audio.m4a", **made)
         facts["mode"] = "audio-only"
         return facts
 
@@ -255,6 +260,7 @@ def _process(source: InputFile, out: OutputDir, options: Options, ctx: RunContex
                     "transcode", stop, cwd=out.run_dir, expect_frames=True)
         facts["mode"] = "single-pass"
     facts["output_frame_rate"] = plan.rate
+    facts["deinterlaced"] = plan.deinterlace
     for rung in plan.rungs:
         out.update_facts(rung.name, **output_facts(out.run_dir / rung.name))
     top = plan.rungs[0]
@@ -276,7 +282,7 @@ def video_plan(path: Path, info: MediaInfo, options: Options) -> VideoPlan:
     rate = encode.output_rate(info.video, options.max_fps)
     return VideoPlan(runner.media_url(path), info.video.index, f"{rate.numerator}/{rate.denominator}",
                      tuple(encode.ladder_for(info.video, options.ladder)), options.crf, options.preset,
-                     options.threads)
+                     options.threads, deinterlace=info.video.interlaced)
 
 
 def copies_audio(info: MediaInfo, options: Options) -> bool:

@@ -96,6 +96,7 @@ class VideoPlan:
     crf: int
     preset: str
     threads: int
+    deinterlace: bool = False  # an interlaced source: fields made frames (bwdif) before anything else
 
     @property
     def fps(self) -> Fraction:
@@ -116,6 +117,8 @@ def video_codec_args(plan: VideoPlan) -> dict[str, Any]:
 def _video_graph(plan: VideoPlan, inp: Any, *, start_frame: int | None, frames: int | None) -> list[Any]:
     """The filter chain up to one stream per rung (autorotation happens before it)."""
     stream = inp[str(plan.stream)]
+    if plan.deinterlace:  # one frame per frame, only those flagged interlaced: scaling fields would comb
+        stream = stream.filter("bwdif", mode="send_frame", parity="auto", deint="interlaced")
     if start_frame is not None:
         stream = stream.filter("setpts", f"PTS-{seconds(1 / (2 * plan.fps))}/TB")
     stream = stream.filter("fps", fps=plan.rate, start_time=0)

@@ -23,6 +23,10 @@ from workers.video_transcode import runner
 KEYFRAME_WINDOW_SECONDS = 4  # packets read after each seek (from where it lands): a GOP and more
 VFR_SAMPLE_SECONDS = 20  # packet headers read from the start to measure frame-time regularity
 VFR_SAMPLE_PACKETS = 600  # packets read to measure frame-time regularity
+INTERLACED_FIELD_ORDERS = ("tt", "bb", "tb", "bt")
+# ffmpeg's words for them in its stream report (libavcodec's av_get_field_order names)
+_FIELD_WORDS = (("top coded first", "tb"), ("bottom coded first", "bt"), ("top first", "tt"),
+                ("bottom first", "bb"), ("progressive", "progressive"))
 VFR_TOLERANCE = 0.02  # frame durations differing by more than this fraction: variable frame rate
 ENCRYPTION_SCAN_BYTES = 64 << 20  # most of moov/moof we search for encryption boxes
 ENCRYPTION_BOXES = (b"encv", b"enca", b"tenc", b"pssh", b"sinf", b"senc")
@@ -56,6 +60,12 @@ class VideoStream:
     start_time: float
     sample_aspect_ratio: str = "1:1"  # pixel shape; anamorphic sources (e.g. 1440x1080 at 4:3) differ
     level: int | None = None  # H.264/HEVC level as ffprobe reports it (40 = 4.0)
+    field_order: str | None = None  # ffprobe's: progressive; tt, bb, tb, bt (interlaced); unknown
+
+    @property
+    def interlaced(self) -> bool:
+        """Fields, not frames (broadcast, DV, AVCHD camcorders): deinterlaced before scaling."""
+        return self.field_order in INTERLACED_FIELD_ORDERS
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -213,7 +223,8 @@ def probe(path: Path, *, measure_vfr: bool = True, keyframes_every: float = 0) -
             frame_rate=round(float(avg), 3), frame_rate_exact=f"{avg.numerator}/{avg.denominator}",
             variable_frame_rate=vfr, rotation=rotation, bitrate=_int(video_raw.get("bit_rate")),
             frames=_int(video_raw.get("nb_frames")), start_time=_float(video_raw.get("start_time")),
-            sample_aspect_ratio=str(video_raw.get("sample_aspect_ratio") or "1:1"), level=_int(video_raw.get("level")))
+            sample_aspect_ratio=str(video_raw.get("sample_aspect_ratio") or "1:1"), level=_int(video_raw.get("level")),
+            field_order=video_raw.get("field_order"))
     audio = None
     if audio_raw is not None:
         audio = AudioStream(
@@ -331,7 +342,8 @@ def _probe_with_ffmpeg(path: Path, encrypted: bool) -> MediaInfo:
                     frame_rate_exact=f"{exact.numerator}/{exact.denominator}",
                     variable_frame_rate=abs(base - rate) > rate * VFR_TOLERANCE, rotation=0,
                     bitrate=int(br.group(1)) * 1000 if br else None, frames=None, start_time=start,
-                    sample_aspect_ratio=sar.group(1) if (sar := re.search(r"\[SAR (\d+:\d+)", rest)) else "1:1")
+                    sample_aspect_ratio=sar.group(1) if (sar := re.search(r"\[SAR (\d+:\d+)", rest)) else "1:1",
+                    field_order=next((order for words, order in _FIELD_WORDS if words in rest), None))
                 current = "video"
             elif kind == "audio" and audio is None:
                 hz = re.search(r"(\d+) Hz, ([^,]+)", rest)

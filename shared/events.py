@@ -7,6 +7,9 @@ Accepted (see CONTRACT.md, "Triggers a Lambda handler accepts"):
   notification's key and decoded here once, as Powertools' own accessor does.
 - SQS messages whose body is either of the above (the SQS layer is in runtime.py, for
   partial batch responses); S3's ``s3:TestEvent`` is skipped.
+- SNS fan-out of S3 notifications: an SNS event (``Records[].Sns``, S3 -> SNS -> Lambda) or
+  an SQS body that is SNS's envelope (S3 -> SNS -> SQS without raw delivery); the S3 event
+  is the notification's ``Message``, unwrapped once here.
 - Direct invocation: ``{"input": "ingest/a/b.jpg", "options": {...}}``.
 - Step Functions Distributed Map items from an S3 ItemReader: one ``{"Key": ...}`` item,
   or a batch ``{"Items": [...], "BatchInput": {"options": {...}}}``.
@@ -147,14 +150,43 @@ def _map_items(items: list[Any], batch_input: Mapping[str, Any], cfg: MountConfi
     return result
 
 
-def work_items(event: Any, cfg: MountConfig) -> list[WorkItem]:
-    """Normalize any non-SQS trigger (and each SQS body) into work items."""
+def _is_sns_envelope(value: Any) -> bool:
+    """SNS's notification as it arrives in an SQS body (or in an SNS event's ``Sns``)."""
+    return isinstance(value, Mapping) and value.get("Type") == "Notification" and isinstance(value.get("Message"), str)
+
+
+def _sns_message(notification: Mapping[str, Any], cfg: MountConfig) -> list[WorkItem]:
+    """The S3 event an SNS notification carries as its ``Message`` (JSON text): its items, or
+    one refused item saying why there are none. Unwrapped once: SNS does not nest."""
+    message = notification.get("Message")
+    if not isinstance(message, str):
+        return [WorkItem("sns", repr(notification)[:200], refused="an SNS notification without a Message")]
+    try:
+        inner = json.loads(message)
+    except ValueError:
+        return [WorkItem("sns", message[:200], refused="the SNS message is not JSON")]
+    try:
+        return work_items(inner, cfg, sns=False)
+    except UsageError as exc:
+        return [WorkItem("sns", message[:200], refused=exc.message)]
+
+
+def _is_sns_record(record: Any) -> bool:
+    return (isinstance(record, Mapping) and record.get("EventSource") == "aws:sns"
+            and isinstance(record.get("Sns"), Mapping))
+
+
+def work_items(event: Any, cfg: MountConfig, *, sns: bool = True) -> list[WorkItem]:
+    """Normalize any non-SQS trigger (and each SQS body) into work items (``sns``: an SNS
+    event is taken too; False inside an SNS message)."""
     if not isinstance(event, Mapping):
         raise UsageError(f"an event must be a JSON object, got {type(event).__name__}")
     records = event.get("Records")
     if isinstance(records, list):
         if all(isinstance(r, Mapping) and "s3" in r for r in records):
             return _s3_notification(event, cfg)
+        if sns and records and all(_is_sns_record(r) for r in records):
+            return [item for r in records for item in _sns_message(r["Sns"], cfg)]
         raise UsageError("event has Records that are not S3 notifications")
     if event.get("source") == "aws.s3" and "detail" in event:
         return _eventbridge(event, cfg)
@@ -174,7 +206,7 @@ def work_items(event: Any, cfg: MountConfig) -> list[WorkItem]:
         return _map_items([event], {}, cfg)
     raise UsageError(
         "unrecognized event: expected an S3 notification, an EventBridge Object Created event, "
-        "an SQS event, a Step Functions Map item, or {\"input\": \"ingest/...\"}"
+        "an SQS or SNS event carrying one, a Step Functions Map item, or {\"input\": \"ingest/...\"}"
     )
 
 
@@ -184,6 +216,8 @@ def sqs_body_items(body: str, cfg: MountConfig) -> list[WorkItem]:
         inner = json.loads(body)
     except ValueError:
         return [WorkItem("sqs", body[:200], refused="the SQS message body is not JSON")]
+    if _is_sns_envelope(inner):  # S3 -> SNS -> SQS, without raw message delivery
+        return _sns_message(inner, cfg)
     try:
         return work_items(inner, cfg)
     except UsageError as exc:

@@ -88,6 +88,7 @@ EXPECTED_SAMPLES = {
     "direct.json": ["ingest/photos/sample photo.jpg"],
     "map-item.json": ["ingest/tables/sample.csv"],
     "map-batch.json": ["ingest/photos/sample photo.jpg", "ingest/photos/sample alpha.png"],
+    "sns-s3.json": ["ingest/photos/sample photo.jpg"],  # S3 -> SNS -> Lambda
 }
 
 
@@ -97,8 +98,9 @@ def test_sample_events_for_every_trigger(cfg: MountConfig, name: str, expected: 
 
 
 @pytest.mark.parametrize(("name", "expected"), [("sqs-s3.json", ["ingest/photos/sample photo.jpg"]),
-                                              ("sqs-eventbridge.json", ["ingest/docs/sample.pdf"])],
-                         ids=["sqs-s3", "sqs-eventbridge"])
+                                              ("sqs-eventbridge.json", ["ingest/docs/sample.pdf"]),
+                                              ("sqs-sns-s3.json", ["ingest/photos/sample photo.jpg"])],
+                         ids=["sqs-s3", "sqs-eventbridge", "sqs-sns-s3"])
 def test_sample_sqs_events_unwrap_to_their_inner_event(cfg: MountConfig, name: str, expected: list[str]) -> None:
     event = json.loads((SAMPLE_EVENTS / name).read_text())
     assert is_sqs_event(event)
@@ -156,3 +158,29 @@ def test_eventbridge_keys_are_decoded_once_like_notifications(cfg: MountConfig) 
     event = {"source": "aws.s3", "detail-type": "Object Created",
              "detail": {"bucket": {"name": "b"}, "object": {"key": "ingest/a+b%2Bc%25.jpg", "size": 1}}}
     assert inputs(work_items(event, cfg)) == ["ingest/a b+c%.jpg"]
+
+
+def _sns_event(message: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((SAMPLE_EVENTS / "sns-s3.json").read_text())
+    event["Records"][0]["Sns"]["Message"] = message
+    return event
+
+
+@pytest.mark.parametrize(("message", "expect"), [
+    ("not json at all", "refused"),
+    (json.dumps({"hello": "world"}), "refused"),
+    (json.dumps({"Event": "s3:TestEvent", "Service": "Amazon S3"}), "skipped"),
+    (json.dumps(_sns_event("{}")), "refused"),  # SNS inside SNS: unwrapped once, never nested
+], ids=["not-json", "not-s3", "test-event", "nested-sns"])
+def test_an_sns_message_that_is_not_an_s3_event_is_reported_never_processed(cfg: MountConfig, message: str,
+                                                                           expect: str) -> None:
+    for items in (work_items(_sns_event(message), cfg),
+                  sqs_body_items(json.dumps(_sns_event(message)["Records"][0]["Sns"]), cfg)):
+        assert len(items) == 1 and items[0].input is None
+        assert (items[0].refused if expect == "refused" else items[0].skipped)
+
+
+def test_sns_keys_are_decoded_once_like_notifications(cfg: MountConfig) -> None:
+    s3 = json.loads((SAMPLE_EVENTS / "s3-put.json").read_text())
+    s3["Records"][0]["s3"]["object"]["key"] = "ingest/a+b%2Bc%25.jpg"
+    assert inputs(work_items(_sns_event(json.dumps(s3)), cfg)) == ["ingest/a b+c%.jpg"]

@@ -327,6 +327,37 @@ def test_sqs_reports_only_retryable_messages_as_batch_failures(mount: Path) -> N
     assert by_message == {"ok": "done", "late": "retryable", "junk": "refused", "escape": "refused"}
 
 
+def test_s3_notifications_fanned_out_by_sns_are_processed_and_retried_like_s3s(mount: Path) -> None:
+    """S3 -> SNS -> Lambda (an SNS event) and S3 -> SNS -> SQS (an SQS body that is SNS's
+    envelope): the S3 event inside is the work; a file not yet visible raises for Lambda's
+    retry (SNS invokes asynchronously) or fails only its own message (SQS)."""
+    from shared.errors import RetryLater
+
+    (mount / "ingest" / "a.echo").write_bytes(b"ECHO a")
+
+    def s3(key: str) -> str:
+        return json.dumps({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                        "s3": {"bucket": {"name": "b"}, "object": {"key": key, "size": 6}}}]})
+
+    def envelope(key: str) -> dict[str, Any]:
+        return {"Type": "Notification", "MessageId": "m", "TopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+                "Subject": "Amazon S3 Notification", "Message": s3(key)}
+
+    def sns(key: str) -> dict[str, Any]:
+        return {"Records": [{"EventSource": "aws:sns", "EventVersion": "1.0", "Sns": envelope(key)}]}
+
+    assert [r["status"] for r in handler_response(mount, sns("ingest/a.echo"))["results"]] == ["done"]
+    with pytest.raises(RetryLater, match="does not exist on the mount"):
+        handler_response(mount, sns("ingest/missing.echo"), timeout=5.5)
+    event = {"Records": [{"messageId": mid, "receiptHandle": "h", "body": json.dumps(envelope(key)),
+                          "attributes": {}, "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+                          "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}
+                         for mid, key in (("ok", "ingest/a.echo"), ("late", "ingest/missing.echo"))]}
+    response = handler_response(mount, event, timeout=5.5)
+    assert response["batchItemFailures"] == [{"itemIdentifier": "late"}]
+    assert {r["message_id"]: r["status"] for r in response["results"]} == {"ok": "already-done", "late": "retryable"}
+
+
 def test_an_sqs_record_without_a_message_id_is_a_refused_event_not_a_crash(mount: Path) -> None:
     """Only a hand-made event lacks messageId; a retryable message without one could not be
     named in the partial batch response (Powertools raised KeyError: the handler crashed)."""

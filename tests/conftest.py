@@ -45,6 +45,21 @@ def venv_tool(name: str) -> str | None:
     return shutil.which(name)
 
 
+def children_of(pid: int) -> dict[int, str]:
+    """The processes whose parent is ``pid`` (from /proc): pid -> command name."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name, _, rest = stat.partition("(")[2].rpartition(")")
+            if int(rest.split()[1]) == pid:
+                found[int(entry.name)] = name
+    return found
+
+
 def corpus_files(kind: str, *suffixes: str) -> list[Path]:
     """Files of one corpus folder for ``parametrize`` ([] where the corpus is absent)."""
     folder = CORPUS / kind

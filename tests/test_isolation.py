@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import children_of
 from test_cli import LAUNCH
 
 from shared import isolation
@@ -29,19 +30,6 @@ def _item(mount: Path, name: str, **options: object) -> WorkItem:
     cfg = MountConfig.load(mount)
     (mount / "ingest" / name).write_bytes(f"ECHO {name}".encode())
     return WorkItem("test", f"ingest/{name}", input=input_from_path(cfg, f"ingest/{name}"), options=options)
-
-
-def _children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rpartition(")")[2].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def _running(pid: int) -> bool:
@@ -109,7 +97,7 @@ def test_children_die_with_their_parent(mount: Path) -> None:
                              str(mount), "-o", "sleep=30"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 20
-        while not (kids := _children_of(proc.pid)) and time.monotonic() < deadline:
+        while not (kids := set(children_of(proc.pid))) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert kids, "the run never forked its child"
         os.kill(proc.pid, signal.SIGKILL)

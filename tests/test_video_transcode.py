@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, Put
+from conftest import Cli, Put, children_of
 
 from shared.config import MountConfig
 from shared.errors import UsageError
@@ -474,18 +474,7 @@ def test_stderr_is_kept_bounded_and_progress_is_logged(basic_clip: Path, tmp_pat
 
 
 def ffmpeg_children() -> list[int]:
-    me = str(os.getpid())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[1] == me and "ffmpeg" in stat.split("(", 1)[1].split(")")[0]:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, name in children_of(os.getpid()).items() if "ffmpeg" in name]
 
 
 @pytest.mark.slow

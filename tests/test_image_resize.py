@@ -497,6 +497,36 @@ def test_a_bmp_whose_alpha_is_zero_everywhere_is_opaque_not_blank(mount: Path, r
     assert code == 0 and record["facts"]["source"]["has_alpha"] is True
 
 
+def test_a_damaged_avif_is_corrupt_input_not_our_bug(mount: Path, run: Run) -> None:
+    """Pillow's AVIF decoder fails with RuntimeError, which was an internal error (a bug of
+    ours, retried by Lambda) for every AVIF whose AV1 data is damaged."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF decoder")
+    buf = io.BytesIO()
+    noise((64, 48)).save(buf, "AVIF", quality=60)
+    data = bytearray(buf.getvalue())
+    start = data.find(b"mdat") + 4
+    data[start:] = bytes(len(data) - start)  # the AV1 payload zeroed: boxes intact, pixels gone
+    code, record = run("damaged.avif", bytes(data))
+    assert code == 3
+    assert record["error"]["code"] == "corrupt-input" and "cannot be decoded" in record["error"]["message"]
+
+
+def test_a_runtime_error_of_our_own_code_stays_an_internal_error(mount: Path, run: Run,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what leaves Pillow is the input's: the same exception from our code is a bug."""
+    import workers.image_resize.core as core
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(core, "_normalize", broken)
+    code, _ = run("fine.png", png(noise((20, 20))))
+    assert code == 1
+
+
 def test_avif_and_png_outputs_round_trip(mount: Path, run: Run) -> None:
     from PIL import features
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -105,8 +106,30 @@ def _translate_errors(fmt: str | None, options: Options) -> Iterator[None]:
         raise CorruptInput(f"the {what} cannot be decoded: {text}") from exc
     except (SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError) as exc:
         raise CorruptInput(f"the {what} is malformed: {type(exc).__name__}: {exc}") from exc
+    except RuntimeError as exc:  # how Pillow's AVIF decoder (libavif) fails; from our own code: a bug
+        if not _raised_in_pillow(exc):
+            raise
+        text = str(exc)
+        if any(words in text for words in _DECODER_LIMITS):
+            raise UnsupportedInput(f"Pillow's {what} decoder cannot convert this image ({text}): a variant it "
+                                   "does not handle; convert it to PNG or JPEG to process it") from exc
+        raise CorruptInput(f"the {what} cannot be decoded: {text}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = previous_limit
+
+
+_PILLOW_DIR = os.path.dirname(Image.__file__) + os.sep
+# libavif's words for an image it cannot handle, rather than damaged data ("Decoding of color
+# planes failed"): a valid AVIF test file whose crop libavif 1.4 cannot reformat says the first.
+_DECODER_LIMITS = ("Reformat failed", "Not implemented", "not supported", "Unsupported")
+
+
+def _raised_in_pillow(exc: BaseException) -> bool:
+    """The exception left Pillow's own code (a decoder's C call), not ours."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PILLOW_DIR)
 
 
 def _register_decoders(fmt: str | None) -> None:

@@ -88,6 +88,30 @@ def test_names_trimming_nulls_and_inferred_types(mount: Path, normalize: Run, pu
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
 
 
+def test_numbers_with_leading_zeros_are_codes_and_keep_their_zeros(mount: Path, normalize: Run, put: Put) -> None:
+    """ZIP codes, account and phone numbers: read as integers, 08123 became 8123 (csv-spectrum's
+    comma_in_quotes.csv). A column with such a value stays a string; 0 and 0.5 are numbers."""
+    put("codes.csv", "zip,account,phone,id,ratio\n08123,007,0612345678,1,0.5\n90210,120,0698765432,2,0\n")
+    code, manifest = normalize("codes.csv")
+    assert code == 0
+    cols = schema(manifest)
+    assert {name: cols[name]["type"] for name in cols} == {
+        "zip": "string", "account": "string", "phone": "string", "id": "int64", "ratio": "double"}
+    assert rows(mount, manifest)[0] == {"zip": "08123", "account": "007", "phone": "0612345678", "id": 1,
+                                        "ratio": 0.5}
+
+
+def test_a_leading_zero_after_the_inferred_rows_is_a_reject_not_a_shortened_number(
+        mount: Path, normalize: Run, put: Put) -> None:
+    body = "".join(f"{n},{10000 + n}\n" for n in range(150_000))  # more than the first 1 MB block
+    put("late.csv", "n,zip\n" + body + "150000,01234\n")
+    code, manifest = normalize("late.csv", "block_mb=1")
+    assert code == 0 and schema(manifest)["zip"]["type"] == "int64"
+    [bad] = rejects(mount, manifest)
+    assert "zip: '01234' is not a valid integer (inferred from the first rows)" in bad["reason"]
+    assert manifest["facts"]["rows"]["out"] == 150_000
+
+
 def test_custom_null_tokens(mount: Path, normalize: Run, put: Put) -> None:
     put("nulls.csv", "a,b\nN/A,missing\n-, x \n")
     code, manifest = normalize("nulls.csv", "null_tokens=missing,-")

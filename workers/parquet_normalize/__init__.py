@@ -82,7 +82,7 @@ def sniff(head: bytes) -> bool:
 
 SPEC = WorkerSpec(
     name="parquet-normalize",
-    version="1.0.1",
+    version="1.1.0",  # 1.1: inferred numbers never take a leading zero (codes stay strings)
     extensions=frozenset({".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq",
                           ".gz", ".zst", ".bz2"}),
     sniff=sniff,

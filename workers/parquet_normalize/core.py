@@ -79,6 +79,9 @@ DEADLINE_MARGIN = 10.0
 TRUE_TOKENS = ("true", "t", "yes", "y", "1")
 FALSE_TOKENS = ("false", "f", "no", "n", "0")
 _INTEGER = r"^[+-]?\d{1,18}$"
+# A digit after a leading zero (08123, 007, -012, 00.5) makes a code: a ZIP, an account or
+# phone number. Read as a number, its zeros would be gone; an inferred number never takes one.
+_LEADING_ZERO = r"^[+-]?0\d"
 _FLOAT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 _ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 _ISO_NAIVE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$"
@@ -205,8 +208,9 @@ def _matches(array: Any, pattern: str) -> Any:
     return pc.fill_null(pc.match_substring_regex(array, pattern), False)
 
 
-def convert(strings: Any, rule: ColumnRule, default_tz: str) -> tuple[Any, Any]:
-    """Cleaned strings -> (typed array, mask of values present but invalid)."""
+def convert(strings: Any, rule: ColumnRule, default_tz: str, *, inferred: bool = False) -> tuple[Any, Any]:
+    """Cleaned strings -> (typed array, mask of values present but invalid). ``inferred``: the
+    rule came from the first rows, so a number with a leading zero is invalid, not shortened."""
     kind = rule.type
     if kind == "string":
         return strings, None
@@ -225,6 +229,8 @@ def convert(strings: Any, rule: ColumnRule, default_tz: str) -> tuple[Any, Any]:
                 pattern = rf"^[+-]?0?\.\d{{1,{frac}}}$"
             target = pa.decimal128(rule.precision, rule.scale)
         ok = _matches(strings, pattern)
+        if inferred and kind != "decimal":
+            ok = pc.and_(ok, pc.invert(_matches(strings, _LEADING_ZERO)))
         values = pc.cast(pc.if_else(ok, strings, pa.scalar(None, pa.string())), target)
         return values, pc.and_(pc.is_valid(strings), pc.invert(ok))
     if kind == "boolean":
@@ -281,8 +287,9 @@ def infer_rule(strings: Any, name: str) -> ColumnRule:
     lowered = pc.utf8_lower(present)
     if pc.all(pc.is_in(lowered, value_set=pa.array(["true", "false"]))).as_py():
         return ColumnRule(name, "boolean")
+    codes = pc.any(_matches(present, _LEADING_ZERO)).as_py()
     for kind, pattern in (("integer", _INTEGER), ("float", _FLOAT)):
-        if pc.all(_matches(present, pattern)).as_py():
+        if not codes and pc.all(_matches(present, pattern)).as_py():
             return ColumnRule(name, kind)
     if pc.all(_matches(present, _ISO_DATE)).as_py():
         rule = ColumnRule(name, "date", formats=("%Y-%m-%d",))
@@ -657,7 +664,7 @@ class Normalizer:
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                     values = pc.cast(values, pa.string())
             strings = clean_strings(values, self.null_tokens)
-            typed, invalid = convert(strings, column.rule, self.options.timezone)
+            typed, invalid = convert(strings, column.rule, self.options.timezone, inferred=column.inferred)
             if invalid is not None and pc.any(invalid).as_py():
                 bad.append((column, invalid))
             if column.rule.required:

@@ -35,7 +35,8 @@ from shared.errors import (
     LimitExceeded,
     UnsupportedInput,
 )
-from workers.parquet_normalize import (
+from workers.parquet_normalize.options import MAX_JSON_DOCUMENT_BYTES, MAX_JSON_LINE_BYTES, Options
+from workers.parquet_normalize.sniff import (
     DELIMITERS,
     ENCRYPTED_PARQUET_MAGIC,
     PARQUET_MAGIC,
@@ -43,7 +44,6 @@ from workers.parquet_normalize import (
     UTF16_BOMS,
     compression_of,
 )
-from workers.parquet_normalize.options import MAX_JSON_DOCUMENT_BYTES, MAX_JSON_LINE_BYTES, Options
 
 SAMPLE_BYTES = 256 * 1024
 JSON_BATCH_LINES = 20_000

@@ -1,0 +1,195 @@
+"""What parquet-normalize takes, from a file's first bytes: Parquet, a compressed stream, or
+text that is a table. Pure Python and cheap: imported by the worker's SPEC (the router).
+
+Delimited text has no magic bytes, and the backfill routes by content alone, so a source
+file, a README or a JSON configuration must not pass for a table: with "a delimiter in the
+first line" as the rule, 77 of this repository's 132 Python files did (a docstring's comma,
+a statement's semicolon), and a backfill would have made junk Parquet of each. Text is
+tabular when its first records agree (:func:`_agree`): two fields at least, split by one
+delimiter, most of the records that follow as wide; or when its first line is a whole JSON
+object (JSON Lines), or it opens an array of objects (a JSON document of records).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+PARQUET_MAGIC = b"PAR1"
+ENCRYPTED_PARQUET_MAGIC = b"PARE"
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+DELIMITERS = (",", "\t", ";", "|")
+# Text that starts like these is a document for another worker (or none), not a table.
+NOT_TABULAR_PREFIXES = (b"%PDF", b"<", b"#!", b"%!PS", b"{\\rtf")
+SNIFF_WINDOW = 4096  # bytes the router reads for this worker: a header and the first rows
+RECORDS = 8  # records compared at most
+AGREEING = 2 / 3  # share of the records after the header that must have the header's field count
+
+
+def compression_of(head: bytes) -> str | None:
+    """The pyarrow compression name for a compressed stream's magic bytes, else None."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(BZIP2_MAGIC) and len(head) > 3 and head[3:4] in b"123456789":
+        return "bz2"
+    return None
+
+
+def sniff(head: bytes) -> bool:
+    """Parquet, a compressed stream, or tabular text (:func:`looks_tabular_text`)."""
+    if head.startswith((PARQUET_MAGIC, ENCRYPTED_PARQUET_MAGIC)):
+        return True
+    if compression_of(head) is not None:
+        return True
+    return looks_tabular_text(head)
+
+
+def looks_tabular_text(head: bytes) -> bool:
+    """Printable text whose first records make a table, or JSON records.
+
+    ``head`` is the file's first SNIFF_WINDOW bytes (all of it when shorter). Control
+    bytes (other than tab, CR, LF) in what is read mean binary.
+    """
+    whole = len(head) < SNIFF_WINDOW  # the file ends inside the window: its last record is complete
+    text = _decoded(head)
+    if text is None:
+        return False
+    stripped = text.lstrip()
+    sample = _first_lines(stripped, RECORDS + 1)
+    if not _printable(sample):
+        return False
+    if stripped.startswith("["):  # a JSON document: an array of records
+        return stripped[1:].lstrip().startswith("{")
+    if stripped.startswith("{"):  # JSON Lines: the first line is one whole object
+        return _first_line_is_an_object(stripped, whole)
+    cut = not whole and len(sample) == len(stripped)  # the window ends inside the sample's last line
+    first = sample.split("\n", 1)[0]
+    return any(_agree(_records(sample, d, cut), whole and not cut) for d in DELIMITERS if d in first)
+
+
+def _decoded(head: bytes) -> str | None:
+    if head.startswith(UTF16_BOMS):
+        body = head[2:len(head) - (len(head) % 2)]
+        try:
+            return body.decode("utf-16-le" if head[:2] == b"\xff\xfe" else "utf-16-be")
+        except UnicodeDecodeError:
+            return None
+    head = head.removeprefix(UTF8_BOM)
+    if head.lstrip().startswith(NOT_TABULAR_PREFIXES):
+        return None
+    return head.decode("utf-8", errors="ignore") if _mostly_utf8(head) else head.decode("latin-1")
+
+
+def _mostly_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut by the end of the window
+    return True
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # binary, in text that is read
+
+
+def _printable(text: str) -> bool:
+    return bool(text.strip()) and _CONTROL.search(text) is None
+
+
+def _first_lines(text: str, count: int) -> str:
+    """``text`` up to the end of its ``count``-th line (all of it if it has fewer)."""
+    end = -1
+    for _ in range(count):
+        end = text.find("\n", end + 1)
+        if end < 0:
+            return text
+    return text[:end + 1]
+
+
+def _first_line_is_an_object(text: str, whole: bool) -> bool:
+    line, newline, _ = text.partition("\n")
+    if not newline and not whole:  # a record longer than the window: judged by how it starts
+        return line.startswith('{"')
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _records(sample: str, delimiter: str, cut: bool) -> list[list[str]]:
+    """The fields of each record of ``sample`` (blank lines skipped; quotes respected: a
+    quoted field may hold delimiters and line breaks). ``cut``: the window ends inside its
+    last record, which is left out."""
+    if '"' not in sample:
+        lines = [line for line in sample.splitlines() if line.strip()]
+        if cut and lines:
+            lines.pop()
+        return [line.split(delimiter) for line in lines[:RECORDS]]
+    records: list[list[str]] = []
+    fields: list[str] = []
+    field: list[str] = []
+    quoted = False
+    for ch in sample:
+        if ch == '"':
+            quoted = not quoted  # a doubled quote inside a quoted field toggles twice
+            field.append(ch)
+        elif quoted:
+            field.append(ch)
+        elif ch == delimiter:
+            fields.append("".join(field))
+            field = []
+        elif ch in "\r\n":
+            fields.append("".join(field))
+            if any(f.strip() for f in fields):
+                records.append(fields)
+            fields, field = [], []
+        else:
+            field.append(ch)
+    fields.append("".join(field))
+    if not cut and not quoted and any(f.strip() for f in fields):
+        records.append(fields)
+    return records[:RECORDS]
+
+
+MAX_NAME_CHARS = 64  # a column name longer than this is more likely a sentence
+_NOT_IN_NAMES = set("{}[]=<>")  # code's punctuation, never a header's
+_COMMENTS = ("# ", "#!", "#include", "//", "/*", "-- ", '"""', "'''")  # a "#" column stays a name
+_CODE_OPENERS = ("import ", "package ", "using ")  # and Python's "from x import y"
+
+
+def _names_columns(header: list[str]) -> bool:
+    """The record reads as a header: every field a short name, none of code's punctuation."""
+    names = [field.strip().strip('"') for field in header]
+    return (all(names) and all(len(name) <= MAX_NAME_CHARS for name in names)
+            and not any(_NOT_IN_NAMES & set(name) for name in names))
+
+
+def _opens_code(first: str) -> bool:
+    return first.startswith(_COMMENTS + _CODE_OPENERS) or (first.startswith("from ") and " import " in first)
+
+
+def _agree(records: list[list[str]], whole: bool) -> bool:
+    """A table: a header of two fields at least that does not open like code (a comment, an
+    import), and either a header that names its columns
+    (:func:`_names_columns`: ragged rows after it are the run's rejects, not a reason to
+    refuse the file) or most records after it of one width, within one of the header's (a
+    trailing delimiter, a last column the header does not name), with two columns that have
+    a value somewhere (a semicolon ending each line of code leaves the second empty). A lone
+    record passes only as the whole file."""
+    if not records or len(records[0]) < 2 or _opens_code(records[0][0].lstrip()):
+        return False
+    header, rest = records[0], records[1:]
+    if (rest or whole) and _names_columns(header):
+        return True
+    if not rest:
+        return False
+    width, seen = Counter(len(r) for r in rest).most_common(1)[0]
+    if width < 2 or abs(width - len(header)) > 1 or seen < AGREEING * len(rest):
+        return False
+    return sum(1 for i in range(width) if any(i < len(r) and r[i].strip() for r in rest)) >= 2

@@ -153,8 +153,9 @@ class LambdaEngine:
         if any(s.is_companion(name) for s in self.specs):
             summary.companions += 1
             return []
+        want = max((s.sniff_bytes for s in self.specs), default=SNIFF_BYTES)  # as the mount's router reads
         head = b"" if size == 0 else self.s3_client.get_object(
-            Bucket=self.bucket, Key=key, Range=f"bytes=0-{SNIFF_BYTES - 1}")["Body"].read()
+            Bucket=self.bucket, Key=key, Range=f"bytes=0-{want - 1}")["Body"].read()
         chosen = [s for s in self.specs if s.accepts(head)]
         if not chosen:
             summary.unrouted += 1

@@ -293,6 +293,20 @@ def test_without_a_mount_keys_are_routed_by_their_first_bytes(scripted: Any, mot
     assert (summary["files"], summary["unrouted"]) == (4, 2)
 
 
+def test_without_a_mount_a_key_is_sniffed_on_as_many_bytes_as_its_worker_asks(scripted: Any, moto_s3: MotoS3,
+                                                                              capsys: pytest.CaptureFixture[str]
+                                                                              ) -> None:
+    """A transport stream is known by 8 packets (1,504 bytes): read 64 bytes, as the S3 router
+    did, it was unrouted, while the same file on a mount was transcoded."""
+    packet = b"\x47\x40\x00\x10" + b"\x00\xff" * 92
+    bucket = _bucket_with(moto_s3, "sniff-window", {"ingest/rec.bin": packet * 16})
+    endpoint = scripted()
+    code = main(["backfill", "--engine", "lambda", "--bucket", bucket, "--worker", "video-transcode", "--quiet"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0, summary
+    assert endpoint.invoked == ["ingest/rec.bin"] and summary["unrouted"] == 0
+
+
 def test_an_unanswered_invoke_is_retryable_and_never_sent_again(scripted: Any, moto_s3: MotoS3) -> None:
     """A dropped connection may mean the function runs: the engine must not invoke it again."""
     import boto3

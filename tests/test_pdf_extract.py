@@ -551,6 +551,39 @@ def test_a_structure_pypdf_refuses_as_unsafe_is_read_by_pdfium(mount: Path, run:
     assert problem.startswith("structure: pypdf cannot open the document") and "refuses its structure" in problem
 
 
+def test_a_number_too_long_for_pypdf_is_malformed_structure_not_a_decompression_limit(mount: Path,
+                                                                                      run: Any) -> None:
+    """pypdf reads a number up to 64 characters: a 100 kB comment inside the cross-reference
+    table (pdf.js's filled-background.pdf) ends as a 112-character "number", which was
+    limit-exceeded MAX_DECOMPRESSED_BYTES, with advice to raise an option that cannot help.
+    It is malformed structure: PDFium reads the document."""
+    pdf = build_pdf([text_page("kept by PDFium")])
+    comment = b"% " + b"31415926" * 12_500 + b"\n"  # 100 kB of digits in a comment, inside the table
+    pdf = re.sub(rb"(xref\s+0 \d+\s+\d{10} 65535 f \n)", lambda m: m.group(1) + comment, pdf, count=1)
+    code, record = run("long-number.pdf", pdf)
+    assert code == 0, record
+    assert [p["text"] for p in pages_of(mount, record)] == ["kept by PDFium"]
+    problem = document_of(mount, record)["problems"][0]
+    assert "refuses its structure" in problem and "maximum allowed length of 64" in problem
+
+
+@pytest.mark.parametrize(("message", "limit"), [
+    ("Read stream length of 75000016 exceeds maximum allowed length of 75000000.", "MAX_DECOMPRESSED_BYTES"),
+    ("Read stream length of 112 exceeds maximum allowed length of 64.", "PYPDF_SAFETY_LIMIT"),
+    ("Limit reached while decompressing: 80000000 > 75000000", "MAX_DECOMPRESSED_BYTES"),
+    ("Declared stream length of 90000000 exceeds maximum allowed length.", "MAX_DECOMPRESSED_BYTES"),
+    ("Reached maximum number of tokens per stream.", "PYPDF_SAFETY_LIMIT"),
+    ("Maximum page tree entry limit reached: 10016", "MAX_PAGES"),
+])
+def test_each_pypdf_limit_is_named_for_what_raises_it(message: str, limit: str) -> None:
+    """Only a limit an option drives is named after that option (and its error says to raise it)."""
+    from pypdf.errors import LimitReachedError
+
+    from workers.pdf_extract.opening import limit_name
+
+    assert limit_name(LimitReachedError(message)) == limit
+
+
 def test_a_document_that_says_it_has_no_pages_is_an_empty_run(mount: Path, run: Any) -> None:
     """/Count 0 and no kids: nothing is missing, so a run of no pages (not an error)."""
     code, record = run("empty.pdf", build_pdf([]))

@@ -9,6 +9,7 @@ error for the input; everything after opening is contained page by page.
 from __future__ import annotations
 
 import contextlib
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from shared.errors import (
     LimitExceeded,
     MountworksError,
 )
-from workers.pdf_extract.options import Options, short
+from workers.pdf_extract.options import MIN_DECOMPRESSED_BYTES, Options, short
 
 MAX_OUTLINE_ENTRIES = 10_000
 MAX_FORM_FIELDS = 10_000
@@ -36,12 +37,24 @@ MAX_FORM_FIELDS = 10_000
 # -------------------------------------------------------------------- the error boundary
 
 
+# pypdf's words for its limits on decoded bytes, which our max_decompressed_bytes drives
+_DECODED_BYTES = ("decompress", "output length", "buffer size", "image size", "declared stream length",
+                  "stream decoding", "array-based stream")
+_READ_LENGTH = re.compile(r"read stream length of \d+ exceeds maximum allowed length of (\d+)")
+
+
 def limit_name(exc: LimitReachedError) -> str:
-    """Which of our named limits a pypdf limit stands for (pypdf's own name otherwise)."""
+    """Which of our named limits a pypdf limit stands for (pypdf's own name otherwise).
+
+    pypdf reads a token or an unterminated stream up to a length: our decoded-bytes limit for
+    a stream's data, its own few bytes for a number or a name (a 112-digit "number" in a
+    damaged cross-reference table), which no option raises."""
     text = str(exc).lower()
     if "page tree" in text:
         return "MAX_PAGES"
-    if any(word in text for word in ("decompress", "output length", "buffer size", "stream", "decoding")):
+    if (read := _READ_LENGTH.search(text)) is not None:
+        return "MAX_DECOMPRESSED_BYTES" if int(read.group(1)) >= MIN_DECOMPRESSED_BYTES else "PYPDF_SAFETY_LIMIT"
+    if any(words in text for words in _DECODED_BYTES):
         return "MAX_DECOMPRESSED_BYTES"
     return "PYPDF_SAFETY_LIMIT"
 

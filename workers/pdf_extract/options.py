@@ -30,6 +30,7 @@ WORKER = "pdf-extract"
 
 MAX_PAGES = 5_000  # pages in the document (a page-range run still counts the whole document)
 MAX_DECOMPRESSED_BYTES = 75_000_000  # per stream, every filter (flate, LZW, run-length, JBIG2, images)
+MIN_DECOMPRESSED_BYTES = 1 << 16  # the lowest the option may go
 MAX_PAGE_SECONDS = 30.0  # wall time for one page; the page is flagged ``timeout`` and skipped
 MAX_SECONDS = 900.0  # wall time for the whole extraction (Lambda's longest invocation)
 MAX_PAGE_CHARS = 1_000_000  # characters kept per page; more is flagged ``text_truncated``
@@ -194,7 +195,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         parallel=r.integer("parallel", 0, lo=0, hi=MAX_PARALLEL),
         max_pages=r.integer("max_pages", MAX_PAGES, lo=1, hi=1_000_000),
         max_decompressed_bytes=r.integer("max_decompressed_bytes", MAX_DECOMPRESSED_BYTES,
-                                         lo=1 << 16, hi=1 << 32),
+                                         lo=MIN_DECOMPRESSED_BYTES, hi=1 << 32),
         max_page_seconds=r.number("max_page_seconds", MAX_PAGE_SECONDS, lo=0.01, hi=3600),
         max_seconds=r.number("max_seconds", MAX_SECONDS, lo=0.1, hi=86_400),
         max_page_chars=r.integer("max_page_chars", MAX_PAGE_CHARS, lo=1, hi=100_000_000),

@@ -555,6 +555,11 @@ def test_format_comes_from_content_not_name(mount: Path, run: Run) -> None:
     assert record["facts"]["source"]["format"] == "JPEG"
 
 
+def test_an_empty_file_is_empty_input_as_with_every_worker(mount: Path, run: Run) -> None:
+    code, record = run("nothing.jpg", b"")
+    assert code == 3 and record["error"]["code"] == "empty-input"
+
+
 def test_non_image_with_image_name_is_unsupported(mount: Path, run: Run) -> None:
     code, record = run("notes.jpg", b"these are just words, not a picture\n" * 4)
     assert code == 3

@@ -397,7 +397,7 @@ def test_a_percent_sign_in_the_path_is_not_an_image_pattern(mount: Path, basic_c
 @pytest.mark.parametrize(("label", "make", "code", "needle"), [
     ("truncated", lambda good, path: path.write_bytes(good.read_bytes()[: good.stat().st_size // 2]),
      "corrupt-input", "moov"),
-    ("zero-length", lambda good, path: path.write_bytes(b""), "corrupt-input", "empty"),
+    ("zero-length", lambda good, path: path.write_bytes(b""), "empty-input", "empty"),  # as every worker says
     ("text", lambda good, path: path.write_text("this is not a video\n" * 50), "unsupported-format",
      "not an audio or video file"),
 ], ids=lambda v: v if isinstance(v, str) else "")

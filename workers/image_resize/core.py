@@ -23,7 +23,14 @@ from typing import IO, Any
 from PIL import Image, ImageFile, UnidentifiedImageError, _imaging, features
 
 from shared import config, memory
-from shared.errors import CorruptInput, LimitExceeded, UnsupportedInput, UsageError, environment_fault
+from shared.errors import (
+    EMPTY_INPUT,
+    CorruptInput,
+    LimitExceeded,
+    UnsupportedInput,
+    UsageError,
+    environment_fault,
+)
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
 from workers.image_resize.options import ANIMATED_FORMATS, Options, Size
@@ -564,6 +571,8 @@ def _placeholder(im: Image.Image, background: tuple[int, int, int]) -> dict[str,
 def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext) -> dict[str, Any]:
     """Make every rendition of ``source``; return the source facts for the manifest."""
     _check_encoders(options)
+    if source.size == 0:
+        raise CorruptInput("the file is empty (0 bytes)", code=EMPTY_INPUT)
     with source.open() as fp:
         fmt = detect_format(fp.read(64))
         fp.seek(0)

@@ -171,7 +171,7 @@ def run_checked(argv: list[str], what: str, stop: Stopper, *, cwd: Path, expect_
 def inspect(path: Path, options: Options) -> MediaInfo:
     """Probe the input and refuse what we must not transcode, with a classified error."""
     if path.stat().st_size == 0:
-        raise CorruptInput("the file is empty (0 bytes)")
+        raise CorruptInput("the file is empty (0 bytes)", code=EMPTY_INPUT)
     try:
         info = probe.probe(path, keyframes_every=options.segment_seconds)
     except probe.ProbeFailed as exc:

@@ -71,9 +71,10 @@ def content_stream(page: Page) -> bytes:
 
 
 def build_pdf(pages: list[Page], *, version: str = "1.4", cyclic: bool = False,
-              image: tuple[int, int, bytes] | None = None) -> bytes:
+              image: tuple[int, int, bytes] | None = None, depth: int = 1) -> bytes:
     """A complete PDF with a correct xref table; ``cyclic`` makes the page tree contain itself;
-    ``image`` replaces the shared gray image with (width, height, flate-compressed pixels)."""
+    ``image`` replaces the shared gray image with (width, height, flate-compressed pixels);
+    ``depth`` nests the page tree that many levels deep (one /Pages node inside the other)."""
     objects: dict[int, bytes] = {}
     font_ids = {}
     next_id = 3
@@ -89,6 +90,9 @@ def build_pdf(pages: list[Page], *, version: str = "1.4", cyclic: bool = False,
                          % (width, height, len(pixels)) + pixels + b"\nendstream")
     next_id += 1
     fonts = b" ".join(b"/%s %d 0 R" % (n.encode(), i) for n, i in font_ids.items())
+    chain = list(range(next_id, next_id + depth - 1))  # the /Pages nodes under the root, outermost first
+    next_id += len(chain)
+    parent = chain[-1] if chain else 2
     kids = []
     for page in pages:
         page_id, content_id = next_id, next_id + 1
@@ -108,12 +112,15 @@ def build_pdf(pages: list[Page], *, version: str = "1.4", cyclic: bool = False,
         xobjects = b" /XObject << /Im1 %d 0 R >>" % image_id if page.image else b""
         contents = page.contents_ref.encode() if page.contents_ref else b"%d 0 R" % content_id
         box = b" ".join(_num(v) for v in page.mediabox)
-        objects[page_id] = (b"<< /Type /Page /Parent 2 0 R /MediaBox [%s] /Rotate %d /Resources << /Font << %s >>%s >> "
-                            b"/Contents %s%s >>" % (box, page.rotate, fonts, xobjects, contents, annots))
+        objects[page_id] = (b"<< /Type /Page /Parent %d 0 R /MediaBox [%s] /Rotate %d /Resources << /Font << %s >>%s"
+                            b" >> /Contents %s%s >>" % (parent, box, page.rotate, fonts, xobjects, contents, annots))
         kids.append(page_id)
     kid_refs = [b"%d 0 R" % k for k in kids] + ([b"2 0 R"] if cyclic else [])
     objects[1] = b"<< /Type /Catalog /Pages 2 0 R >>"
-    objects[2] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kid_refs), len(kids))
+    for level, node in reversed(list(enumerate([2, *chain]))):
+        inner = b" ".join(kid_refs) if node == parent else b"%d 0 R" % chain[level]
+        up = b" /Parent %d 0 R" % ([2, *chain][level - 1]) if level else b""
+        objects[node] = b"<< /Type /Pages /Kids [%s] /Count %d%s >>" % (inner, len(kids), up)
     out = io.BytesIO()
     out.write(b"%%PDF-%s\n%%\xe2\xe3\xcf\xd3\n" % version.encode())
     offsets = {}

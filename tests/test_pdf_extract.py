@@ -574,6 +574,7 @@ def test_a_number_too_long_for_pypdf_is_malformed_structure_not_a_decompression_
     ("Declared stream length of 90000000 exceeds maximum allowed length.", "MAX_DECOMPRESSED_BYTES"),
     ("Reached maximum number of tokens per stream.", "PYPDF_SAFETY_LIMIT"),
     ("Maximum page tree entry limit reached: 10016", "MAX_PAGES"),
+    ("Maximum page tree depth reached: 101 > 100.", "PYPDF_SAFETY_LIMIT"),  # qpdf's deep-pages.pdf
 ])
 def test_each_pypdf_limit_is_named_for_what_raises_it(message: str, limit: str) -> None:
     """Only a limit an option drives is named after that option (and its error says to raise it)."""
@@ -582,6 +583,17 @@ def test_each_pypdf_limit_is_named_for_what_raises_it(message: str, limit: str) 
     from workers.pdf_extract.opening import limit_name
 
     assert limit_name(LimitReachedError(message)) == limit
+
+
+def test_a_page_tree_deeper_than_pypdf_walks_is_read_by_pdfium(mount: Path, run: Any) -> None:
+    """qpdf's deep-pages.pdf nests its page tree 101 levels deep: pypdf stops at 100, and that
+    was limit-exceeded MAX_PAGES ("raise option max_pages", which cannot help)."""
+    code, record = run("deep-pages.pdf", build_pdf([text_page("deep down")], depth=101))
+    assert code == 0, record
+    assert [p["text"].strip() for p in pages_of(mount, record)] == ["deep down"]
+    assert "refuses its structure" in document_of(mount, record)["problems"][0]
+    code, record = run("nested.pdf", build_pdf([text_page("a"), text_page("b")], depth=3))  # pypdf walks this
+    assert code == 0 and document_of(mount, record)["problems"] == [] and record["facts"]["pages"] == 2
 
 
 def test_a_document_that_says_it_has_no_pages_is_an_empty_run(mount: Path, run: Any) -> None:

@@ -50,7 +50,7 @@ def limit_name(exc: LimitReachedError) -> str:
     a stream's data, its own few bytes for a number or a name (a 112-digit "number" in a
     damaged cross-reference table), which no option raises."""
     text = str(exc).lower()
-    if "page tree" in text:
+    if "page tree" in text and "depth" not in text:  # its entries (our max_pages), not how deep it nests
         return "MAX_PAGES"
     if (read := _READ_LENGTH.search(text)) is not None:
         return "MAX_DECOMPRESSED_BYTES" if int(read.group(1)) >= MIN_DECOMPRESSED_BYTES else "PYPDF_SAFETY_LIMIT"

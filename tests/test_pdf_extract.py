@@ -3,6 +3,7 @@ deadline, secrets, and page-range parallelism; end to end through the CLI and a 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -410,6 +411,31 @@ def test_attachment_limits_list_what_was_skipped(mount: Path, run: Any) -> None:
     assert listed["b.bin"]["skipped"] == "larger than MAX_ATTACHMENT_BYTES=100" and "path" not in listed["b.bin"]
     assert listed["c.txt"]["skipped"] == "more than MAX_ATTACHMENTS=2"
     assert record["facts"]["attachments"] == 1
+
+
+def test_a_brotli_compressed_attachment_is_written_decoded(mount: Path, run: Any) -> None:
+    """BrotliDecode (PDF's 2025 extension): pypdf decodes it only with ``brotli`` installed,
+    a dependency of the worker now. PDFium already decodes Brotli content streams."""
+    import brotli
+    from pypdf import PdfReader, PdfWriter
+    from pypdf.generic import NameObject, StreamObject
+
+    words = b"attached words " * 20
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(build_pdf([text_page("x")]))))
+    writer.add_attachment("notes.txt", words)
+    for ref in writer._objects:
+        stream = ref.get_object() if ref is not None else None
+        if isinstance(stream, StreamObject) and stream.get("/Type") == "/EmbeddedFile":
+            stream._data = brotli.compress(words)
+            stream[NameObject("/Filter")] = NameObject("/BrotliDecode")
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    assert b"/BrotliDecode" in buffer.getvalue()
+    code, record = run("brotli.pdf", buffer.getvalue())
+    assert code == 0, record
+    [attachment] = document_of(mount, record)["attachments"]
+    run_dir = mount / "workspace" / "pdf-extract" / "brotli.pdf" / record["run_id"]
+    assert (run_dir / attachment["path"]).read_bytes() == words
 
 
 @pytest.mark.parametrize(("raw", "message"), [

@@ -13,10 +13,12 @@ DEPLOY = DeployParts(
     backfill_batch_size=5,
     requirements=(
         "# PDF text from PDFium (pypdfium2: wheels for x86_64 and aarch64); pypdf for the structure (metadata,",
-        "# outline, forms, attachments, images); cryptography for AES-encrypted PDFs; Pillow to decode images.",
+        "# outline, forms, attachments, images); cryptography for AES-encrypted PDFs; Pillow to decode images;",
+        "# brotli for BrotliDecode streams (PDF's 2025 extension), which pypdf reads only with it.",
         "pypdfium2>=4.30",
         "pypdf>=7.1",
         "cryptography>=42",
         "pillow>=11.0",
+        "brotli>=1.1",
     ),
 )

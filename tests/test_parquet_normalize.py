@@ -462,6 +462,13 @@ def test_text_is_a_table_when_its_first_records_agree(text: str, table: bool) ->
     assert SPEC.accepts(text.encode()) is table
 
 
+def test_a_header_wider_than_the_window_is_still_a_table() -> None:
+    header = ",".join(f"measurement_{n:04d}" for n in range(400))  # 6.8 kB before the first row
+    assert SPEC.accepts((header + "\n" + ",".join("1" * 400) + "\n").encode()[:SPEC.sniff_bytes])
+    for prose in ("This line of prose has clauses, which go on and on, and never end, " * 80, "word, " * 1000):
+        assert not SPEC.accepts(prose.encode()[:SPEC.sniff_bytes])  # one long line of text is no header
+
+
 def test_a_table_is_judged_on_its_first_records_not_its_first_64_bytes() -> None:
     long_title = "Combined Land--Ocean Temperature Anomaly (C) CR 1200km 1880 to 2012." + ",," * 9
     rows = "".join(f"{1880 + n}," + ",".join(str(-n - k) for k in range(18)) + "\r" for n in range(40))

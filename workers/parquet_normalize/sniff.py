@@ -29,6 +29,7 @@ NOT_TABULAR_PREFIXES = (b"%PDF", b"<", b"#!", b"%!PS", b"{\\rtf")
 SNIFF_WINDOW = 4096  # bytes the router reads for this worker: a header and the first rows
 RECORDS = 8  # records compared at most
 AGREEING = 2 / 3  # share of the records after the header that must have the header's field count
+WIDE_HEADER_FIELDS = 16  # names a header longer than the window must show, to be taken on its own
 
 
 def compression_of(head: bytes) -> str | None:
@@ -70,8 +71,20 @@ def looks_tabular_text(head: bytes) -> bool:
     if stripped.startswith("{"):  # JSON Lines: the first line is one whole object
         return _first_line_is_an_object(stripped, whole)
     cut = not whole and len(sample) == len(stripped)  # the window ends inside the sample's last line
-    first = sample.split("\n", 1)[0]
+    first = sample.splitlines()[0]
+    if cut and first == sample:  # a header wider than the window: its names are all there is to judge
+        return any(_wide_header(first.split(d)[:-1]) for d in DELIMITERS if d in first)
     return any(_agree(_records(sample, d, cut), whole and not cut) for d in DELIMITERS if d in first)
+
+
+def _wide_header(names: list[str]) -> bool:
+    """Many distinct short names (a few words each): a header, where a long line of prose
+    has clauses, and repeats its words."""
+    if len(names) < WIDE_HEADER_FIELDS or _opens_code(names[0].lstrip()) or not _names_columns(names):
+        return False
+    short = sum(1 for name in names if len(name.split()) <= 3)
+    distinct = len({name.strip().strip('"').lower() for name in names})
+    return short >= 0.9 * len(names) and distinct >= 0.9 * len(names)
 
 
 def _decoded(head: bytes) -> str | None:
@@ -102,19 +115,20 @@ def _printable(text: str) -> bool:
     return bool(text.strip()) and _CONTROL.search(text) is None
 
 
+_LINE_END = re.compile("\r\n|\r|\n")  # Unix, Windows and classic Mac (Excel's "CSV (Macintosh)")
+
+
 def _first_lines(text: str, count: int) -> str:
     """``text`` up to the end of its ``count``-th line (all of it if it has fewer)."""
-    end = -1
-    for _ in range(count):
-        end = text.find("\n", end + 1)
-        if end < 0:
-            return text
-    return text[:end + 1]
+    for n, end in enumerate(_LINE_END.finditer(text), start=1):
+        if n == count:
+            return text[:end.end()]
+    return text
 
 
 def _first_line_is_an_object(text: str, whole: bool) -> bool:
-    line, newline, _ = text.partition("\n")
-    if not newline and not whole:  # a record longer than the window: judged by how it starts
+    line = text.splitlines()[0]
+    if line == text and not whole:  # a record longer than the window: judged by how it starts
         return line.startswith('{"')
     try:
         return isinstance(json.loads(line), dict)

@@ -112,6 +112,22 @@ def test_a_leading_zero_after_the_inferred_rows_is_a_reject_not_a_shortened_numb
     assert manifest["facts"]["rows"]["out"] == 150_000
 
 
+def test_records_that_are_all_rejected_say_so_instead_of_empty_input(mount: Path, normalize: Run, put: Put) -> None:
+    """JSON Lines whose every line is an array, or holds a lone surrogate (JSONTestSuite's
+    i_string_* files): the input is not empty, every record was rejected, and the rejects
+    file keeps each one (a lone surrogate as JSON's own escape; it was an internal error)."""
+    put("arrays.jsonl", '["a"]\n[1, 2]\n')
+    code, record = normalize("arrays.jsonl", "format=jsonl")
+    assert code == 3 and record["error"]["code"] == "limit-exceeded"
+    assert "2 of 2 rows were rejected" in record["error"]["message"]
+    put("halves.jsonl", '{"a": "x\\udfaa y", "b": 1}\n{"a": "ok", "b": 2}\n["\\ud800"]\n')
+    code, manifest = normalize("halves.jsonl", "max_reject_ratio=0.9")
+    assert code == 0 and rows(mount, manifest) == [{"a": "ok", "b": 2}]
+    lone, listed = rejects(mount, manifest)
+    assert "surrogate" in lone["reason"] and lone["record"] == {"a": "x\udfaa y", "b": 1}
+    assert "not a JSON object" in listed["reason"] and listed["record"] == ["\ud800"]
+
+
 def test_custom_null_tokens(mount: Path, normalize: Run, put: Put) -> None:
     put("nulls.csv", "a,b\nN/A,missing\n-, x \n")
     code, manifest = normalize("nulls.csv", "null_tokens=missing,-")

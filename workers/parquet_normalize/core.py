@@ -467,7 +467,12 @@ class RejectSink:
         if self.file is None:
             self.file = self.out.path(REJECTS_NAME, "application/x-ndjson").open("w", encoding="utf-8")
         entry = {label: line, "reason": reason, "record": record}
-        self.file.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+        text = json.dumps(entry, ensure_ascii=False, default=str)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate in the record: kept as JSON's own escape
+            text = json.dumps(entry, ensure_ascii=True, default=str)
+        self.file.write(text + "\n")
         self.count += 1
 
     def close(self) -> None:
@@ -559,6 +564,10 @@ class Normalizer:
                 self._plan(originals, item)
             self._process(item)
         if not self.columns:
+            if not originals and self.tally.rejected:  # not empty: every record was rejected
+                self._check_ratio()
+                raise CorruptInput(f"no record could be kept: all {self.tally.rejected} were rejected (reasons: "
+                                   f"{self._top_reasons()}, in {REJECTS_NAME})")
             if not originals:
                 raise CorruptInput("the input has no columns and no rows", code=EMPTY_INPUT)
             self._plan(originals, None)

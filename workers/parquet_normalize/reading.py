@@ -445,6 +445,26 @@ def _cell(value: Any) -> str | None:
     return str(value)
 
 
+def _may_hold_surrogates(text: str) -> bool:
+    """JSON can escape half of a UTF-16 pair alone (\\ud800): a string no UTF-8 can hold. Only
+    such an escape makes one (strictly decoded text has none), so a line without it is clean."""
+    return "\\ud" in text or "\\uD" in text
+
+
+def _lone_surrogate(keys: Any, cells: dict[str, str | None]) -> bool:
+    try:
+        for text in (*keys, *cells.values()):
+            if text is not None:
+                text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+LONE_SURROGATE = ("a string holds half of a UTF-16 surrogate pair alone (an escape such as \\ud800 without "
+                  "its partner), which is not text: fix the writer")
+
+
 def _shallow(value: Any) -> Any:
     """A non-object record as the reject file can hold it: None when it is too deep to write."""
     try:
@@ -475,6 +495,7 @@ class JsonReader:
         self.encoding = encoding
         self.keys: dict[str, int] = {}
         self.frozen = False
+        self.surrogates = False  # the text just parsed has an escape that may be a lone surrogate
 
     def _text(self) -> io.TextIOWrapper:
         stream = open_stream(self.path, self.detected.compression)
@@ -498,6 +519,7 @@ class JsonReader:
                 raise CorruptInput(f"the JSON document does not parse: {exc}") from exc
             if not isinstance(document, list):
                 raise UnsupportedInput("a JSON document that is not an array of records")
+            self.surrogates = _may_hold_surrogates(data)
             for index, item in enumerate(document, start=1):
                 yield index, item, None
             return
@@ -508,6 +530,7 @@ class JsonReader:
                     continue
                 if not line.strip():
                     continue
+                self.surrogates = _may_hold_surrogates(line)
                 try:
                     yield number, json.loads(line), None
                 except RecursionError:
@@ -532,6 +555,9 @@ class JsonReader:
                 cells = {k: _cell(v) for k, v in value.items()}
             except RecursionError:  # parsed, but too deep to write back as a cell
                 yield Reject(number, f"nested deeper than the JSON parser allows ({TOO_DEEP})", None, label)
+                continue
+            if self.surrogates and _lone_surrogate(value, cells):
+                yield Reject(number, LONE_SURROGATE, value, label)
                 continue
             new = [k for k in value if k not in self.keys]
             if new and self.frozen:

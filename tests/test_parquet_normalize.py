@@ -454,6 +454,7 @@ NOT_TABLES = {  # text a backfill finds beside data: with "a delimiter in the fi
                 "Files mount: no downloads, no uploads. It reads, writes and commits in place.\n",
     "json-config": '{\n  "name": "mountworks",\n  "version": "1.0.0",\n  "private": true\n}\n',
     "ini": "[server]\nhost = example.org, backup.example.org\nport = 8080\n",
+    "license-comment": "# Copyright 2024, Example Inc.\n# All rights reserved.\n\nimport os\n",
 }
 TABLES = {
     "ragged": 'column_a,column_b,column_c\n1,27,,"I\'m too long!"\n,"I\'m too short!"\n0,mixed types.... uh oh,17\n',
@@ -463,6 +464,7 @@ TABLES = {
     "quoted-newlines": 'id,note\n1,"one line\nand another, with a comma"\n2,plain\n',
     "semicolons": "Name;Betrag;Datum\nA;1,50;2024-01-01\nB;2,75;2024-01-02\n",
     "header-only": "id|name|email",
+    "hash-column": "# of items,price,total\n3,4.50,13.50\n5,6.00,30.00\n",
     "json-lines": '{"id": 1, "name": "a"}\n{"id": 2, "name": "b"}\n',
     "json-records": '[\n  {"id": 1, "name": "a"},\n  {"id": 2, "name": "b"}\n]\n',
 }

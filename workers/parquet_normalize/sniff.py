@@ -80,7 +80,8 @@ def looks_tabular_text(head: bytes) -> bool:
 def _wide_header(names: list[str]) -> bool:
     """Many distinct short names (a few words each): a header, where a long line of prose
     has clauses, and repeats its words."""
-    if len(names) < WIDE_HEADER_FIELDS or _opens_code(names[0].lstrip()) or not _names_columns(names):
+    if len(names) < WIDE_HEADER_FIELDS or _opens_code(names[0].lstrip()) or not _names_columns(names) \
+            or names[0].lstrip().startswith(_COMMENTS):
         return False
     short = sum(1 for name in names if len(name.split()) <= 3)
     distinct = len({name.strip().strip('"').lower() for name in names})
@@ -173,8 +174,9 @@ def _records(sample: str, delimiter: str, cut: bool) -> list[list[str]]:
 
 MAX_NAME_CHARS = 64  # a column name longer than this is more likely a sentence
 _NOT_IN_NAMES = set("{}[]=<>")  # code's punctuation, never a header's
-_COMMENTS = ("# ", "#!", "#include", "//", "/*", "-- ", '"""', "'''")  # a "#" column stays a name
-_CODE_OPENERS = ("import ", "package ", "using ")  # and Python's "from x import y"
+_CODE_OPENERS = ("#!", "#include", "/*", '"""', "'''", "import ", "package ", "using ")  # and "from x import y"
+# A line comment, or a header such as "# of items,price": a table only if the records agree
+_COMMENTS = ("# ", "//", "-- ")
 
 
 def _names_columns(header: list[str]) -> bool:
@@ -185,21 +187,23 @@ def _names_columns(header: list[str]) -> bool:
 
 
 def _opens_code(first: str) -> bool:
-    return first.startswith(_COMMENTS + _CODE_OPENERS) or (first.startswith("from ") and " import " in first)
+    return first.startswith(_CODE_OPENERS) or (first.startswith("from ") and " import " in first)
 
 
 def _agree(records: list[list[str]], whole: bool) -> bool:
-    """A table: a header of two fields at least that does not open like code (a comment, an
-    import), and either a header that names its columns
-    (:func:`_names_columns`: ragged rows after it are the run's rejects, not a reason to
-    refuse the file) or most records after it of one width, within one of the header's (a
-    trailing delimiter, a last column the header does not name), with two columns that have
-    a value somewhere (a semicolon ending each line of code leaves the second empty). A lone
-    record passes only as the whole file."""
+    """A table: a header of two fields at least that does not open like code (an import, a
+    docstring, a shebang), and then either
+    - a header that names its columns (:func:`_names_columns`; not one behind a line
+      comment's marker): ragged rows after it are the run's rejects, not a reason to refuse
+      the file; or
+    - most records after it of one width, within one of the header's (a trailing delimiter,
+      a last column the header does not name), with two columns that have a value somewhere
+      (a semicolon ending each line of code leaves the second empty).
+    A lone record passes only as the whole file."""
     if not records or len(records[0]) < 2 or _opens_code(records[0][0].lstrip()):
         return False
     header, rest = records[0], records[1:]
-    if (rest or whole) and _names_columns(header):
+    if (rest or whole) and _names_columns(header) and not header[0].lstrip().startswith(_COMMENTS):
         return True
     if not rest:
         return False

@@ -41,6 +41,7 @@ PER_FUNCTION_ENV = frozenset({ENV_WORKER, ENV_POWERTOOLS_LOG_LEVEL, ENV_SERVICE_
                               ENV_FFPROBE, ENV_LAMBDA_MEMORY})  # the last one: set by Lambda (memory and CPU shares)
 
 DEFAULT_MOUNT_IN_LAMBDA = "/mnt/workspace"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 DEFAULT_INGEST_PREFIX = "ingest"
 DEFAULT_WORKSPACE_PREFIX = "workspace"
 DEFAULT_CLAIM_LEASE_SECONDS = 960.0  # Lambda's longest invocation (900 s) plus a margin
@@ -78,7 +79,7 @@ def video_jobs(environ: Mapping[str, str] | None = None) -> int:
     try:
         return max(1, int(_env(environ).get(ENV_VIDEO_JOBS, "")))
     except ValueError:
-        return max(1, round(function_cpus(environ)))
+        return function_cpu_count(environ)
 
 
 def video_segment_function(default: str, environ: Mapping[str, str] | None = None) -> str:
@@ -121,24 +122,28 @@ def key_layout(ingest_prefix: str | None = None, bucket_prefix: str | None = Non
     ingest = _prefix(ingest_prefix or env.get(ENV_INGEST_PREFIX) or DEFAULT_INGEST_PREFIX, "ingest")
     raw_bucket = bucket_prefix if bucket_prefix is not None else env.get(ENV_BUCKET_PREFIX, "")
     return ingest, raw_bucket.strip("/")
-def function_memory_mb(environ: Mapping[str, str] | None = None) -> int:
+def function_memory_mb(environ: Mapping[str, str] | None = None, cgroup: Path | None = None) -> int:
     """The memory this process may use, in MB: the Lambda function's ``MemorySize``; locally
-    the container's cgroup limit, else the machine's physical memory."""
+    the container's limit (cgroup v2 ``memory.max``, v1 ``memory.limit_in_bytes``), else the
+    machine's physical memory."""
     try:
         return max(1, int(_env(environ).get(ENV_LAMBDA_MEMORY, "")))
     except ValueError:
         pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            return max(1, int(limit) >> 20)
-    except OSError:
-        pass
-    return max(1, (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20)
+    physical = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20
+    limit = _cgroup_memory_bytes(CGROUP_ROOT if cgroup is None else cgroup)
+    return max(1, min(physical, limit >> 20) if limit is not None else physical)
+
+
+def _cgroup_memory_bytes(cgroup: Path) -> int | None:
+    """The cgroup's memory limit, None where it sets none (v2 "max"; v1's huge "unlimited")."""
+    for name in ("memory.max", "memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            return int((cgroup / name).read_text().strip())
+    return None
 
 
 LAMBDA_MB_PER_VCPU = 1769  # Lambda gives a function one vCPU per 1,769 MB of memory
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def function_cpus(environ: Mapping[str, str] | None = None, cgroup: Path = CGROUP_ROOT) -> float:
@@ -153,6 +158,11 @@ def function_cpus(environ: Mapping[str, str] | None = None, cgroup: Path = CGROU
         pass
     quota = _cgroup_quota(cgroup)
     return max(1.0, min(visible, quota)) if quota is not None else visible
+
+
+def function_cpu_count(environ: Mapping[str, str] | None = None) -> int:
+    """:func:`function_cpus` as a number of processes to run at once (one at least)."""
+    return max(1, round(function_cpus(environ)))
 
 
 def _cgroup_quota(cgroup: Path) -> float | None:

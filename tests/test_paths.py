@@ -186,3 +186,22 @@ def test_function_cpus_is_what_the_process_can_keep_busy(tmp_path: Path, files: 
     visible = float(len(os.sched_getaffinity(0)))
     expected = visible if cpus is None else min(visible, cpus)
     assert function_cpus(environ, cgroup=tmp_path) == pytest.approx(max(1.0, expected))
+
+
+@pytest.mark.parametrize(("files", "environ", "mb"), [
+    ({"memory.max": "536870912\n"}, {}, 512),  # cgroup v2: docker run -m 512m
+    ({"memory.max": "max\n"}, {}, None),
+    ({"memory/memory.limit_in_bytes": "1073741824\n"}, {}, 1024),  # cgroup v1 (it was not read)
+    ({"memory/memory.limit_in_bytes": "9223372036854771712\n"}, {}, None),  # v1's "unlimited"
+    ({"memory.max": "536870912\n"}, {"AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "3008"}, 3008),  # Lambda's MemorySize
+])
+def test_function_memory_is_the_containers_limit_v1_or_v2(tmp_path: Path, files: dict[str, str],
+                                                          environ: dict[str, str], mb: int | None) -> None:
+    from shared.config import function_memory_mb
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    physical = (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20
+    expected = mb if environ else physical if mb is None else min(physical, mb)
+    assert function_memory_mb(environ, cgroup=tmp_path) == expected

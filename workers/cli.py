@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from shared import observability as obs
-from shared.config import MountConfig, cli_log_level, function_cpus, key_layout, mount_configured
+from shared.config import MountConfig, cli_log_level, function_cpu_count, key_layout, mount_configured
 from shared.errors import (
     EXIT_INTERNAL,
     EXIT_RETRYABLE,
@@ -107,7 +107,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     specs = [get_worker(name) for name in args.worker] if args.worker else all_workers()
     options = _checked_options(args.option, specs)
     if args.jobs is None:  # read here, not when the parser is built for every command
-        args.jobs = max(1, round(function_cpus()))
+        args.jobs = function_cpu_count()
     progress = Progress(sys.stderr, enabled=not (args.no_progress or args.quiet))
     extra: dict[str, Any] = {}
     summary: Summary

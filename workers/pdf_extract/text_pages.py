@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared import memory
-from shared.config import function_cpus, in_lambda
+from shared.config import function_cpu_count, function_cpus, in_lambda
 from shared.errors import CorruptInput, DeadlineReached, LimitExceeded, MountworksError
 from shared.worker import Deadline
 from workers.pdf_extract import forks
@@ -460,10 +460,14 @@ class PdfiumPages:
         function serves invocation after invocation), and only when there is a wait to fill:
         a page process that has already written its news (a short document, done while pypdf
         was imported) is read at once, not after ~20 ms of loading."""
-        if "pypdfium2" in sys.modules or not (len(self.running) < round(function_cpus()) or in_lambda()):
+        if "pypdfium2" in sys.modules or not (len(self.running) < self._cpus or in_lambda()):
             return
         if not forks.news(self.running):
             import workers.pdf_extract.pdfium_text  # noqa: F401
+
+    @functools.cached_property
+    def _cpus(self) -> int:  # read once: _idle runs at every wait until PDFium is loaded
+        return function_cpu_count()
 
     def close(self) -> None:
         for fd in self._controls.values():

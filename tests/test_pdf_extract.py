@@ -249,6 +249,68 @@ def test_empty_user_password_opens_by_default(mount: Path, run: Any, algorithm: 
     assert record["facts"]["encrypted"] is True
 
 
+_DEFERRED_PROBE = """
+import glob, json, sys
+from workers import cli
+from workers.pdf_extract import pypdf_loader
+root, runs = sys.argv[1], json.loads(sys.argv[2])
+result = {}
+for name, options in runs:
+    argv = ["run", "pdf-extract", "ingest/" + name, "--root", root, "--no-isolation"]
+    code = cli.main(argv + [a for o in options for a in ("--option", o)])
+    [pages] = glob.glob(root + "/workspace/pdf-extract/" + name + "/*/pages.jsonl")
+    folder = pages[:-len("pages.jsonl")]
+    with open(pages, encoding="utf-8") as f:
+        text = json.loads(f.readline())["text"]
+    result[name] = {"code": code, "text": text, "images": sorted(glob.glob("images/*.png", root_dir=folder)),
+                    "ciphers": "cryptography.hazmat.primitives.ciphers" in sys.modules,
+                    "pillow": "PIL.Image" in sys.modules}
+import pypdf._crypt_providers as providers
+result["names"] = sorted(set(providers.__all__) - {"CryptBase", "CryptIdentity", "crypt_provider"})
+result["deferred"] = sorted(pypdf_loader.DEFERRED)
+result["provider"] = list(providers.crypt_provider)
+print(json.dumps(result))
+"""
+
+
+def test_pypdf_is_imported_without_its_ciphers_and_pillow(tmp_path: Path) -> None:
+    """pypdf's cipher provider (~20 ms of a cold start) and Pillow (~10 ms) are not imported
+    for a plain document; the first encrypted one imports the ciphers, and AES-256, AES-128
+    and RC4 documents still open (with the empty user password, or with option password);
+    option images still writes the images, Pillow imported by then. The stand-in's names are
+    the ones this pypdf imports, so a newer pypdf that asks for more is noticed here."""
+    ingest = tmp_path / "ingest"
+    ingest.mkdir()
+    runs: list[tuple[str, list[str]]] = [("plain.pdf", [])]
+    (ingest / "plain.pdf").write_bytes(build_pdf([text_page("no secret")]))
+    for algorithm in ("AES-256", "AES-128", "RC4-128"):
+        runs.append((f"{algorithm}.pdf", []))
+        (ingest / f"{algorithm}.pdf").write_bytes(
+            decorate(build_pdf([text_page(f"sealed {algorithm}")]), user_password="", algorithm=algorithm))
+    runs.append(("pw-aes.pdf", ["password=opened-with-it"]))
+    (ingest / "pw-aes.pdf").write_bytes(decorate(build_pdf([text_page("with a password")]),
+                                                 user_password="opened-with-it"))
+    runs.append(("image.pdf", ["images=true"]))
+    (ingest / "image.pdf").write_bytes(build_pdf([Page(lines=[Line("drawn")], image=True)]))
+    out = subprocess.run([sys.executable, "-c", _DEFERRED_PROBE, str(tmp_path), json.dumps(runs)],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result.pop("plain.pdf") == {"code": 0, "text": "no secret", "images": [], "ciphers": False,
+                                       "pillow": False}
+    for algorithm in ("AES-256", "AES-128", "RC4-128"):
+        assert result.pop(f"{algorithm}.pdf") == {"code": 0, "text": f"sealed {algorithm}", "images": [],
+                                                  "ciphers": True, "pillow": False}
+    assert result.pop("pw-aes.pdf")["text"] == "with a password"
+    image = result.pop("image.pdf")
+    assert image["code"] == 0 and image["text"] == "drawn" and image["pillow"] is True
+    assert image["images"] == ["images/p00001-01.png"]
+    assert result["names"] == result["deferred"]
+    import cryptography
+
+    assert result["provider"] == ["cryptography", cryptography.__version__]
+
+
 def test_password_required_is_a_clear_permanent_error(run: Any) -> None:
     pdf = decorate(build_pdf([text_page("locked")]), user_password=SECRET)
     code, record = run("locked.pdf", pdf)

@@ -16,6 +16,7 @@ This module only puts the parts together, one concern each:
     document.py     pypdf's side: opening, page facts, the records, document.json
     opening.py      the pypdf boundary: open, decrypt, our limits as pypdf's, error translation
     pages.py        one page's record: pypdf's facts (box, links, content-size check), its text
+    pypdf_loader.py pypdf's import, without its ciphers (until a document is encrypted) or Pillow
     budget.py       the page timer, MAX_SECONDS and the invocation's deadline
     forks.py        forked children and what their ends mean
     pool.py         pypdf's page processes (option ``engine=pypdf`` with page ranges)
@@ -36,6 +37,7 @@ from typing import Any
 from shared.errors import EMPTY_INPUT, CorruptInput, UnsupportedInput
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
+from workers.pdf_extract import pypdf_loader
 from workers.pdf_extract.budget import Budget
 from workers.pdf_extract.options import DEADLINE_MARGIN_SECONDS, Options
 from workers.pdf_extract.text_pages import PdfiumPages
@@ -71,6 +73,7 @@ def process(source: InputFile, out: OutputDir, options: Options, ctx: RunContext
                                options.pages.first - 1, options.pages.last, workers=max(1, options.parallel))
         try:
             # pypdf's side is imported only now: on a cold start its import overlaps PDFium's work
+            pypdf_loader.load()
             from workers.pdf_extract.document import extract
 
             return extract(source, out, options, budget, f, data, text)

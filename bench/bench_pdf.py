@@ -289,8 +289,9 @@ def cold_start(repeats: int) -> str:
             "|---|---:|---:|---:|---:|"]
     for what, code in (("import handler", "import workers.pdf_extract.handler"),
                        ("import handler + what the first input imports (core, pypdf's side, PDFium's)",
-                        "import workers.pdf_extract.handler, workers.pdf_extract.core, workers.pdf_extract.document, "
-                        "workers.pdf_extract.pdfium_text")):
+                        "import workers.pdf_extract.handler, workers.pdf_extract.core; "
+                        "workers.pdf_extract.core.pypdf_loader.load(); "  # as process() imports pypdf
+                        "import workers.pdf_extract.document, workers.pdf_extract.pdfium_text")):
         probe = (code + "; import sys, json, sysconfig; p = sysconfig.get_paths(); "
                  "print(json.dumps(sorted(n for n, m in list(sys.modules.items()) if (getattr(m, '__file__', None) "
                  "or '').startswith((p['purelib'], p['platlib'])))))")

@@ -173,10 +173,8 @@ def test_a_json_lines_record_nested_too_deep_is_one_reject_and_the_rest_is_kept(
 
 @pytest.mark.parametrize("text", [
     "\n\n,\n,\n",
-    "\na,b\n1,\n2,\n",
-    "\r\na;b\r\n1;2\r\n",
-    "\ufeff\nid,name\n1,x\n",
-], ids=["blank-then-empty-fields", "blank-then-header", "crlf-semicolons", "bom-then-blank"])
+    "\n,\n,,\n",
+], ids=["blank-then-empty-fields", "blank-then-delimiters"])
 def test_a_csv_whose_first_line_is_blank_says_so_instead_of_an_arrow_kernel_error(
         text: str, normalize: Run, put: Put) -> None:
     code, record = normalize(put("blank-first.csv", text))
@@ -184,3 +182,20 @@ def test_a_csv_whose_first_line_is_blank_says_so_instead_of_an_arrow_kernel_erro
     assert record["error"]["code"] == "corrupt-input"
     assert "first line is blank" in record["error"]["message"]
     assert "kernel" not in record["error"]["message"]
+
+
+@pytest.mark.parametrize(("text", "names", "rows"), [
+    ("\na,b\n1,x\n2,y\n", ["a", "b"], [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]),
+    ("\r\na;b\r\n1;2\r\n3;4\r\n", ["a", "b"], [{"a": 1, "b": 2}, {"a": 3, "b": 4}]),
+    ("\ufeff\nid,name\n1,x\n", ["id", "name"], [{"id": 1, "name": "x"}]),
+], ids=["blank-then-header", "crlf-semicolons", "bom-then-blank"])
+def test_blank_lines_before_the_header_are_skipped_and_counted(
+        text: str, names: list[str], rows: list[dict[str, Any]], mount: Path, normalize: Run, put: Put) -> None:
+    """A blank first line used to be refused ("remove the leading blank lines"): the table
+    after it is read, and the manifest says how many records came before its header."""
+    code, record = normalize(put("blank-first.csv", text))
+    assert code == 0, record
+    assert record["facts"]["input"]["skipped_rows"] == 1
+    assert record["facts"]["input"]["preamble"] == [""]
+    table = pq.read_table(mount / next(o["path"] for o in record["outputs"] if o["path"].endswith(".parquet")))
+    assert table.schema.names == names and table.to_pylist() == rows

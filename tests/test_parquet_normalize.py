@@ -341,6 +341,81 @@ def test_tsv_and_semicolon_are_sniffed(mount: Path, normalize: Run, put: Put) ->
     assert manifest["facts"]["input"]["delimiter"] == ";"
 
 
+# ---------------------------------------------------------------- title blocks
+
+
+GENESIS = ("GENESIS-Tabelle: 12411-0001\nBev\u00f6lkerung: Deutschland, Stichtag\nDeutschland\n\n"
+           "Stichtag;Anzahl\n31.12.2020;83155031\n31.12.2021;83237124\n31.12.2022;84358845\n"
+           "__________\n(C)opyright Statistisches Bundesamt (Destatis), 2023\n")
+BANK = ('"Kontonummer:";"DE12 1203 0000 1234 5678 90";\n"Von:";"01.01.2023";\n"Bis:";"31.01.2023";\n\n'
+        '"Buchungstag";"Empf\u00e4nger";"Zweck";"Betrag (EUR)";\n"31.01.2023";"Stadtwerke";"Strom";"-45,00";\n'
+        '"30.01.2023";"ACME GmbH";"Gehalt";"2.500,00";\n"29.01.2023";"REWE";"Einkauf";"-23,17";\n')
+PADDED = ('"Emissions by sector, 2000 to 2002",,\nthousand tonnes,,\n,,\nSector,Y2000,Y2001\nTimber,1,2\n'
+          'Steel,3\nGlass,5,6\n"Clay,\nceramic",7,8\nPaper,9,10\nFood,11,12\nTextiles,13\n')
+SEP_LINE = "sep=;\nname;city;zip\nAnna;Berlin;10115\nBen;Hamburg;20095\nCara;Bremen;28195\n"
+
+
+@pytest.mark.parametrize(("text", "skipped", "preamble", "names", "first", "rejected_lines"), [
+    (GENESIS, 4, ["GENESIS-Tabelle: 12411-0001", "Bev\u00f6lkerung: Deutschland, Stichtag", "Deutschland", ""],
+     ["stichtag", "anzahl"], {"stichtag": "31.12.2020", "anzahl": 83155031}, [9, 10]),
+    (BANK, 4, ["Kontonummer:;DE12 1203 0000 1234 5678 90", "Von:;01.01.2023", "Bis:;31.01.2023", ""],
+     ["buchungstag", "empfanger", "zweck", "betrag_eur", "column_5"],
+     {"buchungstag": "31.01.2023", "empfanger": "Stadtwerke", "zweck": "Strom", "betrag_eur": "-45,00",
+      "column_5": None}, []),
+    (PADDED, 3, ["Emissions by sector, 2000 to 2002", "thousand tonnes", ""], ["sector", "y2000", "y2001"],
+     {"sector": "Timber", "y2000": 1, "y2001": 2}, [6, 12]),
+    (SEP_LINE, 1, ["sep="], ["name", "city", "zip"], {"name": "Anna", "city": "Berlin", "zip": 10115}, []),
+], ids=["genesis-export", "bank-statement", "padded-title-rows", "excel-sep-line"])
+def test_a_title_block_before_the_header_is_skipped_and_kept_in_the_manifest(
+        mount: Path, normalize: Run, put: Put, text: str, skipped: int, preamble: list[str], names: list[str],
+        first: dict[str, Any], rejected_lines: list[int]) -> None:
+    """Spreadsheet, statistics-office and bank exports put a title block before the header:
+    the table starts at the header (the title block's records are in the manifest, not in
+    the data or the rejects), and rejects after it keep their source line numbers (a quoted
+    value over two lines included). Before, these were unrouted, or read with the title as
+    the header and every row ragged."""
+    rel = put("export.csv", text)
+    assert SPEC.accepts(text.encode())
+    code, manifest = normalize(rel.removeprefix("ingest/"))
+    assert code == 0, manifest
+    assert manifest["facts"]["input"]["skipped_rows"] == skipped
+    assert manifest["facts"]["input"]["preamble"] == preamble
+    table = rows(mount, manifest)
+    assert list(table[0]) == names and table[0] == first
+    rejected = rejects(mount, manifest) if rejected_lines else []
+    assert [r["line"] for r in rejected] == rejected_lines and manifest["facts"]["rows"]["rejected"] == len(rejected)
+    if text is PADDED:  # the title rows as wide as the table are not rows of it
+        assert [r["sector"] for r in table] == ["Timber", "Glass", "Clay,\nceramic", "Paper", "Food"]
+
+
+def test_option_skip_rows_sets_or_turns_off_the_title_block(mount: Path, normalize: Run, put: Put) -> None:
+    put("t.csv", "Report 2024\n\nname;qty\nx;1\ny;2\nz;3\n")
+    code, manifest = normalize("t.csv", "skip_rows=0")  # the first record is the header, whatever it is
+    assert code == 3 and manifest["error"]["code"] == "limit-exceeded"  # every row ragged against "Report 2024"
+    code, manifest = normalize("t.csv", "skip_rows=2")
+    assert code == 0 and rows(mount, manifest) == [{"name": "x", "qty": 1}, {"name": "y", "qty": 2},
+                                                   {"name": "z", "qty": 3}]
+    assert manifest["options"]["skip_rows"] == 2 and manifest["facts"]["input"]["preamble"] == ["Report 2024", ""]
+    code, manifest = normalize("t.csv", "skip_rows=3")  # the header is "x;1": numbers, so there is none
+    assert code == 0 and manifest["facts"]["input"]["header"] is False
+    code, manifest = normalize("t.csv", "skip_rows=40")
+    assert code == 3 and manifest["error"]["code"] == "empty-input" and "skip_rows=40" in manifest["error"]["message"]
+    code, manifest = normalize("t.csv")
+    assert code == 0 and manifest["options"]["skip_rows"] == "auto" and manifest["facts"]["input"]["skipped_rows"] == 2
+
+
+def test_a_table_whose_first_record_is_its_header_has_no_title_block(mount: Path, normalize: Run, put: Put) -> None:
+    """Headers with unnamed columns stay headers: a pandas index (",a,b"), one named column
+    of two, a header as wide as its rows."""
+    for name, text, names in (("index.csv", ",a,b\n0,1,2\n1,3,4\n", ["column_1", "a", "b"]),
+                              ("half.csv", "name,\nx,1\ny,2\nz,3\n", ["name", "column_2"])):
+        put(name, text)
+        code, manifest = normalize(name)
+        assert code == 0, manifest
+        assert "skipped_rows" not in manifest["facts"]["input"]
+        assert list(rows(mount, manifest)[0]) == names
+
+
 def test_headerless_csv_gets_generated_names(mount: Path, normalize: Run, put: Put) -> None:
     put("h.csv", "1,2024-01-01,x\n2,2024-01-02,y\n")
     code, manifest = normalize("h.csv")
@@ -464,6 +539,9 @@ TABLES = {
     "quoted-newlines": 'id,note\n1,"one line\nand another, with a comma"\n2,plain\n',
     "semicolons": "Name;Betrag;Datum\nA;1,50;2024-01-01\nB;2,75;2024-01-02\n",
     "header-only": "id|name|email",
+    "genesis-title-block": GENESIS,
+    "bank-statement": BANK,
+    "excel-sep-line": SEP_LINE,
     "hash-column": "# of items,price,total\n3,4.50,13.50\n5,6.00,30.00\n",
     "json-lines": '{"id": 1, "name": "a"}\n{"id": 2, "name": "b"}\n',
     "json-records": '[\n  {"id": 1, "name": "a"},\n  {"id": 2, "name": "b"}\n]\n',
@@ -504,7 +582,7 @@ def test_options_are_checked() -> None:
     from shared.errors import UsageError
 
     for bad in ({"delimiter": "ab"}, {"encoding": "klingon"}, {"timezone": "Mars/Base"}, {"max_reject_ratio": 2},
-                {"nope": 1}, {"format": "xlsx"}):
+                {"nope": 1}, {"format": "xlsx"}, {"skip_rows": -1}, {"skip_rows": "some"}):
         with pytest.raises(UsageError):
             SPEC.parse_options(bad)
 

@@ -18,7 +18,7 @@ CONTRACT_SUFFIXES = (".schema.json", ".schema.yaml", ".schema.yml")
 
 SPEC = WorkerSpec(
     name="parquet-normalize",
-    version="1.1.0",  # 1.1: inferred numbers never take a leading zero (codes stay strings)
+    version="1.1.0",  # 1.1: inferred numbers never take a leading zero (codes stay strings); title blocks skipped
     extensions=frozenset({".csv", ".tsv", ".tab", ".txt", ".jsonl", ".ndjson", ".json", ".parquet", ".pq",
                           ".gz", ".zst", ".bz2"}),
     sniff=sniff,

@@ -22,6 +22,7 @@ MAX_COLUMNS = 4096
 MAX_PARTITIONS = 1024  # distinct values of partition_by (one open writer each)
 MAX_DEDUPE_KEYS = 20_000_000  # distinct dedupe keys remembered across the stream
 MAX_REJECT_RATIO = 0.5  # rejected / read rows above this fail the file: a mostly ragged file is misparsed
+MAX_SKIP_ROWS = 10_000  # option skip_rows: records before the header, all within the first 256 KiB read
 MAX_JSON_LINE_BYTES = 16 * 1024 * 1024  # one JSON Lines record
 MAX_JSON_DOCUMENT_BYTES = 64 * 1024 * 1024  # a whole JSON array document (not streamed)
 
@@ -36,6 +37,7 @@ class Options(NamedTuple):
     encoding: str = "auto"
     delimiter: str = ""  # "" = sniffed
     header: str = "auto"
+    skip_rows: int = -1  # records before the header (a title block); -1 = found (sniff.table_start)
     null_tokens: tuple[str, ...] = DEFAULT_NULL_TOKENS
     schema: str = ""  # a contract file in the input's folder; "" = look for <input>.schema.json/yaml
     infer_types: bool = True
@@ -56,6 +58,7 @@ class Options(NamedTuple):
             "encoding": self.encoding,
             "delimiter": self.delimiter or "auto",
             "header": self.header,
+            "skip_rows": "auto" if self.skip_rows < 0 else self.skip_rows,
             "null_tokens": list(self.null_tokens),
             "schema": self.schema,
             "infer_types": self.infer_types,
@@ -87,6 +90,15 @@ def _null_tokens(reader: OptionReader) -> tuple[str, ...]:
     return tuple(dict.fromkeys(parts))
 
 
+def _skip_rows(reader: OptionReader) -> int:
+    """``skip_rows``: ``auto`` (a title block before the header is found and skipped) or the
+    number of records to skip (0: the first record is the header, whatever it looks like)."""
+    if str(reader.raw.get("skip_rows", "auto")).strip().lower() == "auto":
+        reader.used.add("skip_rows")
+        return -1
+    return reader.integer("skip_rows", -1, lo=0, hi=MAX_SKIP_ROWS)
+
+
 def parse(raw: Mapping[str, Any] | None) -> Options:
     """Options from an event (JSON values) or the CLI (strings); unknown keys are refused."""
     r = OptionReader(raw, WORKER)
@@ -113,6 +125,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         encoding=encoding,
         delimiter=delimiter,
         header=r.choice("header", "auto", HEADER_CHOICES),
+        skip_rows=_skip_rows(r),
         null_tokens=_null_tokens(r),
         schema=schema,
         infer_types=r.boolean("infer_types", True),

@@ -39,16 +39,20 @@ from workers.parquet_normalize.options import MAX_JSON_DOCUMENT_BYTES, MAX_JSON_
 from workers.parquet_normalize.sniff import (
     DELIMITERS,
     ENCRYPTED_PARQUET_MAGIC,
+    MAX_PREAMBLE,
     PARQUET_MAGIC,
+    RECORDS,
     UTF8_BOM,
     UTF16_BOMS,
     compression_of,
+    table_start,
 )
 
 SAMPLE_BYTES = 256 * 1024
 JSON_BATCH_LINES = 20_000
 PARQUET_BATCH_ROWS = 64 * 1024
 MAX_FOOTER_CHUNKS = 100_000  # column chunks summarized from a Parquet footer
+PREAMBLE_CHARS = 200  # of each title-block record kept in the manifest
 JSON_DEPTH_LIMIT = "json_depth"  # the limit hit by JSON nested past the parser's recursion limit
 TOO_DEEP = f"about {sys.getrecursionlimit():,} levels, Python's recursion limit"
 LEGACY_ENCODING = "cp1252"  # what "legacy" text almost always is; latin-1 where cp1252 cannot decode
@@ -87,6 +91,8 @@ class Detected:
     encoding_source: str | None = None  # bom, declared, utf-8, detected
     delimiter: str | None = None
     header: bool | None = None
+    skipped: int = 0  # records before the header: a title block (option skip_rows)
+    preamble: list[str] = field(default_factory=list)  # the first MAX_PREAMBLE of them, as text
     warnings: list[str] = field(default_factory=list)
 
     def facts(self) -> dict[str, Any]:
@@ -97,6 +103,9 @@ class Detected:
         if self.delimiter is not None:
             facts["delimiter"] = self.delimiter
             facts["header"] = self.header
+        if self.skipped:
+            facts["skipped_rows"] = self.skipped
+            facts["preamble"] = self.preamble
         return facts
 
 
@@ -189,8 +198,10 @@ def legacy_warning(encoding: str, data: bytes, offset: int) -> str:
 
 
 def _sniff_dialect(text: str, options: Options, detected: Detected) -> None:
-    """Delimiter (the candidate splitting the first lines into the most consistent
-    number of fields) and header (a first row with no numeric or date field)."""
+    """Delimiter (the candidate splitting the most of the first lines into one number of
+    fields, two at least), where the table starts (a title block before the header:
+    :func:`~workers.parquet_normalize.sniff.table_start`, or option ``skip_rows``) and header
+    (a first row with no numeric or date field)."""
     if not text.strip():
         raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
     cut = text.rfind("\n")
@@ -203,22 +214,36 @@ def _sniff_dialect(text: str, options: Options, detected: Detected) -> None:
         delimiter = ","
         for rank, candidate in enumerate(DELIMITERS):
             rows = _first_rows(body, candidate, 50)
-            widths = [len(r) for r in rows if r]
+            widths = [len(r) for r in rows if len(r) >= 2]  # a title block's lines may have one field
             if not widths:
                 continue
             mode = max(set(widths), key=widths.count)
-            if mode < 2:
-                continue
             score = (widths.count(mode), mode, -rank)
             if score > best:
                 best, delimiter = score, candidate
     detected.delimiter = delimiter
-    rows = _first_rows(body, delimiter, 2)
+    found = options.skip_rows < 0
+    rows = _first_rows(body, delimiter, (MAX_PREAMBLE if found else options.skip_rows) + RECORDS + 1)
+    start = table_start(rows) if found else options.skip_rows
+    if len(rows) <= start:
+        raise CorruptInput(f"option skip_rows={start} skips every record of the input's first {len(body):,} "
+                           f"characters ({len(rows)} records): nothing is left for a header or rows",
+                           code=EMPTY_INPUT)
+    detected.skipped = start
+    detected.preamble = [_preamble_text(row, delimiter) for row in rows[:min(start, MAX_PREAMBLE)]]
     if options.header != "auto":
         detected.header = options.header == "true"
     else:
-        first = rows[0] if rows else []
+        first = rows[start] if len(rows) > start else []
         detected.header = bool(first) and not any(_NUMBER.match(v) or _ISO_DATE.match(v) for v in first)
+
+
+def _preamble_text(row: list[str], delimiter: str) -> str:
+    """A title-block record as the manifest keeps it: its fields without the empty ones an
+    export pads it with at the end, cut to PREAMBLE_CHARS."""
+    while row and not row[-1].strip():
+        row = row[:-1]
+    return delimiter.join(row)[:PREAMBLE_CHARS]
 
 
 def _first_rows(text: str, delimiter: str, limit: int) -> list[list[str]]:
@@ -353,18 +378,23 @@ class CsvReader:
         self.lines = CsvLines()
         self.ragged: list[tuple[int | None, str, int, int]] = []
         self.names: list[str] = []
+        self.skipped_preamble = 0  # title-block records pyarrow found ragged (the rest are rows to drop)
 
     def _on_invalid(self, row: Any) -> str:
         if row.number is not None:
             self.lines.add_invalid(int(row.number), str(row.text))
+            if row.number <= self.detected.skipped:  # the title block: in the manifest, not a reject
+                self.skipped_preamble += 1
+                return "skip"
         self.ragged.append((row.number, str(row.text), int(row.expected_columns), int(row.actual_columns)))
         return "skip"
 
     def header(self, sample_text: str) -> list[str]:
-        rows = _first_rows(sample_text, self.detected.delimiter or ",", 1)
-        if not rows:
+        start = self.detected.skipped
+        rows = _first_rows(sample_text, self.detected.delimiter or ",", start + 1)
+        if len(rows) <= start:
             raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
-        first = rows[0]
+        first = rows[start]
         if not first:  # pyarrow would take the next row as names and infer its types
             raise CorruptInput("the CSV's first line is blank, so it gives no columns: the header (or first "
                                "row) must be on the first line; remove the leading blank line(s)")
@@ -390,7 +420,7 @@ class CsvReader:
             )
         except pa.ArrowInvalid as exc:
             self._legacy_or_raise(exc, arrow_encoding)
-        skip_header = bool(self.detected.header)
+        leading = self.detected.skipped + bool(self.detected.header)  # records before the data
         while True:
             try:
                 batch = reader.read_next_batch()
@@ -405,10 +435,11 @@ class CsvReader:
             yield from self._ready_rejects(numbering.first_valid, numbering.valid_nl_start, cumulative)
             self.lines.valid_seen += table.num_rows
             self.lines.valid_nl += int(cumulative[-1])
-            if skip_header:
-                skip_header = False
-                table = table.slice(1)
-                numbering.offset = 1
+            if leading:  # the header, and title-block records as wide as a row, come first
+                drop = min(leading - self.skipped_preamble, table.num_rows)
+                table = table.slice(drop)
+                numbering.offset = drop
+                leading = 0
             if table.num_rows:
                 yield RawBatch(table, numbering)
         yield from self._ready_rejects(self.lines.valid_seen, self.lines.valid_nl, None)

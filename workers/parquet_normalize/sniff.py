@@ -8,10 +8,15 @@ a statement's semicolon), and a backfill would have made junk Parquet of each. T
 tabular when its first records agree (:func:`_agree`): two fields at least, split by one
 delimiter, most of the records that follow as wide; or when its first line is a whole JSON
 object (JSON Lines), or it opens an array of objects (a JSON document of records).
+
+Spreadsheet and statistics exports often put a title block before the header: a title, the
+units, a source line, a blank line, Excel's ``sep=;``, a bank statement's ``Account:;DE..``
+lines. :func:`table_start` finds where the table starts, for the router and for the reader.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -30,6 +35,8 @@ SNIFF_WINDOW = 4096  # bytes the router reads for this worker: a header and the 
 RECORDS = 8  # records compared at most
 AGREEING = 2 / 3  # share of the records after the header that must have the header's field count
 WIDE_HEADER_FIELDS = 16  # names a header longer than the window must show, to be taken on its own
+MAX_PREAMBLE = 12  # records a title block may take before the header (title, units, source, notes, blanks)
+TITLED_ROWS = 3  # rows the router must see right after a header that follows a title block
 
 
 def compression_of(head: bytes) -> str | None:
@@ -74,7 +81,65 @@ def looks_tabular_text(head: bytes) -> bool:
     first = sample.splitlines()[0]
     if cut and first == sample:  # a header wider than the window: its names are all there is to judge
         return any(_wide_header(first.split(d)[:-1]) for d in DELIMITERS if d in first)
-    return any(_agree(_records(sample, d, cut), whole and not cut) for d in DELIMITERS if d in first)
+    if any(_agree(_records(sample, d, cut)[:RECORDS], whole and not cut) for d in DELIMITERS if d in first):
+        return True
+    return _after_a_title_block(stripped, whole)
+
+
+def _after_a_title_block(text: str, whole: bool) -> bool:
+    """A table that starts after a title block (:func:`table_start`, :func:`_titled_table`)."""
+    sample = _first_lines(text, MAX_PREAMBLE + RECORDS + 1)
+    if not _printable(sample):
+        return False
+    cut = not whole and len(sample) == len(text)
+    for delimiter in DELIMITERS:
+        if delimiter in sample:
+            records = _records(sample, delimiter, cut)
+            start = table_start(records)
+            if start and _titled_table(records, start, whole and not cut):
+                return True
+    return False
+
+
+def _titled_table(records: list[list[str]], start: int, whole: bool) -> bool:
+    """A table whose header is record ``start``, after a title block. The evidence must be
+    stronger than :func:`_agree`'s, since the agreement no longer starts at the first line:
+    - the header names its columns in short names (:func:`_short_names`), not behind a
+      comment's marker, and no record up to it opens like code (a module's docstring and
+      imports);
+    - TITLED_ROWS unindented records at least follow it at once, most of them exactly as
+      wide, and one column holds numbers or dates in most of them (:data:`_FIGURE`).
+    A heading over prose or a licence, whose lines have a comma or two, does not pass; a
+    title block over a table of text only is not routed (option format=csv reads it)."""
+    table = records[start:start + RECORDS]
+    header = table[0]
+    rows = list(itertools.takewhile(lambda r: len(r) > 1, table[1:]))  # the table's rows, up to a footer
+    if (len(rows) < TITLED_ROWS or sum(len(r) == len(header) for r in rows) < AGREEING * len(rows)
+            or any(r[0][:1].isspace() for r in rows)):  # indented: a paragraph's lines, a list's items
+        return False
+    figures = any(sum(1 for r in rows if i < len(r) and _FIGURE.fullmatch(r[i].strip().strip('"')))
+                  >= AGREEING * len(rows) for i in range(len(header)))
+    while len(header) > 2 and not header[-1].strip():  # a trailing delimiter names no column
+        header = header[:-1]
+    return (figures and _names_columns(header) and _short_names(header)
+            and not header[0].lstrip().startswith(_COMMENTS)
+            and not any(_opens_code(record[0].lstrip()) for record in records[:start] if record)
+            and _agree(table, whole))
+
+
+# A number or a date as exports write them: 83155031, -45,00, 2.500,00, 1 234.5, 12%, 31.12.2020, 2024-01-31
+_FIGURE = re.compile(r"[-+]?[\d.,' /:-]*\d[\d.,' /:-]*%?")
+
+
+MAX_NAME_WORDS = 6  # a column name after a title block: "Anteil an der Bevölkerung in Prozent"
+
+
+def _short_names(header: list[str]) -> bool:
+    """A header's names, not wrapped prose: the first unindented (a line of an indented
+    paragraph or list is not a header), none of more than MAX_NAME_WORDS words or holding a
+    URL (a package's ``Project-URL: Docs, https://...`` metadata)."""
+    return (not header[0][:1].isspace()
+            and all(len(name.split()) <= MAX_NAME_WORDS and "://" not in name for name in header))
 
 
 def _wide_header(names: list[str]) -> bool:
@@ -145,7 +210,7 @@ def _records(sample: str, delimiter: str, cut: bool) -> list[list[str]]:
         lines = [line for line in sample.splitlines() if line.strip()]
         if cut and lines:
             lines.pop()
-        return [line.split(delimiter) for line in lines[:RECORDS]]
+        return [line.split(delimiter) for line in lines[:MAX_PREAMBLE + RECORDS]]
     records: list[list[str]] = []
     fields: list[str] = []
     field: list[str] = []
@@ -169,7 +234,7 @@ def _records(sample: str, delimiter: str, cut: bool) -> list[list[str]]:
     fields.append("".join(field))
     if not cut and not quoted and any(f.strip() for f in fields):
         records.append(fields)
-    return records[:RECORDS]
+    return records[:MAX_PREAMBLE + RECORDS]
 
 
 MAX_NAME_CHARS = 64  # a column name longer than this is more likely a sentence
@@ -205,9 +270,54 @@ def _agree(records: list[list[str]], whole: bool) -> bool:
     header, rest = records[0], records[1:]
     if (rest or whole) and _names_columns(header) and not header[0].lstrip().startswith(_COMMENTS):
         return True
+    if not rows_agree(header, rest):
+        return False
+    width = Counter(len(r) for r in rest).most_common(1)[0][0]
+    return sum(1 for i in range(width) if any(i < len(r) and r[i].strip() for r in rest)) >= 2
+
+
+def rows_agree(header: list[str], rest: list[list[str]]) -> bool:
+    """Most records of ``rest`` (AGREEING) share one width of two fields at least, within one
+    of the header's (a trailing delimiter, a last column the header does not name)."""
     if not rest:
         return False
     width, seen = Counter(len(r) for r in rest).most_common(1)[0]
-    if width < 2 or abs(width - len(header)) > 1 or seen < AGREEING * len(rest):
+    return width >= 2 and abs(width - len(header)) <= 1 and seen >= AGREEING * len(rest)
+
+
+def filled(record: list[str]) -> int:
+    """Fields of ``record`` that hold something (an export pads a title row with empty ones)."""
+    return sum(1 for field in record if field.strip())
+
+
+def table_start(records: list[list[str]]) -> int:
+    """How many of the first ``records`` come before the table's header: 0, or the length
+    of a title block.
+
+    The header is the first record (within MAX_PREAMBLE) with two filled fields at least that
+    the RECORDS after it agree with in width (:func:`rows_agree`; records of one field, such
+    as a short table's footer, not counted). The records before it
+    are a title block only if each is one of (:func:`_titles`): a blank line, a line
+    without the delimiter (a title), a record clearly narrower than the header (a bank statement's
+    ``Account:;DE..`` lines over a header of many columns), a title cell padded with empty
+    fields to the header's width, Excel's ``sep=;`` line. Otherwise the table starts at the
+    first record, as it would without this rule (a header that the rows after it do not
+    agree with gives rejects)."""
+    for start, header in enumerate(records[:MAX_PREAMBLE + 1]):
+        rows = [r for r in records[start + 1:start + 1 + RECORDS] if len(r) > 1]  # not a footer's lone cells
+        if filled(header) < 2 or not rows_agree(header, rows):
+            continue
+        return start if start and all(_titles(record, header) for record in records[:start]) else 0
+    return 0
+
+
+def _titles(record: list[str], header: list[str]) -> bool:
+    """``record`` can be part of a title block above ``header`` (see :func:`table_start`)."""
+    count, names = filled(record), filled(header)
+    if 2 * count > names:  # as full as the header, or nearly: a row of the table, or its header
         return False
-    return sum(1 for i in range(width) if any(i < len(r) and r[i].strip() for r in rest)) >= 2
+    if count == 0 or len(record) == 1 or len(record) <= len(header) - 2:  # blank, no delimiter, clearly narrower
+        return True
+    if count <= 1 and names >= 3:  # a title cell, padded with empty fields
+        return True
+    return len(record) == 2 and record[0].strip().lower() == "sep=" and not record[1]  # Excel's "sep=;"

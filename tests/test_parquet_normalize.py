@@ -388,6 +388,22 @@ def test_a_title_block_before_the_header_is_skipped_and_kept_in_the_manifest(
         assert [r["sector"] for r in table] == ["Timber", "Glass", "Clay,\nceramic", "Paper", "Food"]
 
 
+def test_a_header_of_years_after_a_title_block_is_a_header(mount: Path, normalize: Run, put: Put) -> None:
+    """A statistics table names its columns with years: after a title block the record is the
+    header unless every field is a number or a date (then the table has no header)."""
+    put("years.csv", "Emissions by sector,,\n,,\nSector,2000,2001\nTimber,1,2\nSteel,3,4\nGlass,5,6\n")
+    code, manifest = normalize("years.csv")
+    assert code == 0 and manifest["facts"]["input"]["header"] is True
+    assert rows(mount, manifest)[0] == {"sector": "Timber", "col_2000": 1, "col_2001": 2}
+    put("figures.csv", "Emissions by sector,,\n,,\n1999,1,2\n2000,3,4\n2001,5,6\n")
+    code, manifest = normalize("figures.csv")
+    assert code == 0 and manifest["facts"]["input"]["header"] is False
+    assert rows(mount, manifest)[0] == {"column_1": 1999, "column_2": 1, "column_3": 2}
+    put("plain-years.csv", "2000,2001\n1,2\n3,4\n")  # no title block: all figures, so no header, as before
+    code, manifest = normalize("plain-years.csv")
+    assert code == 0 and manifest["facts"]["input"]["header"] is False
+
+
 def test_option_skip_rows_sets_or_turns_off_the_title_block(mount: Path, normalize: Run, put: Put) -> None:
     put("t.csv", "Report 2024\n\nname;qty\nx;1\ny;2\nz;3\n")
     code, manifest = normalize("t.csv", "skip_rows=0")  # the first record is the header, whatever it is
@@ -396,8 +412,10 @@ def test_option_skip_rows_sets_or_turns_off_the_title_block(mount: Path, normali
     assert code == 0 and rows(mount, manifest) == [{"name": "x", "qty": 1}, {"name": "y", "qty": 2},
                                                    {"name": "z", "qty": 3}]
     assert manifest["options"]["skip_rows"] == 2 and manifest["facts"]["input"]["preamble"] == ["Report 2024", ""]
-    code, manifest = normalize("t.csv", "skip_rows=3")  # the header is "x;1": numbers, so there is none
-    assert code == 0 and manifest["facts"]["input"]["header"] is False
+    code, manifest = normalize("t.csv", "skip_rows=3")  # after skipped records, "x;1" is a header: not all figures
+    assert code == 0 and rows(mount, manifest) == [{"x": "y", "col_1": 2}, {"x": "z", "col_1": 3}]
+    code, manifest = normalize("t.csv", "skip_rows=3", "header=false")
+    assert code == 0 and rows(mount, manifest)[0] == {"column_1": "x", "column_2": 1}
     code, manifest = normalize("t.csv", "skip_rows=40")
     assert code == 3 and manifest["error"]["code"] == "empty-input" and "skip_rows=40" in manifest["error"]["message"]
     code, manifest = normalize("t.csv")

@@ -201,7 +201,8 @@ def _sniff_dialect(text: str, options: Options, detected: Detected) -> None:
     """Delimiter (the candidate splitting the most of the first lines into one number of
     fields, two at least), where the table starts (a title block before the header:
     :func:`~workers.parquet_normalize.sniff.table_start`, or option ``skip_rows``) and header
-    (a first row with no numeric or date field)."""
+    (a first row with no numeric or date field; after a title block, one that is not all
+    numbers and dates)."""
     if not text.strip():
         raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
     cut = text.rfind("\n")
@@ -235,7 +236,10 @@ def _sniff_dialect(text: str, options: Options, detected: Detected) -> None:
         detected.header = options.header == "true"
     else:
         first = rows[start] if len(rows) > start else []
-        detected.header = bool(first) and not any(_NUMBER.match(v) or _ISO_DATE.match(v) for v in first)
+        figures = sum(1 for v in first if _NUMBER.match(v) or _ISO_DATE.match(v))
+        # after a title block the next record is the header unless it is all figures: a
+        # statistics table's "Year,2000,2001,..." names its columns with numbers
+        detected.header = bool(first) and (not figures or (start > 0 and figures < sum(1 for v in first if v.strip())))
 
 
 def _preamble_text(row: list[str], delimiter: str) -> str:

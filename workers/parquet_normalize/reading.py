@@ -400,8 +400,9 @@ class CsvReader:
             raise CorruptInput("the input has no header and no rows", code=EMPTY_INPUT)
         first = rows[start]
         if not first:  # pyarrow would take the next row as names and infer its types
-            raise CorruptInput("the CSV's first line is blank, so it gives no columns: the header (or first "
-                               "row) must be on the first line; remove the leading blank line(s)")
+            raise CorruptInput("the CSV's first line is blank, so it gives no columns, and no header follows "
+                               "the blank lines: remove them, or name how many records come before the header "
+                               "with option skip_rows")
         if len(first) > self.options.max_columns:
             raise LimitExceeded(f"the input has {len(first)} columns; the limit is max_columns="
                                 f"{self.options.max_columns}", limit="max_columns")

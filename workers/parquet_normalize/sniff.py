@@ -37,6 +37,9 @@ AGREEING = 2 / 3  # share of the records after the header that must have the hea
 WIDE_HEADER_FIELDS = 16  # names a header longer than the window must show, to be taken on its own
 MAX_PREAMBLE = 12  # records a title block may take before the header (title, units, source, notes, blanks)
 TITLED_ROWS = 3  # rows the router must see right after a header that follows a title block
+MAX_NAME_WORDS = 6  # of a column name after a title block: "Anteil an der Bevölkerung in Prozent"
+# A number or a date as exports write them: 83155031, -45,00, 2.500,00, 1 234.5, 12%, 31.12.2020, 2024-01-31
+_FIGURE = re.compile(r"[-+]?[\d.,' /:-]*\d[\d.,' /:-]*%?")
 
 
 def compression_of(head: bytes) -> str | None:
@@ -125,13 +128,6 @@ def _titled_table(records: list[list[str]], start: int, whole: bool) -> bool:
             and not header[0].lstrip().startswith(_COMMENTS)
             and not any(_opens_code(record[0].lstrip()) for record in records[:start] if record)
             and _agree(table, whole))
-
-
-# A number or a date as exports write them: 83155031, -45,00, 2.500,00, 1 234.5, 12%, 31.12.2020, 2024-01-31
-_FIGURE = re.compile(r"[-+]?[\d.,' /:-]*\d[\d.,' /:-]*%?")
-
-
-MAX_NAME_WORDS = 6  # a column name after a title block: "Anteil an der Bevölkerung in Prozent"
 
 
 def _short_names(header: list[str]) -> bool:
@@ -294,15 +290,15 @@ def table_start(records: list[list[str]]) -> int:
     """How many of the first ``records`` come before the table's header: 0, or the length
     of a title block.
 
-    The header is the first record (within MAX_PREAMBLE) with two filled fields at least that
-    the RECORDS after it agree with in width (:func:`rows_agree`; records of one field, such
-    as a short table's footer, not counted). The records before it
-    are a title block only if each is one of (:func:`_titles`): a blank line, a line
-    without the delimiter (a title), a record clearly narrower than the header (a bank statement's
-    ``Account:;DE..`` lines over a header of many columns), a title cell padded with empty
-    fields to the header's width, Excel's ``sep=;`` line. Otherwise the table starts at the
-    first record, as it would without this rule (a header that the rows after it do not
-    agree with gives rejects)."""
+    The header is the first record (within MAX_PREAMBLE) with two filled fields at least
+    that the RECORDS after it agree with in width (:func:`rows_agree`; records of one field,
+    such as a short table's footer, not counted). The records before it are a title block
+    only if each is one of (:func:`_titles`): a blank line, a line without the delimiter (a
+    title), a record clearly narrower than the header (a bank statement's ``Account:;DE..``
+    lines over a header of many columns), a title cell padded with empty fields to the
+    header's width, Excel's ``sep=;`` line. Otherwise the table starts at the first record,
+    as it would without this rule (a header that the rows after it do not agree with gives
+    rejects)."""
     for start, header in enumerate(records[:MAX_PREAMBLE + 1]):
         rows = [r for r in records[start + 1:start + 1 + RECORDS] if len(r) > 1]  # not a footer's lone cells
         if filled(header) < 2 or not rows_agree(header, rows):

@@ -357,7 +357,7 @@ SEP_LINE = "sep=;\nname;city;zip\nAnna;Berlin;10115\nBen;Hamburg;20095\nCara;Bre
 
 @pytest.mark.parametrize(("text", "skipped", "preamble", "names", "first", "rejected_lines"), [
     (GENESIS, 4, ["GENESIS-Tabelle: 12411-0001", "Bev\u00f6lkerung: Deutschland, Stichtag", "Deutschland", ""],
-     ["stichtag", "anzahl"], {"stichtag": "31.12.2020", "anzahl": 83155031}, [9, 10]),
+     ["stichtag", "anzahl"], {"stichtag": "31.12.2020", "anzahl": 83155031}, []),
     (BANK, 4, ["Kontonummer:;DE12 1203 0000 1234 5678 90", "Von:;01.01.2023", "Bis:;31.01.2023", ""],
      ["buchungstag", "empfanger", "zweck", "betrag_eur", "column_5"],
      {"buchungstag": "31.01.2023", "empfanger": "Stadtwerke", "zweck": "Strom", "betrag_eur": "-45,00",
@@ -386,6 +386,28 @@ def test_a_title_block_before_the_header_is_skipped_and_kept_in_the_manifest(
     assert [r["line"] for r in rejected] == rejected_lines and manifest["facts"]["rows"]["rejected"] == len(rejected)
     if text is PADDED:  # the title rows as wide as the table are not rows of it
         assert [r["sector"] for r in table] == ["Timber", "Glass", "Clay,\nceramic", "Paper", "Food"]
+    if text is GENESIS:  # the lines after the table, without the delimiter: its footer
+        assert manifest["facts"]["input"]["footer"] == ["__________",
+                                                        "(C)opyright Statistisches Bundesamt (Destatis), 2023"]
+
+
+def test_lines_without_the_delimiter_that_end_the_file_are_its_footer(mount: Path, normalize: Run, put: Put) -> None:
+    """A short table's footer is not half its rows rejected (max_reject_ratio): up to 12
+    lines without the delimiter after the last row go to facts.input.footer. The same line
+    between rows, or a longer run at the end, stays a reject with its line number."""
+    put("short.csv", "a;b\n1;2\n3;4\n-----\nSource: the office\nStand: 2023\n")
+    code, manifest = normalize("short.csv")
+    assert code == 0, manifest
+    assert manifest["facts"]["input"]["footer"] == ["-----", "Source: the office", "Stand: 2023"]
+    assert manifest["facts"]["rows"]["rejected"] == 0 and len(rows(mount, manifest)) == 2
+    put("middle.csv", "a;b\n1;2\nlost\n3;4\nSource: the office\n")
+    code, manifest = normalize("middle.csv")
+    assert code == 0 and [r["line"] for r in rejects(mount, manifest)] == [3]
+    assert manifest["facts"]["input"]["footer"] == ["Source: the office"]
+    put("long.csv", "a;b\n" + "".join(f"{i};{i}\n" for i in range(40)) + "".join(f"note {i}\n" for i in range(13)))
+    code, manifest = normalize("long.csv")
+    assert code == 0 and "footer" not in manifest["facts"]["input"]
+    assert [r["line"] for r in rejects(mount, manifest)] == list(range(42, 55))
 
 
 def test_a_header_of_years_after_a_title_block_is_a_header(mount: Path, normalize: Run, put: Put) -> None:

@@ -52,7 +52,8 @@ SAMPLE_BYTES = 256 * 1024
 JSON_BATCH_LINES = 20_000
 PARQUET_BATCH_ROWS = 64 * 1024
 MAX_FOOTER_CHUNKS = 100_000  # column chunks summarized from a Parquet footer
-PREAMBLE_CHARS = 200  # of each title-block record kept in the manifest
+PREAMBLE_CHARS = 200  # of each title-block (or footer) record kept in the manifest
+MAX_FOOTER = 12  # lines without the delimiter after the last row, kept as the table's footer
 JSON_DEPTH_LIMIT = "json_depth"  # the limit hit by JSON nested past the parser's recursion limit
 TOO_DEEP = f"about {sys.getrecursionlimit():,} levels, Python's recursion limit"
 LEGACY_ENCODING = "cp1252"  # what "legacy" text almost always is; latin-1 where cp1252 cannot decode
@@ -70,6 +71,7 @@ class Reject:
     reason: str
     record: Any
     label: str = "line"  # what ``line`` counts: "line" (text inputs) or "item" (a JSON array's records)
+    fields: int | None = None  # a ragged CSV record's field count
 
 
 @dataclass
@@ -93,6 +95,7 @@ class Detected:
     header: bool | None = None
     skipped: int = 0  # records before the header: a title block (option skip_rows)
     preamble: list[str] = field(default_factory=list)  # the first MAX_PREAMBLE of them, as text
+    footer: list[str] = field(default_factory=list)  # lines without the delimiter after the last row
     warnings: list[str] = field(default_factory=list)
 
     def facts(self) -> dict[str, Any]:
@@ -106,6 +109,8 @@ class Detected:
         if self.skipped:
             facts["skipped_rows"] = self.skipped
             facts["preamble"] = self.preamble
+        if self.footer:
+            facts["footer"] = self.footer
         return facts
 
 
@@ -410,6 +415,32 @@ class CsvReader:
             f"column_{i + 1}" for i in range(len(first))]
 
     def batches(self, width: int) -> Iterator[RawBatch | Reject]:
+        """The rows in batches and the ragged records as rejects, in line order; the lines
+        without the delimiter that end the file (MAX_FOOTER at most) are its footer
+        (``Detected.footer``), not rejects. Only the last MAX_FOOTER of them are held back."""
+        held: list[Reject] = []  # lines without the delimiter after every row and reject so far
+        run_too_long = False  # the present run of them already had more than MAX_FOOTER
+
+        def release(before: int | None) -> Iterator[Reject]:
+            while held and (before is None or (held[0].line or 0) < before):
+                yield held.pop(0)
+
+        for item in self._batches(width):
+            if isinstance(item, Reject) and _no_delimiter(item):
+                held.append(item)
+                if len(held) > MAX_FOOTER:
+                    run_too_long = True
+                    yield held.pop(0)
+                continue
+            yield from release(item.line if isinstance(item, Reject) else item.lines([item.table.num_rows - 1])[0])
+            run_too_long = run_too_long and bool(held)  # a run broken by a row or a reject starts again
+            yield item
+        if held and not run_too_long:
+            self.detected.footer = [str(r.record)[:PREAMBLE_CHARS] for r in held]
+            held.clear()
+        yield from release(None)
+
+    def _batches(self, width: int) -> Iterator[RawBatch | Reject]:
         keys = [f"c{i}" for i in range(width)]
         arrow_encoding = "utf8" if self.encoding in ("utf-8", "utf-8-sig") else self.encoding
         try:
@@ -464,8 +495,13 @@ class CsvReader:
             if line is None and cumulative is not None and number is not None:
                 pending.append((number, text, expected, actual))
                 continue
-            yield Reject(line, f"ragged row: {actual} fields where the header has {expected}", text)
+            yield Reject(line, f"ragged row: {actual} fields where the header has {expected}", text, fields=actual)
         self.ragged = pending
+
+
+def _no_delimiter(reject: Reject) -> bool:
+    """A ragged record of one field with text: a footer's line ("(C) Statistisches Bundesamt")."""
+    return reject.fields == 1 and bool(str(reject.record).strip())
 
 
 # ------------------------------------------------------------------------ JSON Lines

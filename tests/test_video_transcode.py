@@ -734,3 +734,113 @@ def test_variable_frame_rate_becomes_the_nearest_standard_rate(mount: Path, clip
     deltas = {round(b - a, 3) for a, b in itertools.pairwise(pts)}
     assert deltas <= {round(1001 / 24000, 3), round(1001 / 24000, 3) + 0.001}  # constant, 23.976 fps
     assert abs(len(pts) - 3 * 24000 / 1001) <= 2  # frames duplicated by timestamp: the length is kept
+
+
+# ------------------------------------------------------------------------ HDR sources
+
+
+HDR_SOURCES = {"hlg": "arib-std-b67", "pq": "smpte2084"}  # every recent phone's video; HDR10
+
+
+def _bars(clips: Path) -> Path:
+    """Static colour bars (every frame the same), SDR BT.709: the reference an HDR copy of
+    them must come back to."""
+    path = clips / "bars-sdr.mp4"
+    if not path.exists():
+        ff("-f", "lavfi", "-i", "smptehdbars=s=320x180:r=25:d=1", "-c:v", "libx264", "-preset", "ultrafast",
+           "-qp", "0", "-pix_fmt", "yuv444p", "-color_primaries", "bt709", "-color_trc", "bt709",
+           "-colorspace", "bt709", str(path))
+    return path
+
+
+def _hdr_bars(clips: Path, transfer: str) -> Path:
+    """The bars as a phone or an HDR10 master writes them: 10-bit HEVC, BT.2020, HLG or PQ."""
+    path = clips / f"bars-{transfer}.mp4"
+    if not path.exists():
+        ff("-i", str(_bars(clips)), "-vf", f"zscale=tin=bt709:pin=bt709:min=bt709:t={transfer}:p=bt2020:m=bt2020nc:"
+           "npl=100,format=yuv420p10le", "-c:v", "libx265", "-preset", "ultrafast", "-x265-params",
+           "log-level=error:crf=8", "-tag:v", "hvc1", "-color_primaries", "bt2020", "-color_trc", transfer,
+           "-colorspace", "bt2020nc", str(path))
+    return path
+
+
+def _psnr(path: Path, reference: Path) -> float:
+    lines = subprocess.run([str(FFMPEG), "-hide_banner", "-i", str(path), "-i", str(reference), "-lavfi",
+                            "[0:v]format=yuv444p[a];[1:v]format=yuv444p[b];[a][b]psnr", "-f", "null", "-"],
+                           capture_output=True, text=True, check=True).stderr
+    return float(re.findall(r"average:([\d.]+|inf)", lines)[-1])
+
+
+def _poster_difference(poster: Path, reference: Path) -> float:
+    """Mean absolute difference per RGB channel (0-255) between the poster and the reference's first frame."""
+    from PIL import Image, ImageChops, ImageStat
+
+    frame = subprocess.run([str(FFMPEG), "-v", "error", "-i", str(reference), "-frames:v", "1", "-f", "image2pipe",
+                            "-vcodec", "png", "pipe:1"], check=True, capture_output=True).stdout
+    import io
+
+    with Image.open(poster) as made, Image.open(io.BytesIO(frame)) as ref:
+        diff = ImageChops.difference(made.convert("RGB"), ref.convert("RGB").resize(made.size))
+        return float(sum(ImageStat.Stat(diff).mean) / 3)
+
+
+@pytest.mark.skipif(not runner.has_filter("zscale"), reason="this ffmpeg has no zscale (libzimg) to make HDR clips")
+@pytest.mark.parametrize(("kind", "lut"), [("hlg", True), ("pq", True), ("hlg", False)],
+                         ids=["hlg", "pq", "hlg-float-chain"])
+def test_hdr_sources_become_sdr_bt709_renditions_and_posters(kind: str, lut: bool, mount: Path, clips: Path,
+                                                             put_clip: PutClip, run: Run,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An HLG or PQ source played as SDR is washed out, and a JPEG of it always is: the
+    renditions and the poster are tone-mapped to BT.709 and tagged so, through the 3D LUT or,
+    where none can be made, ffmpeg's float chain. Measured against the SDR bars the HDR copy
+    was made from: the tone-mapped rendition comes back at ~29 dB PSNR, the untouched one
+    (option hdr=keep, the behaviour before) at 17-18 dB."""
+    from workers.video_transcode import tonemap
+
+    if not lut:
+        monkeypatch.setattr(tonemap, "lut_file", lambda *args: None)
+    transfer = HDR_SOURCES[kind]
+    reference = _bars(clips)
+    rel = put_clip(_hdr_bars(clips, transfer))
+    made = run(rel)
+    assert made.status == "done", made.message
+    assert made.record["facts"]["hdr"] == {"transfer": transfer, "output": "sdr", "tone_curve": "mobius"}  # type: ignore[index]
+    assert made.record["facts"]["probe"]["video"]["color_transfer"] == transfer  # type: ignore[index]
+    rendition = outputs(mount, made)["180p.mp4"]
+    video, = streams(rendition, "video")
+    assert (video["color_transfer"], video["color_primaries"], video["color_space"]) == ("bt709", "bt709", "bt709")
+    tone_mapped, tone_mapped_poster = _psnr(rendition, reference), _poster_difference(
+        outputs(mount, made)["poster.jpg"], reference)
+
+    kept = run(rel, hdr="keep")
+    assert kept.status == "done", kept.message
+    assert kept.record["facts"]["hdr"] == {"transfer": transfer, "output": "kept"}  # type: ignore[index]
+    untouched = outputs(mount, kept)["180p.mp4"]
+    video, = streams(untouched, "video")
+    assert video["color_transfer"] == transfer  # an HDR-aware player still knows what it is
+    untouched_psnr, untouched_poster = _psnr(untouched, reference), _poster_difference(
+        outputs(mount, kept)["poster.jpg"], reference)
+    # measured: 28.9 / 28.8 dB against 18.2 / 16.6; the poster 10.4 / 10.8 levels off against 47 / 53
+    assert tone_mapped >= 24 and tone_mapped >= untouched_psnr + 8, (tone_mapped, untouched_psnr)
+    assert tone_mapped_poster <= 14 and 3 * tone_mapped_poster <= untouched_poster, (tone_mapped_poster,
+                                                                                      untouched_poster)
+
+
+@pytest.mark.skipif(not runner.has_filter("zscale"), reason="this ffmpeg has no zscale (libzimg) to make HDR clips")
+def test_an_ffmpeg_without_zscale_leaves_hdr_untouched_and_says_so(mount: Path, clips: Path, put_clip: PutClip,
+                                                                   run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    rel = put_clip(_hdr_bars(clips, HDR_SOURCES["hlg"]))
+    monkeypatch.setattr(runner, "has_filter", lambda name: name != "zscale")
+    outcome = run(rel, poster=False)
+    assert outcome.status == "done", outcome.message
+    assert outcome.record["facts"]["hdr"] == {"transfer": "arib-std-b67", "output": "untouched"}  # type: ignore[index]
+
+
+def test_the_ffmpeg_probe_reads_an_hdr_stream_s_colours() -> None:
+    """Without ffprobe (the imageio-ffmpeg wheel alone) the colours come from ffmpeg's stream line."""
+    line = ("  Stream #0:0[0x1](und): Video: hevc (Main 10) (hvc1 / 0x31637668), yuv420p10le(tv, bt2020nc/bt2020/"
+            "arib-std-b67), 1920x1080, 9861 kb/s, 29.97 fps, 29.97 tbr, 600 tbn (default)")
+    match = probe._COLOR.search(line)
+    assert match is not None
+    assert (match["space"], match["primaries"], match["transfer"]) == ("bt2020nc", "bt2020", "arib-std-b67")
+    assert probe._COLOR.search("Stream #0:0: Video: h264, yuv420p(tv, bt709), 320x240") is None  # SDR: one name

@@ -261,6 +261,9 @@ def _process(source: InputFile, out: OutputDir, options: Options, ctx: RunContex
         facts["mode"] = "single-pass"
     facts["output_frame_rate"] = plan.rate
     facts["deinterlaced"] = plan.deinterlace
+    if (hdr := hdr_output(info.video, options)) is not None:
+        facts["hdr"] = {"transfer": info.video.color_transfer, "output": hdr,
+                        **({"tone_curve": encode.TONEMAP} if hdr == "sdr" else {})}
     for rung in plan.rungs:
         out.update_facts(rung.name, **output_facts(out.run_dir / rung.name))
     top = plan.rungs[0]
@@ -280,9 +283,23 @@ def video_plan(path: Path, info: MediaInfo, options: Options) -> VideoPlan:
     """The frame-deciding settings, identical wherever a segment of this input is encoded."""
     assert info.video is not None
     rate = encode.output_rate(info.video, options.max_fps)
-    return VideoPlan(runner.media_url(path), info.video.index, f"{rate.numerator}/{rate.denominator}",
-                     tuple(encode.ladder_for(info.video, options.ladder)), options.crf, options.preset,
-                     options.threads, deinterlace=info.video.interlaced)
+    video = info.video
+    return VideoPlan(runner.media_url(path), video.index, f"{rate.numerator}/{rate.denominator}",
+                     tuple(encode.ladder_for(video, options.ladder)), options.crf, options.preset,
+                     options.threads, deinterlace=video.interlaced,
+                     tonemap=video.color_transfer if hdr_output(video, options) == "sdr" else None,
+                     source_primaries=video.color_primaries or "bt2020", source_matrix=video.color_space or "bt2020nc")
+
+
+def hdr_output(video: probe.VideoStream, options: Options) -> str | None:
+    """What an HDR source becomes: ``sdr`` (tone-mapped, option ``hdr=sdr``, the default),
+    ``kept`` (option ``hdr=keep``: 8-bit H.264 carrying the source's HLG or PQ tags, for
+    HDR-aware players) or ``untouched`` (this ffmpeg lacks the zscale filter); None for SDR."""
+    if not video.hdr:
+        return None
+    if options.hdr == "keep":
+        return "kept"
+    return "sdr" if runner.has_filter("zscale") and runner.has_filter("tonemap") else "untouched"
 
 
 def copies_audio(info: MediaInfo, options: Options) -> bool:
@@ -464,7 +481,8 @@ def make_poster(plan: VideoPlan, info: MediaInfo, rung: Rung, out: OutputDir, st
             picked = picked.filter("thumbnail", POSTER_WINDOW_FRAMES)
         graph = (picked.filter("metadata", mode="add", key=POSTER_TAG, value=1)
                  .filter("metadata", mode="print", key=POSTER_TAG, file="pipe:2")  # its pts_time, on stderr
-                 .filter("scale", rung.width, rung.height).filter("setsar", 1))
+                 .filter("scale", rung.width, rung.height))
+        graph = encode.to_sdr(graph, plan).filter("setsar", 1)
         argv = encode._global(ffmpeg.output(graph, runner.media_url(Path("poster.jpg")), **{
             "frames:v": 1, "q:v": 3, "update": 1, "map_metadata": -1}), 0)
         result = run_checked(argv, "poster", stop, cwd=out.run_dir, expect_frames=False)
@@ -494,8 +512,8 @@ def make_sprite(plan: VideoPlan, info: MediaInfo, out: OutputDir, options: Optio
     height = encode.even(width * top.height / top.width)
     inp = ffmpeg.input(plan.source)
     pick = f"isnan(prev_selected_t)+gte(t-prev_selected_t,{interval:.3f})"  # first frame, then every interval
-    graph = (inp[str(plan.stream)].filter("select", pick)
-             .filter("scale", width, height).filter("setsar", 1).filter("tile", f"{columns}x{rows}"))
+    graph = encode.to_sdr(inp[str(plan.stream)].filter("select", pick).filter("scale", width, height), plan)
+    graph = graph.filter("setsar", 1).filter("tile", f"{columns}x{rows}")
     out.path("sprite.jpg", "image/jpeg", width=columns * width, height=rows * height, thumbnails=count,
              interval=round(interval, 3))
     argv = encode._global(ffmpeg.output(graph, runner.media_url(Path("sprite.jpg")), **{

@@ -25,7 +25,7 @@ from typing import Any
 
 import ffmpeg
 
-from workers.video_transcode import runner
+from workers.video_transcode import runner, tonemap
 from workers.video_transcode.probe import AudioStream, MediaInfo, VideoStream
 
 STANDARD_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50",
@@ -97,6 +97,9 @@ class VideoPlan:
     preset: str
     threads: int
     deinterlace: bool = False  # an interlaced source: fields made frames (bwdif) before anything else
+    tonemap: str | None = None  # an HDR source's transfer (smpte2084, arib-std-b67): made SDR BT.709 (to_sdr)
+    source_primaries: str = "bt2020"  # and its primaries and YUV matrix, which the tone-mapping reads from
+    source_matrix: str = "bt2020nc"
 
     @property
     def fps(self) -> Fraction:
@@ -109,9 +112,38 @@ def video_codec_args(plan: VideoPlan) -> dict[str, Any]:
         "profile:v": "high", "force_key_frames": f"expr:gte(t,n_forced*{KEYFRAME_SECONDS})",
         "map_metadata": -1, "map_chapters": -1, "sn": None, "dn": None,
     }
+    if plan.tonemap:  # the stream says what it now is: SDR BT.709
+        args.update(color_primaries="bt709", color_trc="bt709", colorspace="bt709")
     if plan.threads:
         args["threads"] = plan.threads
     return args
+
+
+TONEMAP = "mobius"  # keeps an exact conversion's midtones and rolls the highlights off, unclipped
+SDR_WHITE_NITS = 100  # the nominal peak HDR light is scaled to before tone-mapping (SDR's reference white)
+
+
+def to_sdr(stream: Any, plan: VideoPlan) -> Any:
+    """An HDR picture (PQ or HLG, BT.2020) as SDR BT.709, for players and JPEGs that know no
+    HDR: linear light, BT.709 primaries, the tone curve, BT.709's transfer and matrix. Played
+    as HDR without it, an HLG or PQ picture shows washed out, and a JPEG of it always does.
+    ``hable``, the curve most often quoted, darkens the whole picture by half where a stream
+    carries no mastering peak (most phone videos); ``mobius`` keeps the midtones of an exact
+    conversion (see tests/test_video_transcode.py). Applied through a 3D LUT made from the
+    same filters (:mod:`workers.video_transcode.tonemap`: about half their cost), or by
+    those filters where no LUT can be made. A no-op for an SDR plan."""
+    if plan.tonemap is None:
+        return stream
+    lut = tonemap.lut_file(plan.tonemap, plan.source_primaries, plan.source_matrix, TONEMAP, SDR_WHITE_NITS)
+    if lut is not None:
+        return (stream.filter("scale", in_color_matrix="bt2020").filter("format", "gbrp16le")
+                .filter("lut3d", file=str(lut), interp="tetrahedral")
+                .filter("scale", out_color_matrix="bt709", out_range="tv").filter("format", "yuv420p"))
+    return (stream.filter("zscale", tin=plan.tonemap, pin=plan.source_primaries, min=plan.source_matrix,
+                          t="linear", npl=SDR_WHITE_NITS)
+            .filter("format", "gbrpf32le").filter("zscale", p="bt709")
+            .filter("tonemap", tonemap=TONEMAP, desat=0)
+            .filter("zscale", t="bt709", m="bt709", r="tv").filter("format", "yuv420p"))
 
 
 def _video_graph(plan: VideoPlan, inp: Any, *, start_frame: int | None, frames: int | None) -> list[Any]:
@@ -124,6 +156,9 @@ def _video_graph(plan: VideoPlan, inp: Any, *, start_frame: int | None, frames: 
     stream = stream.filter("fps", fps=plan.rate, start_time=0)
     if frames is not None:
         stream = stream.filter("trim", end_frame=frames)
+    if plan.tonemap:  # tone-mapped once, at the top rung's size (float RGB costs per pixel), before the split
+        top = plan.rungs[0]
+        stream = to_sdr(stream.filter("scale", top.width, top.height, flags="bicubic"), plan)
     branches = stream.filter_multi_output("split", len(plan.rungs)) if len(plan.rungs) > 1 else None
     out = []
     for i, rung in enumerate(plan.rungs):

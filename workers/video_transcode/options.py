@@ -30,6 +30,7 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 
 
 DEFAULT_HEIGHTS = tuple(int(r) for r in DEFAULT_LADDER)
+HDR_CHOICES = ("sdr", "keep")  # what an HDR (PQ, HLG) source becomes: tone-mapped to SDR BT.709, or kept as tagged
 
 
 class Options(NamedTuple):
@@ -48,6 +49,7 @@ class Options(NamedTuple):
     segment_seconds: int = 0  # > 0: segment-parallel encoding with segments of about this length
     max_duration: float = MAX_DURATION_SECONDS
     max_pixels: int = MAX_PIXELS
+    hdr: str = "sdr"  # an HDR source: "sdr" tone-maps it to BT.709, "keep" keeps its HLG/PQ tags
 
     def to_manifest(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class Options(NamedTuple):
             "segment_seconds": self.segment_seconds,
             "max_duration": self.max_duration,
             "max_pixels": self.max_pixels,
+            "hdr": self.hdr,
         }
 
 
@@ -98,6 +101,7 @@ def parse(raw: Mapping[str, Any] | None) -> Options:
         segment_seconds=reader.integer("segment_seconds", 0, lo=0, hi=3600),
         max_duration=reader.number("max_duration", MAX_DURATION_SECONDS, lo=1.0, hi=48 * 3600.0),
         max_pixels=reader.integer("max_pixels", MAX_PIXELS, lo=64 * 64, hi=16384 * 16384),
+        hdr=reader.choice("hdr", "sdr", HDR_CHOICES),
     )
     reader.finish()
     return options

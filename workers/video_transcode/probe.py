@@ -24,6 +24,8 @@ KEYFRAME_WINDOW_SECONDS = 4  # packets read after each seek (from where it lands
 VFR_SAMPLE_SECONDS = 20  # packet headers read from the start to measure frame-time regularity
 VFR_SAMPLE_PACKETS = 600  # packets read to measure frame-time regularity
 INTERLACED_FIELD_ORDERS = ("tt", "bb", "tb", "bt")
+HDR_TRANSFERS = ("smpte2084", "arib-std-b67")  # PQ and HLG, as ffmpeg names them
+_COLOR = re.compile(r"\((?:tv|pc), (?P<space>[\w-]+)/(?P<primaries>[\w-]+)/(?P<transfer>[\w-]+)")  # ffmpeg -i
 # ffmpeg's words for them in its stream report (libavcodec's av_get_field_order names)
 _FIELD_WORDS = (("top coded first", "tb"), ("bottom coded first", "bt"), ("top first", "tt"),
                 ("bottom first", "bb"), ("progressive", "progressive"))
@@ -61,11 +63,19 @@ class VideoStream:
     sample_aspect_ratio: str = "1:1"  # pixel shape; anamorphic sources (e.g. 1440x1080 at 4:3) differ
     level: int | None = None  # H.264/HEVC level as ffprobe reports it (40 = 4.0)
     field_order: str | None = None  # ffprobe's: progressive; tt, bb, tb, bt (interlaced); unknown
+    color_transfer: str | None = None  # ffprobe's: bt709, smpte2084 (PQ, HDR10), arib-std-b67 (HLG) ...
+    color_primaries: str | None = None  # bt709, bt2020 ...
+    color_space: str | None = None  # the YUV matrix: bt709, bt2020nc ...
 
     @property
     def interlaced(self) -> bool:
         """Fields, not frames (broadcast, DV, AVCHD camcorders): deinterlaced before scaling."""
         return self.field_order in INTERLACED_FIELD_ORDERS
+
+    @property
+    def hdr(self) -> bool:
+        """HDR: PQ (HDR10, Dolby Vision's base layer) or HLG (every recent phone's video)."""
+        return self.color_transfer in HDR_TRANSFERS
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -224,7 +234,8 @@ def probe(path: Path, *, measure_vfr: bool = True, keyframes_every: float = 0) -
             variable_frame_rate=vfr, rotation=rotation, bitrate=_int(video_raw.get("bit_rate")),
             frames=_int(video_raw.get("nb_frames")), start_time=_float(video_raw.get("start_time")),
             sample_aspect_ratio=str(video_raw.get("sample_aspect_ratio") or "1:1"), level=_int(video_raw.get("level")),
-            field_order=video_raw.get("field_order"))
+            field_order=video_raw.get("field_order"), color_transfer=video_raw.get("color_transfer"),
+            color_primaries=video_raw.get("color_primaries"), color_space=video_raw.get("color_space"))
     audio = None
     if audio_raw is not None:
         audio = AudioStream(
@@ -343,7 +354,9 @@ def _probe_with_ffmpeg(path: Path, encrypted: bool) -> MediaInfo:
                     variable_frame_rate=abs(base - rate) > rate * VFR_TOLERANCE, rotation=0,
                     bitrate=int(br.group(1)) * 1000 if br else None, frames=None, start_time=start,
                     sample_aspect_ratio=sar.group(1) if (sar := re.search(r"\[SAR (\d+:\d+)", rest)) else "1:1",
-                    field_order=next((order for words, order in _FIELD_WORDS if words in rest), None))
+                    field_order=next((order for words, order in _FIELD_WORDS if words in rest), None),
+                    color_space=(c := _COLOR.search(rest)) and c.group("space"),
+                    color_primaries=c and c.group("primaries"), color_transfer=c and c.group("transfer"))
                 current = "video"
             elif kind == "audio" and audio is None:
                 hz = re.search(r"(\d+) Hz, ([^,]+)", rest)

@@ -67,6 +67,22 @@ def ffprobe_exe() -> str | None:
     return shutil.which("ffprobe")
 
 
+def has_filter(name: str) -> bool:
+    """Whether this ffmpeg has filter ``name`` (``zscale`` needs libzimg: the static build and
+    Debian's have it, a minimal build may not). Listed once per binary, when first asked."""
+    return name in _filters(ffmpeg_exe())
+
+
+@lru_cache(maxsize=4)
+def _filters(exe: str) -> frozenset[str]:
+    try:
+        listed = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=30,
+                                check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(words[1] for line in listed.splitlines() if len(words := line.split()) > 2)
+
+
 def media_url(path: Path) -> str:
     """An input or output path as ffmpeg must see it: absolute, with the ``file:`` protocol.
 

@@ -33,9 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import Contender, compare, machine  # noqa: E402
-from shared.config import MountConfig  # noqa: E402
-from shared.paths import input_from_path  # noqa: E402
+from bench.harness import Contender, compare, machine, mount_with  # noqa: E402
 from shared.runtime import execute  # noqa: E402
 from shared.worker import Deadline  # noqa: E402
 from workers.video_transcode import SPEC, runner  # noqa: E402
@@ -73,12 +71,7 @@ def main() -> int:
     ff("-i", str(sdr), "-vf", f"zscale=t={HLG}:p=bt2020:m=bt2020nc:npl=100,format=yuv420p10le", "-c:v", "libx265",
        "-preset", "ultrafast", "-x265-params", "log-level=error:crf=14", "-tag:v", "hvc1", "-color_primaries",
        "bt2020", "-color_trc", HLG, "-colorspace", "bt2020nc", "-c:a", "copy", str(hlg))
-    mount = work / "mount"
-    (mount / "ingest").mkdir(parents=True)
-    shutil.copyfile(hlg, mount / "ingest" / "hlg.mp4")
-    cfg = MountConfig.load(mount)
-    ref = input_from_path(cfg, "ingest/hlg.mp4")
-    assert ref is not None
+    mount, cfg, ref = mount_with(work, hlg, "hlg.mp4")
     made: dict[str, Path] = {}
 
     def plain(name: str, filters: str) -> Contender:

@@ -46,9 +46,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import Contender, compare, machine  # noqa: E402
-from shared.config import MountConfig  # noqa: E402
-from shared.paths import input_from_path  # noqa: E402
+from bench.harness import Contender, compare, machine, mount_with  # noqa: E402
 from shared.runtime import execute  # noqa: E402
 from shared.worker import Deadline  # noqa: E402
 from workers.video_transcode import SPEC, runner  # noqa: E402
@@ -83,12 +81,7 @@ def main() -> int:
     if not clip.exists():
         print(f"generating {clip} ...", file=sys.stderr, flush=True)
         make_clip(clip, args.seconds)
-    mount = work / "mount"
-    (mount / "ingest").mkdir(parents=True)
-    shutil.copyfile(clip, mount / "ingest" / "clip.mp4")
-    cfg = MountConfig.load(mount)
-    ref = input_from_path(cfg, "ingest/clip.mp4")
-    assert ref is not None
+    mount, cfg, ref = mount_with(work, clip, "clip.mp4")
     spec = SPEC
     base = {"ladder": "720", "preset": args.preset, "poster": False}
     half = max(1, args.seconds // 2)

@@ -17,12 +17,19 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.config import MountConfig
+    from shared.paths import InputRef
 
 
 @dataclass
@@ -124,3 +131,18 @@ def machine() -> str:
     """One line describing where the numbers came from."""
     return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def mount_with(work: Path, source: Path, name: str) -> tuple[Path, MountConfig, InputRef]:
+    """A mount under ``work`` holding ``source`` as ``ingest/<name>``: where a bench runs the
+    worker (through ``shared.runtime.execute``), with its config and the input's ref."""
+    from shared.config import MountConfig
+    from shared.paths import input_from_path
+
+    mount = work / "mount"
+    (mount / "ingest").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, mount / "ingest" / name)
+    cfg = MountConfig.load(mount)
+    ref = input_from_path(cfg, f"ingest/{name}")
+    assert ref is not None
+    return mount, cfg, ref

@@ -41,7 +41,7 @@ from shared.errors import (
 )
 from shared.runs import OutputDir
 from shared.worker import InputFile, RunContext
-from workers.video_transcode import encode, is_media, probe, runner
+from workers.video_transcode import encode, is_media, probe, runner, tonemap
 from workers.video_transcode.encode import Rung, Segment, VideoPlan
 from workers.video_transcode.options import Options
 from workers.video_transcode.probe import MediaInfo
@@ -263,7 +263,7 @@ def _process(source: InputFile, out: OutputDir, options: Options, ctx: RunContex
     facts["deinterlaced"] = plan.deinterlace
     if (hdr := hdr_output(info.video, options)) is not None:
         facts["hdr"] = {"transfer": info.video.color_transfer, "output": hdr,
-                        **({"tone_curve": encode.TONEMAP} if hdr == "sdr" else {})}
+                        **({"tone_curve": tonemap.CURVE} if hdr == "sdr" else {})}
     for rung in plan.rungs:
         out.update_facts(rung.name, **output_facts(out.run_dir / rung.name))
     top = plan.rungs[0]

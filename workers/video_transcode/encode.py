@@ -119,31 +119,22 @@ def video_codec_args(plan: VideoPlan) -> dict[str, Any]:
     return args
 
 
-TONEMAP = "mobius"  # keeps an exact conversion's midtones and rolls the highlights off, unclipped
-SDR_WHITE_NITS = 100  # the nominal peak HDR light is scaled to before tone-mapping (SDR's reference white)
-
-
 def to_sdr(stream: Any, plan: VideoPlan) -> Any:
-    """An HDR picture (PQ or HLG, BT.2020) as SDR BT.709, for players and JPEGs that know no
-    HDR: linear light, BT.709 primaries, the tone curve, BT.709's transfer and matrix. Played
-    as HDR without it, an HLG or PQ picture shows washed out, and a JPEG of it always does.
-    ``hable``, the curve most often quoted, darkens the whole picture by half where a stream
-    carries no mastering peak (most phone videos); ``mobius`` keeps the midtones of an exact
-    conversion (see tests/test_video_transcode.py). Applied through a 3D LUT made from the
-    same filters (:mod:`workers.video_transcode.tonemap`: about half their cost), or by
-    those filters where no LUT can be made. A no-op for an SDR plan."""
+    """An HDR picture (PQ or HLG, BT.2020) as SDR BT.709 YUV, for players and JPEGs that know
+    no HDR: played as HDR without it, an HLG or PQ picture shows washed out, and a JPEG of it
+    always does. Through the 3D LUT made from :func:`~workers.video_transcode.tonemap.steps`
+    (about half their cost), or through those filters where no LUT can be made. A no-op for
+    an SDR plan."""
     if plan.tonemap is None:
         return stream
-    lut = tonemap.lut_file(plan.tonemap, plan.source_primaries, plan.source_matrix, TONEMAP, SDR_WHITE_NITS)
+    lut = tonemap.lut_file(plan.tonemap, plan.source_primaries, plan.source_matrix)
     if lut is not None:
         return (stream.filter("scale", in_color_matrix="bt2020").filter("format", "gbrp16le")
                 .filter("lut3d", file=str(lut), interp="tetrahedral")
                 .filter("scale", out_color_matrix="bt709", out_range="tv").filter("format", "yuv420p"))
-    return (stream.filter("zscale", tin=plan.tonemap, pin=plan.source_primaries, min=plan.source_matrix,
-                          t="linear", npl=SDR_WHITE_NITS)
-            .filter("format", "gbrpf32le").filter("zscale", p="bt709")
-            .filter("tonemap", tonemap=TONEMAP, desat=0)
-            .filter("zscale", t="bt709", m="bt709", r="tv").filter("format", "yuv420p"))
+    for name, args in tonemap.steps(plan.tonemap, plan.source_primaries, plan.source_matrix):
+        stream = stream.filter(name, **args)
+    return stream.filter("zscale", m="bt709", r="tv").filter("format", "yuv420p")
 
 
 def _video_graph(plan: VideoPlan, inp: Any, *, start_frame: int | None, frames: int | None) -> list[Any]:

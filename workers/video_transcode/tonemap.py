@@ -9,7 +9,7 @@ once over a grid of colours gives a 3D LUT (``.cube``) that ``lut3d`` applies in
 
 The grid's colours are BT.2020 YUV (non-constant luminance), so a LUT is made only for
 sources with that matrix (nearly every HDR video); other sources, or an ffmpeg that cannot
-make one, get the float chain (:func:`workers.video_transcode.encode.to_sdr`). A LUT is kept
+make one, get the float filters (:func:`steps`, in :func:`workers.video_transcode.encode.to_sdr`). A LUT is kept
 under the temporary directory, written whole (a rename), and made again where it is missing
 (a segment's Lambda, a fresh machine): ~0.2 s.
 """
@@ -23,37 +23,45 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from workers.video_transcode import runner
 
+CURVE = "mobius"  # keeps an exact conversion's midtones and rolls the highlights off, unclipped
+WHITE_NITS = 100  # the nominal peak HDR light is scaled to before the curve (SDR's reference white)
 LUT_SIZE = 33  # grid points per channel: the size grading LUTs use (35,937 colours)
 LUT_MATRIX = "bt2020nc"  # the YUV matrix the grid is written in
-RECIPE = 1  # bump when the chain changes, so old LUT files are not used
+RECIPE = 1  # bump when the steps change, so old LUT files are not used
 # BT.2020 non-constant luminance: Y = KR R + KG G + KB B; Cb = (B - Y) / CB_SCALE; Cr = (R - Y) / CR_SCALE
 KR, KB = 0.2627, 0.0593
 KG = 1 - KR - KB
 CB_SCALE, CR_SCALE = 2 * (1 - KB), 2 * (1 - KR)
 
 
-def chain(transfer: str, primaries: str, matrix: str, curve: str, white_nits: int) -> str:
-    """ffmpeg's float HDR-to-SDR chain, as one filter string (what the LUT is made from)."""
-    return (f"zscale=tin={transfer}:pin={primaries}:min={matrix}:t=linear:npl={white_nits},format=gbrpf32le,"
-            f"zscale=p=bt709,tonemap=tonemap={curve}:desat=0,zscale=t=bt709")
+def steps(transfer: str, primaries: str, matrix: str) -> list[tuple[str, dict[str, Any]]]:
+    """ffmpeg's float HDR-to-SDR filters, YUV of this colour in, non-linear BT.709 RGB out:
+    the one definition of the tone-mapping (the LUT is made from it; without a LUT, the
+    renditions go through it). ``hable``, the curve most often quoted, darkens the whole
+    picture by half where a stream carries no mastering peak (most phone videos)."""
+    return [("zscale", {"tin": transfer, "pin": primaries, "min": matrix, "t": "linear", "npl": WHITE_NITS}),
+            ("format", {"pix_fmts": "gbrpf32le"}), ("zscale", {"p": "bt709"}),
+            ("tonemap", {"tonemap": CURVE, "desat": 0}), ("zscale", {"t": "bt709"})]
 
 
 @lru_cache(maxsize=8)
-def lut_file(transfer: str, primaries: str, matrix: str, curve: str, white_nits: int) -> Path | None:
+def lut_file(transfer: str, primaries: str, matrix: str) -> Path | None:
     """The LUT for sources of this colour, made now if it is missing; None where it cannot
-    be (another matrix, an ffmpeg without zscale): the caller then uses the float chain."""
+    be (another matrix, an ffmpeg without zscale): the caller then uses :func:`steps`."""
     if matrix != LUT_MATRIX:
         return None
     folder = Path(tempfile.gettempdir()) / "mountworks-tonemap"
-    path = folder / f"{transfer}-{primaries}-{curve}-{white_nits}-{LUT_SIZE}-r{RECIPE}.cube"
+    path = folder / f"{transfer}-{primaries}-{CURVE}-{WHITE_NITS}-{LUT_SIZE}-r{RECIPE}.cube"
     if path.is_file():
         return path
+    filters = ",".join(f"{name}=" + ":".join(f"{k}={v}" for k, v in args.items())
+                       for name, args in [*steps(transfer, primaries, matrix), ("format", {"pix_fmts": "gbrpf32le"})])
     try:
-        rgb = _run_grid(chain(transfer, primaries, matrix, curve, white_nits) + ",format=gbrpf32le",
-                        transfer, primaries)
+        rgb = _run_grid(filters, transfer, primaries)
     except (OSError, subprocess.SubprocessError, struct.error):
         return None
     folder.mkdir(parents=True, exist_ok=True)
